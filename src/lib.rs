@@ -1,0 +1,6 @@
+//! Caisson: a minimal, security-hardened KVM VMM.
+//!
+//! Data flows one way: [`config`] validates user input into a [`config::ValidConfig`],
+//! [`builder::build_vm`] turns that into a running [`vm::Vm`] in one ordered sequence.
+
+pub mod config;
