@@ -4,3 +4,12 @@
 //! [`builder::build_vm`] turns that into a running [`vm::Vm`] in one ordered sequence.
 
 pub mod config;
+pub mod arch;
+pub mod builder;
+pub mod demo;
+pub mod devices;
+pub mod exit;
+pub mod logger;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,220 @@
+//! The one ordered construction: a validated config in, a running VM out.
+//! Each step is one call, in the order the hardware needs it.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::{boot, cpuid, layout, mptable, regs};
+use crate::config::{SerialSink, ValidConfig};
+use crate::devices::bus::{Bus, BusError};
+use crate::devices::exit_port::ExitPort;
+use crate::devices::i8042::I8042;
+use crate::devices::serial::{SerialDevice, SerialOut};
+use crate::exit::ExitSignal;
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{self, Vcpu, VcpuError};
+use crate::vm::{self, Vm, VmError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot open /dev/kvm: {0}")]
+    Kvm(kvm_ioctls::Error),
+    #[error("KVM lacks the required capability {0:?}")]
+    MissingCap(Cap),
+    #[error("{what} failed: {source}")]
+    KvmCall {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    #[error(transparent)]
+    Mptable(#[from] mptable::MptableError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("cannot create an eventfd for {what}: {source}")]
+    EventFd {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot open the serial output {path}: {source}")]
+    SerialOutput {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn kvm_call<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, BuildError> {
+    r.map_err(|source| BuildError::KvmCall { what, source })
+}
+
+fn eventfd(what: &'static str) -> Result<EventFd, BuildError> {
+    EventFd::new(libc::EFD_NONBLOCK).map_err(|source| BuildError::EventFd { what, source })
+}
+
+/// Opens /dev/kvm and checks the capabilities the VMM relies on.
+pub fn open_kvm() -> Result<Kvm, BuildError> {
+    let kvm = Kvm::new().map_err(BuildError::Kvm)?;
+    for cap in [Cap::Irqchip, Cap::Ioeventfd, Cap::Irqfd, Cap::ImmediateExit, Cap::Pit2, Cap::UserMemory] {
+        if !kvm.check_extension(cap) {
+            return Err(BuildError::MissingCap(cap));
+        }
+    }
+    Ok(kvm)
+}
+
+/// The most vCPUs KVM allows; used to validate the config before building.
+pub fn kvm_max_vcpus() -> Result<u64, BuildError> {
+    Ok(open_kvm()?.get_max_vcpus() as u64)
+}
+
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping of exactly `memory_size` bytes owned
+        // by `mem`, which the VM keeps alive for as long as the VM fd exists.
+        kvm_call("KVM_SET_USER_MEMORY_REGION", unsafe { vm.set_user_memory_region(r) })?;
+    }
+    Ok(())
+}
+
+fn setup_irqchip(vm: &VmFd) -> Result<(), BuildError> {
+    kvm_call("KVM_SET_TSS_ADDR", vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize))?;
+    kvm_call("KVM_CREATE_IRQCHIP", vm.create_irq_chip())?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    kvm_call("KVM_CREATE_PIT2", vm.create_pit2(pit))
+}
+
+fn serial_output(sink: &SerialSink) -> Result<SerialOut, BuildError> {
+    Ok(match sink {
+        SerialSink::Stdout => Box::new(std::io::stdout()),
+        SerialSink::None => Box::new(std::io::sink()),
+        SerialSink::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| BuildError::SerialOutput {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+    })
+}
+
+/// The legacy devices on the port I/O bus: serial (IRQ 4), i8042 and the exit port.
+fn setup_legacy_devices(
+    vm: &VmFd,
+    cfg: &ValidConfig,
+    exit: &Arc<ExitSignal>,
+) -> Result<(Bus, Arc<Mutex<SerialDevice>>), BuildError> {
+    let irq = eventfd("the serial IRQ")?;
+    kvm_call("KVM_IRQFD (serial)", vm.register_irqfd(&irq, layout::SERIAL_IRQ))?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(irq, serial_output(&cfg.serial)?)));
+    let mut pio = Bus::new();
+    pio.insert(
+        u64::from(layout::SERIAL_PORT_BASE),
+        u64::from(layout::SERIAL_PORT_LEN),
+        serial.clone(),
+    )?;
+    pio.insert(
+        u64::from(layout::I8042_PORT_BASE),
+        u64::from(layout::I8042_PORT_LEN),
+        Arc::new(Mutex::new(I8042::new(exit.clone()))),
+    )?;
+    pio.insert(
+        u64::from(layout::EXIT_PORT),
+        1,
+        Arc::new(Mutex::new(ExitPort(exit.clone()))),
+    )?;
+    Ok((pio, serial))
+}
+
+struct Resources {
+    _vm: VmFd,
+    _memory: GuestMemoryMmap,
+}
+
+/// Builds and starts the VM described by `cfg`. The vCPUs run when this returns.
+pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
+    vm::block_stop_signals()?;
+    let kvm = open_kvm()?;
+    let vm = kvm_call("KVM_CREATE_VM", kvm.create_vm())?;
+
+    let mem = memory::create_guest_memory(cfg.mem_size_mib)?;
+    register_memory(&vm, &mem)?;
+    setup_irqchip(&vm)?;
+
+    let kernel = boot::load_kernel(&mem, &cfg.kernel, cfg.kernel_format)?;
+    let initrd = match &cfg.initrd {
+        Some(path) => Some(boot::load_initrd(&mem, path, kernel.end)?),
+        None => None,
+    };
+    let cmdline_len = boot::load_cmdline(&mem, &cfg.cmdline)?;
+    boot::write_zero_page(&mem, cfg.mem_size_mib << 20, &kernel, cmdline_len, initrd)?;
+    mptable::setup(&mem, cfg.vcpu_count)?;
+    regs::write_boot_tables(&mem)?;
+
+    let exit = Arc::new(ExitSignal::new().map_err(|source| BuildError::EventFd {
+        what: "the exit signal",
+        source,
+    })?);
+    let (pio, serial) = setup_legacy_devices(&vm, cfg, &exit)?;
+    let pio = Arc::new(pio);
+    let mmio = Arc::new(Bus::new());
+
+    let supported = kvm_call("KVM_GET_SUPPORTED_CPUID", kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES))?;
+    let emulator_safe = !cpuid::host_has_hardware_virtualization();
+    if emulator_safe {
+        log::info!("host has no VMX/SVM: hiding CPUID features KVM's emulator cannot run");
+    }
+    vcpu::install_kick_handler()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::with_capacity(usize::from(cfg.vcpu_count));
+    for index in 0..cfg.vcpu_count {
+        let fd = kvm_call("KVM_CREATE_VCPU", vm.create_vcpu(u64::from(index)))?;
+        let mut vcpu_cpuid = supported.clone();
+        cpuid::normalize(
+            &mut vcpu_cpuid,
+            cpuid::CpuidPlan {
+                vcpu_id: index,
+                vcpu_count: cfg.vcpu_count,
+                emulator_safe,
+            },
+        );
+        let v = Vcpu::new(index, fd, pio.clone(), mmio.clone(), exit.clone(), stop.clone());
+        v.configure(&vcpu_cpuid, kernel.entry)?;
+        handles.push(v.spawn()?);
+    }
+
+    let serial_input = matches!(cfg.serial, SerialSink::Stdout).then_some(serial);
+    let resources = Box::new(Resources {
+        _vm: vm,
+        _memory: mem,
+    });
+    let vm = Vm::new(handles, exit, stop, serial_input, resources)?;
+    vm.resume();
+    Ok(vm)
+}

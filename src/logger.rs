@@ -1,0 +1,123 @@
+//! A small `log` backend honouring Firecracker's logger options: level, file,
+//! and whether to show the level and the origin of each line.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoggerError {
+    #[error("--level: {0:?} is not one of Off, Error, Warning, Info, Debug, Trace")]
+    Level(String),
+    #[error("--log-path: cannot open {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the logger is already initialised")]
+    AlreadySet,
+}
+
+/// Parses Firecracker's level names, case-insensitively.
+pub fn parse_level(s: &str) -> Result<LevelFilter, LoggerError> {
+    match s.to_ascii_lowercase().as_str() {
+        "off" => Ok(LevelFilter::Off),
+        "error" => Ok(LevelFilter::Error),
+        "warn" | "warning" => Ok(LevelFilter::Warn),
+        "info" => Ok(LevelFilter::Info),
+        "debug" => Ok(LevelFilter::Debug),
+        "trace" => Ok(LevelFilter::Trace),
+        _ => Err(LoggerError::Level(s.to_string())),
+    }
+}
+
+struct Logger {
+    id: String,
+    show_level: bool,
+    show_origin: bool,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let thread = std::thread::current();
+        let mut line = format!("[{}:{}", self.id, thread.name().unwrap_or("-"));
+        if self.show_level {
+            line.push_str(&format!(":{}", r.level()));
+        }
+        if self.show_origin {
+            line.push_str(&format!(":{}:{}", r.file().unwrap_or("?"), r.line().unwrap_or(0)));
+        }
+        line.push_str(&format!("] {}\n", r.args()));
+        let mut out = crate::devices::lock(&self.out);
+        // Logging must never take the VMM down.
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+    }
+
+    fn flush(&self) {
+        let _ = crate::devices::lock(&self.out).flush();
+    }
+}
+
+static TO_FILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether log lines go to a file (rather than stderr).
+pub fn logs_to_file() -> bool {
+    TO_FILE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Installs the logger: to `path` (appending) or to stderr.
+pub fn init(
+    id: &str,
+    level: LevelFilter,
+    path: Option<&Path>,
+    show_level: bool,
+    show_origin: bool,
+) -> Result<(), LoggerError> {
+    let out: Box<dyn Write + Send> = match path {
+        Some(p) => Box::new(
+            File::options()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|source| LoggerError::Open {
+                    path: p.to_path_buf(),
+                    source,
+                })?,
+        ),
+        None => Box::new(std::io::stderr()),
+    };
+    let logger = Logger {
+        id: id.to_string(),
+        show_level,
+        show_origin,
+        out: Mutex::new(out),
+    };
+    TO_FILE.store(path.is_some(), std::sync::atomic::Ordering::Relaxed);
+    log::set_boxed_logger(Box::new(logger)).map_err(|_| LoggerError::AlreadySet)?;
+    log::set_max_level(level);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("Warning").ok(), Some(LevelFilter::Warn));
+        assert_eq!(parse_level("TRACE").ok(), Some(LevelFilter::Trace));
+        assert!(parse_level("loud").is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! vCPU threads: each is configured for the Linux 64-bit boot protocol, starts
+//! paused, and once resumed runs KVM_RUN, dispatching port and MMIO exits to the
+//! buses until the VM stops.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use kvm_bindings::{kvm_run, CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::arch::x86_64::{lapic, msr, regs};
+use crate::devices::bus::Bus;
+use crate::exit::{ExitReason, ExitSignal};
+
+/// The signal that kicks a vCPU out of KVM_RUN.
+pub fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("vCPU {vcpu}: {what} failed: {source}")]
+    Kvm {
+        vcpu: u8,
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("vCPU {vcpu}: KVM accepted {set} of {wanted} boot MSRs")]
+    Msrs { vcpu: u8, set: usize, wanted: usize },
+    #[error("vCPU {vcpu}: cannot build the MSR list: {source:?}")]
+    MsrList {
+        vcpu: u8,
+        source: vmm_sys_util::fam::Error,
+    },
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+    #[error("cannot spawn the thread of vCPU {vcpu}: {source}")]
+    Spawn { vcpu: u8, source: std::io::Error },
+}
+
+thread_local! {
+    /// This thread's `kvm_run` page, so the kick handler can set `immediate_exit`.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let run = KVM_RUN.with(|r| r.get());
+    if !run.is_null() {
+        // SAFETY: `run` is this thread's kvm_run mapping, set by the thread itself
+        // before it first enters KVM_RUN and valid until the thread exits; a
+        // volatile byte store is async-signal-safe.
+        unsafe { std::ptr::write_volatile(&raw mut (*run).immediate_exit, 1) };
+    }
+}
+
+/// Installs the (process-wide) kick handler. Idempotent.
+pub fn install_kick_handler() -> Result<(), VcpuError> {
+    register_signal_handler(kick_signal(), handle_kick).map_err(VcpuError::Signal)
+}
+
+pub struct Vcpu {
+    pub index: u8,
+    fd: VcpuFd,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    exit: Arc<ExitSignal>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A spawned vCPU thread.
+pub struct VcpuHandle {
+    pub index: u8,
+    thread: JoinHandle<()>,
+    resume: Sender<()>,
+}
+
+impl VcpuHandle {
+    /// Lets a paused vCPU run.
+    pub fn resume(&self) {
+        let _ = self.resume.send(());
+    }
+
+    /// Interrupts KVM_RUN so the thread sees the stop flag.
+    pub fn kick(&self) {
+        if let Err(e) = self.thread.kill(kick_signal()) {
+            log::debug!("vCPU {}: kick failed: {e}", self.index);
+        }
+    }
+
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            log::error!("vCPU {} thread panicked", self.index);
+        }
+    }
+}
+
+impl Vcpu {
+    pub fn new(
+        index: u8,
+        fd: VcpuFd,
+        pio: Arc<Bus>,
+        mmio: Arc<Bus>,
+        exit: Arc<ExitSignal>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            index,
+            fd,
+            pio,
+            mmio,
+            exit,
+            stop,
+        }
+    }
+
+    fn kvm<T>(&self, what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, VcpuError> {
+        r.map_err(|source| VcpuError::Kvm {
+            vcpu: self.index,
+            what,
+            source,
+        })
+    }
+
+    /// Sets CPUID, MSRs, registers, FPU and LAPIC for the boot protocol.
+    pub fn configure(&self, cpuid: &CpuId, entry: u64) -> Result<(), VcpuError> {
+        self.kvm("KVM_SET_CPUID2", self.fd.set_cpuid2(cpuid))?;
+        let msrs = msr::boot_msrs().map_err(|source| VcpuError::MsrList {
+            vcpu: self.index,
+            source,
+        })?;
+        let set = self.kvm("KVM_SET_MSRS", self.fd.set_msrs(&msrs))?;
+        if set != msrs.as_slice().len() {
+            return Err(VcpuError::Msrs {
+                vcpu: self.index,
+                set,
+                wanted: msrs.as_slice().len(),
+            });
+        }
+        self.kvm("KVM_SET_REGS", self.fd.set_regs(&regs::boot_regs(entry)))?;
+        let mut sregs = self.kvm("KVM_GET_SREGS", self.fd.get_sregs())?;
+        regs::set_long_mode_sregs(&mut sregs);
+        self.kvm("KVM_SET_SREGS", self.fd.set_sregs(&sregs))?;
+        self.kvm("KVM_SET_FPU", self.fd.set_fpu(&regs::boot_fpu()))?;
+        let mut lapic_state = self.kvm("KVM_GET_LAPIC", self.fd.get_lapic())?;
+        lapic::set_lint(&mut lapic_state);
+        self.kvm("KVM_SET_LAPIC", self.fd.set_lapic(&lapic_state))?;
+        Ok(())
+    }
+
+    /// Starts the thread, paused until [`VcpuHandle::resume`].
+    pub fn spawn(self) -> Result<VcpuHandle, VcpuError> {
+        let index = self.index;
+        let (resume, resumed) = channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || self.thread_main(resumed))
+            .map_err(|source| VcpuError::Spawn { vcpu: index, source })?;
+        Ok(VcpuHandle {
+            index,
+            thread,
+            resume,
+        })
+    }
+
+    fn thread_main(mut self, resumed: Receiver<()>) {
+        let run: *mut kvm_run = self.fd.get_kvm_run();
+        KVM_RUN.with(|r| r.set(run));
+        // Paused until the builder resumes us; a dropped sender means the VM is gone.
+        if resumed.recv().is_err() {
+            return;
+        }
+        self.run_loop();
+        KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
+    }
+
+    fn rip(&self) -> u64 {
+        self.fd.get_regs().map(|r| r.rip).unwrap_or(0)
+    }
+
+    fn run_loop(&mut self) {
+        while !self.stop.load(Ordering::Acquire) {
+            let reason = match self.fd.run() {
+                Ok(exit) => match exit {
+                    VcpuExit::IoOut(port, data) => {
+                        if !self.pio.write(u64::from(port), data) {
+                            log::trace!("vCPU {}: unhandled out {port:#x}", self.index);
+                        }
+                        None
+                    }
+                    VcpuExit::IoIn(port, data) => {
+                        if !self.pio.read(u64::from(port), data) {
+                            data.fill(0xff);
+                        }
+                        None
+                    }
+                    VcpuExit::MmioRead(addr, data) => {
+                        if !self.mmio.read(addr, data) {
+                            data.fill(0);
+                        }
+                        None
+                    }
+                    VcpuExit::MmioWrite(addr, data) => {
+                        if !self.mmio.write(addr, data) {
+                            log::trace!("vCPU {}: unhandled MMIO write {addr:#x}", self.index);
+                        }
+                        None
+                    }
+                    VcpuExit::Hlt => None,
+                    VcpuExit::Shutdown => Some(ExitReason::TripleFault {
+                        vcpu: self.index,
+                        rip: 0,
+                    }),
+                    VcpuExit::SystemEvent(t, _)
+                        if t == KVM_SYSTEM_EVENT_SHUTDOWN || t == KVM_SYSTEM_EVENT_RESET =>
+                    {
+                        Some(ExitReason::SystemEvent(t))
+                    }
+                    VcpuExit::InternalError => Some(ExitReason::KvmError {
+                        vcpu: self.index,
+                        reason: self.internal_error(),
+                        rip: 0,
+                    }),
+                    VcpuExit::FailEntry(reason, cpu) => Some(ExitReason::KvmError {
+                        vcpu: self.index,
+                        reason: format!(
+                            "entry failure (hardware reason {reason:#x}, host cpu {cpu})"
+                        ),
+                        rip: 0,
+                    }),
+                    other => {
+                        log::warn!("vCPU {}: unexpected exit {other:?}", self.index);
+                        None
+                    }
+                },
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    None
+                }
+                Err(e) => Some(ExitReason::VcpuFailed {
+                    vcpu: self.index,
+                    error: format!("KVM_RUN: {e}"),
+                }),
+            };
+            if let Some(mut reason) = reason {
+                // The RIP is read after the exit so the message names where it happened.
+                match &mut reason {
+                    ExitReason::TripleFault { rip, .. } | ExitReason::KvmError { rip, .. } => {
+                        *rip = self.rip();
+                    }
+                    _ => {}
+                }
+                self.exit.request(reason);
+                break;
+            }
+        }
+    }
+
+    fn internal_error(&mut self) -> String {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: after KVM_EXIT_INTERNAL_ERROR, KVM fills the `internal` member of
+        // the exit union; reading plain integers from it is always defined.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let what = match internal.suberror {
+            1 => "emulation failure",
+            2 => "simultaneous exception",
+            3 => "event delivery failure",
+            4 => "unexpected exit reason",
+            _ => "internal error",
+        };
+        format!("internal error: {what} (suberror {})", internal.suberror)
+    }
+}

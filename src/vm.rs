@@ -1,0 +1,166 @@
+//! The running VM: the main-thread event loop (event-manager), the vCPU threads,
+//! and an orderly stop that yields the exit reason.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::devices::lock;
+use crate::devices::serial::SerialDevice;
+use crate::exit::{ExitReason, ExitSignal};
+use crate::vcpu::VcpuHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("the event loop failed: {0:?}")]
+    EventLoop(event_manager::Error),
+    #[error("cannot create the event loop: {0:?}")]
+    EventManager(event_manager::Error),
+    #[error("cannot set up signal handling: {0}")]
+    Signals(nix::Error),
+}
+
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// The signals that stop the VM cleanly.
+pub fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+/// Blocks the stop signals in the calling thread; threads spawned after this
+/// inherit the mask, so only the event loop's signalfd receives them.
+pub fn block_stop_signals() -> Result<(), VmError> {
+    stop_signals().thread_block().map_err(VmError::Signals)
+}
+
+/// Wakes the event loop when any thread requests the VM's end.
+struct ExitWaker(Arc<ExitSignal>);
+
+impl MutEventSubscriber for ExitWaker {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(self.0.eventfd(), EventSet::IN)) {
+            log::error!("cannot watch the exit eventfd: {e:?}");
+        }
+    }
+    fn process(&mut self, _: Events, _: &mut EventOps) {
+        let _ = self.0.eventfd().read();
+    }
+}
+
+/// Turns SIGTERM/SIGINT/SIGHUP into a clean stop.
+struct SignalWatcher {
+    fd: SignalFd,
+    exit: Arc<ExitSignal>,
+}
+
+impl MutEventSubscriber for SignalWatcher {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.fd, EventSet::IN)) {
+            log::error!("cannot watch the signalfd: {e:?}");
+        }
+    }
+    fn process(&mut self, _: Events, _: &mut EventOps) {
+        if let Ok(Some(info)) = self.fd.read_signal() {
+            let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
+            log::info!("received signal {signo}, stopping the VM");
+            self.exit.request(ExitReason::Signal(signo));
+        }
+    }
+}
+
+/// Feeds stdin to the serial port.
+struct SerialInput {
+    serial: Arc<Mutex<SerialDevice>>,
+}
+
+impl MutEventSubscriber for SerialInput {
+    fn init(&mut self, ops: &mut EventOps) {
+        let stdin = std::io::stdin();
+        // Not pollable (a regular file, /dev/null): the guest simply gets no input.
+        if let Err(e) = ops.add(Events::new(&stdin, EventSet::IN)) {
+            log::debug!("serial input disabled: stdin cannot be polled: {e:?}");
+        }
+    }
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let mut buf = [0u8; 64];
+        let n = std::io::stdin().lock().read(&mut buf).unwrap_or(0);
+        if n == 0 || events.event_set().contains(EventSet::HANG_UP) {
+            let _ = ops.remove(Events::new_raw(std::io::stdin().as_raw_fd(), EventSet::IN));
+            return;
+        }
+        lock(&self.serial).enqueue_input(&buf[..n]);
+    }
+}
+
+pub struct Vm {
+    vcpus: Vec<VcpuHandle>,
+    exit: Arc<ExitSignal>,
+    stop: Arc<AtomicBool>,
+    events: EventManager<Subscriber>,
+    // Held for the VM's lifetime: KVM state and guest RAM.
+    _resources: Box<dyn std::any::Any + Send>,
+}
+
+impl Vm {
+    /// Sets up the event loop for a VM whose vCPUs are spawned but paused.
+    pub fn new(
+        vcpus: Vec<VcpuHandle>,
+        exit: Arc<ExitSignal>,
+        stop: Arc<AtomicBool>,
+        serial_input: Option<Arc<Mutex<SerialDevice>>>,
+        resources: Box<dyn std::any::Any + Send>,
+    ) -> Result<Self, VmError> {
+        let mut events = EventManager::<Subscriber>::new().map_err(VmError::EventManager)?;
+        events.add_subscriber(Arc::new(Mutex::new(ExitWaker(exit.clone()))));
+        let fd = SignalFd::with_flags(&stop_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(VmError::Signals)?;
+        events.add_subscriber(Arc::new(Mutex::new(SignalWatcher {
+            fd,
+            exit: exit.clone(),
+        })));
+        if let Some(serial) = serial_input {
+            events.add_subscriber(Arc::new(Mutex::new(SerialInput { serial })));
+        }
+        Ok(Self {
+            vcpus,
+            exit,
+            stop,
+            events,
+            _resources: resources,
+        })
+    }
+
+    /// Lets every vCPU run.
+    pub fn resume(&self) {
+        for v in &self.vcpus {
+            v.resume();
+        }
+    }
+
+    /// Runs the event loop until the VM ends, then stops and joins the vCPUs.
+    pub fn run(mut self) -> Result<ExitReason, VmError> {
+        let reason = loop {
+            if let Some(r) = self.exit.reason() {
+                break r;
+            }
+            self.events.run().map_err(VmError::EventLoop)?;
+        };
+        self.stop.store(true, Ordering::Release);
+        for v in &self.vcpus {
+            v.kick();
+        }
+        for v in self.vcpus.drain(..) {
+            v.join();
+        }
+        Ok(reason)
+    }
+}
