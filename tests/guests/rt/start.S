@@ -20,6 +20,9 @@ _start:
 	mov	$rt_pdpt + RT_PTE_TABLE, %eax
 	mov	%rax, rt_pml4(%rip)
 
+#ifdef RT_FORCE_2M_PAGES		/* test hook: make EXTRA_FLAGS=-DRT_FORCE_2M_PAGES */
+	jmp	.Lpages_2m
+#endif
 	mov	$0x80000001, %eax
 	cpuid
 	bt	$26, %edx		/* pdpe1gb */
