@@ -22,11 +22,16 @@ fn main() {
     match result {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            println!("cargo::error=building the guests in tests/guests failed ({})", o.status);
+            println!(
+                "cargo::error=building the guests in tests/guests failed ({})",
+                o.status
+            );
             for line in String::from_utf8_lossy(&o.stderr).lines() {
                 println!("cargo::error={line}");
             }
         }
-        Err(e) => println!("cargo::error=cannot run make for tests/guests (is make installed?): {e}"),
+        Err(e) => {
+            println!("cargo::error=cannot run make for tests/guests (is make installed?): {e}")
+        }
     }
 }

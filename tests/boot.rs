@@ -13,7 +13,10 @@ use common::*;
 fn hello_prints_and_resets_with_exit_0() {
     let out = boot("hello", &[]);
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.lines().contains(&"Hello from the Caisson hello guest"), "{out:?}");
+    assert!(
+        out.lines().contains(&"Hello from the Caisson hello guest"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -29,9 +32,18 @@ fn hello_boots_from_a_firecracker_config_file() {
         "logger": null, "metrics": null, "mmds-config": null, "entropy": null
     });
     std::fs::write(&cfg, text.to_string()).unwrap();
-    let out = caisson(&["--no-api", "--id", "fc-compat-1", "--config-file", cfg.to_str().unwrap()]);
+    let out = caisson(&[
+        "--no-api",
+        "--id",
+        "fc-compat-1",
+        "--config-file",
+        cfg.to_str().unwrap(),
+    ]);
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("Hello from the Caisson hello guest"), "{out:?}");
+    assert!(
+        out.stdout.contains("Hello from the Caisson hello guest"),
+        "{out:?}"
+    );
 }
 
 fn check_smp(n: usize) {
@@ -39,9 +51,16 @@ fn check_smp(n: usize) {
     assert_eq!(out.code, Some(0), "{n} vCPUs: {out:?}");
     for cpu in 0..n {
         let line = format!("smp: cpu {cpu} online");
-        assert!(out.lines().contains(&line.as_str()), "missing {line:?}: {out:?}");
+        assert!(
+            out.lines().contains(&line.as_str()),
+            "missing {line:?}: {out:?}"
+        );
     }
-    assert!(out.lines().contains(&format!("smp: {n} cpus online").as_str()), "{out:?}");
+    assert!(
+        out.lines()
+            .contains(&format!("smp: {n} cpus online").as_str()),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -60,7 +79,10 @@ fn memory_pattern_below_the_gap() {
     let out = boot("memory", &["--mem-mib", "128"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.lines().contains(&"memory: ok"), "{out:?}");
-    assert!(out.lines().contains(&"memory: e820 100000 7f00000 1"), "{out:?}");
+    assert!(
+        out.lines().contains(&"memory: e820 100000 7f00000 1"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -69,8 +91,14 @@ fn memory_pattern_above_the_mmio_gap() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.lines().contains(&"memory: ok"), "{out:?}");
     // 4 GiB split around the gap: [1 MiB, 3.25 GiB) and [4 GiB, 4.75 GiB).
-    assert!(out.lines().contains(&"memory: e820 100000 cff00000 1"), "{out:?}");
-    assert!(out.lines().contains(&"memory: e820 100000000 30000000 1"), "{out:?}");
+    assert!(
+        out.lines().contains(&"memory: e820 100000 cff00000 1"),
+        "{out:?}"
+    );
+    assert!(
+        out.lines().contains(&"memory: e820 100000000 30000000 1"),
+        "{out:?}"
+    );
     let tested: u64 = out
         .lines()
         .iter()
@@ -79,7 +107,10 @@ fn memory_pattern_above_the_mmio_gap() {
         .expect("a tested line")
         .parse()
         .unwrap();
-    assert!(tested > (4 << 30) - (64 << 20), "tested only {tested} bytes");
+    assert!(
+        tested > (4 << 30) - (64 << 20),
+        "tested only {tested} bytes"
+    );
 }
 
 #[test]
@@ -102,15 +133,30 @@ fn emulation_failure_names_the_reason_and_rip() {
 fn args_hashes_match_the_host() {
     let dir = tempdir();
     let initrd = dir.path().join("initrd.img");
-    let data: Vec<u8> = (0..100 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..100 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&initrd, &data).unwrap();
     let cmdline = "console=ttyS0 caisson.test=args quiet panic=1";
-    let out = boot("args", &["--cmdline", cmdline, "--initrd", initrd.to_str().unwrap()]);
+    let out = boot(
+        "args",
+        &["--cmdline", cmdline, "--initrd", initrd.to_str().unwrap()],
+    );
     assert_eq!(out.code, Some(0), "{out:?}");
-    let want_cmdline = format!("args: cmdline {:016x} len {}", fnv1a64(cmdline.as_bytes()), cmdline.len());
+    let want_cmdline = format!(
+        "args: cmdline {:016x} len {}",
+        fnv1a64(cmdline.as_bytes()),
+        cmdline.len()
+    );
     let want_initrd = format!("args: initrd {:016x} len {}", fnv1a64(&data), data.len());
-    assert!(out.lines().contains(&want_cmdline.as_str()), "want {want_cmdline}: {out:?}");
-    assert!(out.lines().contains(&want_initrd.as_str()), "want {want_initrd}: {out:?}");
+    assert!(
+        out.lines().contains(&want_cmdline.as_str()),
+        "want {want_cmdline}: {out:?}"
+    );
+    assert!(
+        out.lines().contains(&want_initrd.as_str()),
+        "want {want_initrd}: {out:?}"
+    );
 }
 
 #[test]
@@ -127,7 +173,11 @@ fn demo_prints_its_banner() {
     require_kvm();
     let out = caisson(&["demo"]);
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.lines().contains(&"Caisson demo guest: hello from inside a microVM"), "{out:?}");
+    assert!(
+        out.lines()
+            .contains(&"Caisson demo guest: hello from inside a microVM"),
+        "{out:?}"
+    );
     assert!(out.lines().contains(&"demo: 1 vcpus"), "{out:?}");
 }
 
@@ -145,7 +195,10 @@ fn waiting_demo() -> (std::process::Child, BufReader<std::process::ChildStdout>)
     let mut line = String::new();
     while !line.contains("demo: waiting for input") {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "demo ended before waiting");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "demo ended before waiting"
+        );
     }
     (child, reader)
 }

@@ -12,7 +12,11 @@ pub const CAISSON: &str = env!("CARGO_BIN_EXE_caisson");
 /// Path of a guest built from tests/guests.
 pub fn guest(name: &str) -> PathBuf {
     let p = Path::new(caisson::demo::GUEST_BUILD_DIR).join(format!("{name}.elf"));
-    assert!(p.exists(), "guest {name} was not built: {} is missing", p.display());
+    assert!(
+        p.exists(),
+        "guest {name} was not built: {} is missing",
+        p.display()
+    );
     p
 }
 
