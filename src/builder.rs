@@ -47,6 +47,8 @@ pub enum BuildError {
     Vcpu(#[from] VcpuError),
     #[error(transparent)]
     Vm(#[from] VmError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("cannot create an eventfd for {what}: {source}")]
     EventFd {
         what: &'static str,
@@ -214,6 +216,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         log::info!("host has no VMX/SVM: hiding CPUID features KVM's emulator cannot run");
     }
     vcpu::install_kick_handler()?;
+    crate::seccomp::install_sigsys_handler()?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::with_capacity(usize::from(cfg.vcpu_count));
     for index in 0..cfg.vcpu_count {
@@ -236,7 +239,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
             stop.clone(),
         );
         v.configure(&vcpu_cpuid, kernel.entry)?;
-        handles.push(v.spawn()?);
+        handles.push(v.spawn(cfg.seccomp.clone())?);
     }
 
     let serial_input = matches!(cfg.serial, SerialSink::Stdout).then_some(serial);
@@ -245,6 +248,11 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         _memory: mem,
     });
     let vm = Vm::new(handles, exit, stop, serial_input, resources)?;
+    // Last step before any guest code runs: confine the main thread too.
+    match &cfg.seccomp {
+        Some(f) => f.install(crate::seccomp::ThreadKind::Vmm)?,
+        None => log::warn!("seccomp is off: the VMM runs without syscall filters"),
+    }
     vm.resume();
     Ok(vm)
 }

@@ -284,6 +284,8 @@ pub struct ValidConfig {
     pub vcpu_count: u8,
     pub mem_size_mib: u64,
     pub serial: SerialSink,
+    /// Per-thread seccomp filters; `None` only with `--no-seccomp`.
+    pub seccomp: Option<crate::seccomp::Filters>,
 }
 
 /// Values from the command line that override the file.
@@ -369,6 +371,7 @@ impl VmConfig {
                 .map_err(|_| ConfigError::VcpuCount { value: vcpus, max })?,
             mem_size_mib: mem,
             serial,
+            seccomp: None,
         })
     }
 
