@@ -20,6 +20,15 @@ fn hello_prints_and_resets_with_exit_0() {
 }
 
 #[test]
+fn hello_boots_as_a_bzimage() {
+    require_kvm();
+    let bz = std::path::Path::new(caisson::demo::GUEST_BUILD_DIR).join("hello.bzImage");
+    let out = caisson(&["--kernel", bz.to_str().unwrap(), "--vcpus", "2"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.lines().contains(&"Hello from the Caisson hello guest"), "{out:?}");
+}
+
+#[test]
 fn hello_boots_from_a_firecracker_config_file() {
     require_kvm();
     let dir = tempdir();
