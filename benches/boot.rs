@@ -4,13 +4,15 @@
 //! nothing about speed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 25;
-const CAISSON: &str = env!("CARGO_BIN_EXE_caisson");
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::CAISSON;
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
@@ -117,19 +119,7 @@ fn rss_split(pid: u32, guest_kb: u64) -> (u64, u64) {
 }
 
 fn memory_overhead() {
-    let mut child = Command::new(CAISSON)
-        .args(["demo", "--cmdline", "caisson.demo_wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("demo: waiting for input") {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "demo ended early");
-    }
+    let (mut child, mut reader) = common::waiting_demo(&[]);
     let (total, guest) = rss_split(child.id(), 128 * 1024);
     child.stdin.as_mut().unwrap().write_all(b"q").unwrap();
     let mut rest = String::new();

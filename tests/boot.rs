@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -25,7 +24,10 @@ fn hello_boots_as_a_bzimage() {
     let bz = std::path::Path::new(caisson::demo::GUEST_BUILD_DIR).join("hello.bzImage");
     let out = caisson(&["--kernel", bz.to_str().unwrap(), "--vcpus", "2"]);
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.lines().contains(&"Hello from the Caisson hello guest"), "{out:?}");
+    assert!(
+        out.lines().contains(&"Hello from the Caisson hello guest"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -190,31 +192,9 @@ fn demo_prints_its_banner() {
     assert!(out.lines().contains(&"demo: 1 vcpus"), "{out:?}");
 }
 
-/// Starts the demo guest waiting for serial input; returns the child once it waits.
-fn waiting_demo() -> (std::process::Child, BufReader<std::process::ChildStdout>) {
-    require_kvm();
-    let mut child = Command::new(CAISSON)
-        .args(["demo", "--cmdline", "caisson.demo_wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("demo: waiting for input") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "demo ended before waiting"
-        );
-    }
-    (child, reader)
-}
-
 #[test]
 fn serial_input_reaches_the_guest() {
-    let (mut child, mut reader) = waiting_demo();
+    let (mut child, mut reader) = waiting_demo(&[]);
     child.stdin.as_mut().unwrap().write_all(b"x").unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
@@ -225,7 +205,7 @@ fn serial_input_reaches_the_guest() {
 
 #[test]
 fn sigterm_stops_the_vm_cleanly() {
-    let (child, _reader) = waiting_demo();
+    let (child, _reader) = waiting_demo(&[]);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = wait_output(child, Duration::from_secs(30));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
@@ -100,23 +100,9 @@ fn status_field(status: &str, key: &str) -> String {
 
 /// Runs the demo guest waiting for input and returns, per thread, (name, Seccomp, NoNewPrivs).
 fn thread_confinement(extra: &[&str]) -> (Vec<(String, String, String)>, String) {
-    require_kvm();
-    let mut args = vec!["demo", "--vcpus", "2", "--cmdline", "caisson.demo_wait"];
+    let mut args = vec!["--vcpus", "2"];
     args.extend_from_slice(extra);
-    let mut child = Command::new(CAISSON)
-        .args(&args[..1])
-        .args(&args[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("demo: waiting for input") {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "demo ended early");
-    }
+    let (mut child, _reader) = waiting_demo(&args);
     let mut threads = vec![];
     for t in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
         let s = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
