@@ -195,9 +195,19 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         None => None,
     };
     let cmdline_len = boot::load_cmdline(&mem, &cfg.cmdline)?;
-    boot::write_zero_page(&mem, cfg.mem_size_mib << 20, &kernel, cmdline_len, initrd)?;
+    // A kernel with a PVH entry is started through it, as Firecracker does.
+    let (protocol, entry) = match kernel.pvh_entry {
+        Some(pvh) => {
+            boot::write_pvh_start_info(&mem, cfg.mem_size_mib << 20, initrd)?;
+            (regs::BootProtocol::Pvh, pvh)
+        }
+        None => {
+            boot::write_zero_page(&mem, cfg.mem_size_mib << 20, &kernel, cmdline_len, initrd)?;
+            (regs::BootProtocol::Linux64, kernel.entry)
+        }
+    };
     mptable::setup(&mem, cfg.vcpu_count)?;
-    regs::write_boot_tables(&mem)?;
+    regs::write_boot_tables(&mem, protocol)?;
 
     let exit = Arc::new(ExitSignal::new().map_err(|source| BuildError::EventFd {
         what: "the exit signal",
@@ -238,7 +248,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
             exit.clone(),
             stop.clone(),
         );
-        v.configure(&vcpu_cpuid, kernel.entry)?;
+        v.configure(&vcpu_cpuid, entry, protocol)?;
         handles.push(v.spawn(cfg.seccomp.clone())?);
     }
 

@@ -131,7 +131,12 @@ impl Vcpu {
     }
 
     /// Sets CPUID, MSRs, registers, FPU and LAPIC for the boot protocol.
-    pub fn configure(&self, cpuid: &CpuId, entry: u64) -> Result<(), VcpuError> {
+    pub fn configure(
+        &self,
+        cpuid: &CpuId,
+        entry: u64,
+        protocol: regs::BootProtocol,
+    ) -> Result<(), VcpuError> {
         self.kvm("KVM_SET_CPUID2", self.fd.set_cpuid2(cpuid))?;
         let msrs = msr::boot_msrs().map_err(|source| VcpuError::MsrList {
             vcpu: self.index,
@@ -145,9 +150,12 @@ impl Vcpu {
                 wanted: msrs.as_slice().len(),
             });
         }
-        self.kvm("KVM_SET_REGS", self.fd.set_regs(&regs::boot_regs(entry)))?;
+        self.kvm(
+            "KVM_SET_REGS",
+            self.fd.set_regs(&regs::boot_regs(entry, protocol)),
+        )?;
         let mut sregs = self.kvm("KVM_GET_SREGS", self.fd.get_sregs())?;
-        regs::set_long_mode_sregs(&mut sregs);
+        regs::set_boot_sregs(&mut sregs, protocol);
         self.kvm("KVM_SET_SREGS", self.fd.set_sregs(&sregs))?;
         self.kvm("KVM_SET_FPU", self.fd.set_fpu(&regs::boot_fpu()))?;
         let mut lapic_state = self.kvm("KVM_GET_LAPIC", self.fd.get_lapic())?;

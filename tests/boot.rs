@@ -31,6 +31,35 @@ fn hello_boots_as_a_bzimage() {
 }
 
 #[test]
+fn pvh_note_boots_through_the_pvh_entry() {
+    let dir = tempdir();
+    let initrd = dir.path().join("initrd");
+    std::fs::write(&initrd, b"initrd").unwrap();
+    let out = boot(
+        "pvh",
+        &[
+            "--cmdline",
+            "console=ttyS0 pvh=yes",
+            "--initrd",
+            initrd.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        out.lines(),
+        [
+            "pvh: start_info ok",
+            "pvh: cmdline console=ttyS0 pvh=yes",
+            "pvh: memmap 2 modules 1"
+        ],
+        "{out:?}"
+    );
+    // Above the MMIO gap the memory map has a third entry; no initrd, no module.
+    let out = boot("pvh", &["--mem-mib", "4096"]);
+    assert!(out.lines().contains(&"pvh: memmap 3 modules 0"), "{out:?}");
+}
+
+#[test]
 fn hello_boots_from_a_firecracker_config_file() {
     require_kvm();
     let dir = tempdir();
