@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -239,4 +240,49 @@ fn sigterm_stops_the_vm_cleanly() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = wait_output(child, Duration::from_secs(30));
     assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+/// On a terminal the serial console is raw while the VM runs and restored after.
+#[test]
+fn terminal_is_raw_during_the_run_and_restored_after() {
+    use nix::pty::{openpty, OpenptyResult};
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::os::fd::AsFd;
+    require_kvm();
+    let OpenptyResult { master, slave } = openpty(None, None).unwrap();
+    let cooked = tcgetattr(slave.as_fd()).unwrap();
+    assert!(cooked
+        .local_flags
+        .contains(LocalFlags::ICANON | LocalFlags::ECHO));
+    let mut child = Command::new(CAISSON)
+        .args(["demo", "--cmdline", "caisson.demo_wait"])
+        .stdin(std::fs::File::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("demo: waiting for input") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "demo ended early");
+    }
+    let raw = tcgetattr(slave.as_fd()).unwrap();
+    assert!(
+        !raw.local_flags.contains(LocalFlags::ICANON),
+        "canonical mode still on"
+    );
+    assert!(!raw.local_flags.contains(LocalFlags::ECHO), "echo still on");
+    assert!(
+        raw.local_flags.contains(LocalFlags::ISIG),
+        "Ctrl-C must still stop the VMM"
+    );
+    nix::unistd::write(&master, b"k").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let after = tcgetattr(slave.as_fd()).unwrap();
+    assert_eq!(
+        after.local_flags, cooked.local_flags,
+        "terminal not restored"
+    );
 }
