@@ -1,0 +1,3 @@
+fn main() {
+    println!("hi {:?}", std::env::args().collect::<Vec<_>>());
+}

@@ -1,0 +1,13 @@
+//! caisson-jailer: takes one guest from an untrusted config to a uniquely confined
+//! `caisson` process. [`jail::run`] is the whole sequence, one step per call.
+
+pub mod cgroup;
+pub mod identity;
+pub mod labels;
+pub mod landlock_rules;
+pub mod mcs;
+pub mod profile;
+pub mod resources;
+pub mod rlimits;
+pub mod selinux_backend;
+pub mod state;
