@@ -66,8 +66,11 @@ pub struct Resource {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
-    /// `O_PATH` fd of the file; the bind mount source.
+    /// `O_PATH` fd of the file.
     pub fd: OwnedFd,
+    /// A detached bind mount of exactly that file (`open_tree(OPEN_TREE_CLONE)`),
+    /// attached inside the jail with `move_mount`: the file is never looked up again.
+    pub tree: OwnedFd,
 }
 
 impl Resource {
@@ -147,7 +150,9 @@ fn open_file(
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(err("not a regular file".into()));
     }
+    let tree = open_tree_clone(&fd).map_err(|e| err(format!("open_tree: {e}")))?;
     Ok(Resource {
+        tree,
         kind,
         field,
         host_path: canon,
@@ -159,6 +164,29 @@ fn open_file(
         mode: st.st_mode & 0o7777,
         fd,
     })
+}
+
+/// `open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)`.
+fn open_tree_clone(fd: &OwnedFd) -> std::io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let empty = c"";
+    // SAFETY: fd is a valid open descriptor and `empty` a NUL-terminated string; the
+    // call returns a new descriptor or -1.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let raw =
+        i32::try_from(r).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+    // SAFETY: raw is a new descriptor owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
 /// A Linux interface name: 1..=15 bytes of [A-Za-z0-9_.-].
@@ -419,4 +447,62 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// Gives the writable files to the VM's uid/gid (through the opened fd), returning
+/// the previous owners so that they can be restored when the VM ends.
+pub fn give_writable_to(
+    files: &[Resource],
+    uid: u32,
+    gid: u32,
+) -> Result<Vec<crate::state::OwnerRecord>, ResourceError> {
+    let mut done = Vec::new();
+    for r in files.iter().filter(|r| r.writable) {
+        let res = nix::unistd::fchownat(
+            &r.fd,
+            "",
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_EMPTY_PATH,
+        );
+        if let Err(e) = res {
+            restore_owners(&done);
+            return Err(ResourceError::Path {
+                field: r.field.clone(),
+                path: r.host_path.clone(),
+                message: format!("cannot chown to {uid}:{gid}: {e}"),
+            });
+        }
+        done.push(crate::state::OwnerRecord {
+            path: r.host_path.clone(),
+            uid: r.uid,
+            gid: r.gid,
+        });
+    }
+    Ok(done)
+}
+
+/// Puts owners back (by path; the VM is gone by then). Returns the failures as text.
+pub fn restore_owners(records: &[crate::state::OwnerRecord]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|o| {
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                &o.path,
+                Some(nix::unistd::Uid::from_raw(o.uid)),
+                Some(nix::unistd::Gid::from_raw(o.gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .err()
+            .map(|e| {
+                format!(
+                    "cannot restore owner {}:{} of {}: {e}",
+                    o.uid,
+                    o.gid,
+                    o.path.display()
+                )
+            })
+        })
+        .collect()
 }
