@@ -8,7 +8,7 @@
 //!
 //! Flags (unknown ones, such as the VMM flags the jailer passes, are ignored):
 //! `--host-file P --proc-file P --read-ok P --ro-file P --rw-file P --other-disk P
-//!  --tcp-port N --kill-pid N --mem-mib N --pids --hold-ms N --timestamp`.
+//!  --tcp-port N --kill-pid N --mem-mib N --pids --hold-ms N --exit-code N --timestamp`.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -118,6 +118,7 @@ struct Args {
     pids: bool,
     hold_ms: u64,
     timestamp: bool,
+    exit_code: i32,
 }
 
 fn parse_args() -> Args {
@@ -134,6 +135,7 @@ fn parse_args() -> Args {
         pids: false,
         hold_ms: 0,
         timestamp: false,
+        exit_code: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -150,6 +152,7 @@ fn parse_args() -> Args {
             "--tcp-port" => a.tcp_port = next.and_then(|v| v.parse().ok()),
             "--kill-pid" => a.kill_pid = next.and_then(|v| v.parse().ok()),
             "--mem-mib" => a.mem_mib = next.and_then(|v| v.parse().ok()),
+            "--exit-code" => a.exit_code = next.and_then(|v| v.parse().ok()).unwrap_or(0),
             "--hold-ms" => a.hold_ms = next.and_then(|v| v.parse().ok()).unwrap_or(0),
             "--pids" => {
                 a.pids = true;
@@ -292,6 +295,19 @@ fn main() {
             )
         };
         outcome("ptrace-outside", r, &pid.to_string());
+        if r == 0 {
+            // Attached after all: let the target go on as it was.
+            // SAFETY: waiting for the attach stop of our tracee, then detaching with no signal.
+            unsafe {
+                libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
+                libc::ptrace(
+                    libc::PTRACE_DETACH,
+                    pid,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                );
+            }
+        }
         // SAFETY: kill with a real signal on the test's own sleep process.
         let r = unsafe { libc::kill(pid, libc::SIGTERM) };
         outcome("kill-outside", i64::from(r), &pid.to_string());
@@ -349,8 +365,11 @@ fn main() {
         fork_bomb();
     }
     if a.hold_ms > 0 {
+        println!("{{\"attempt\":\"holding\",\"ms\":{}}}", a.hold_ms);
+        let _ = std::io::stdout().flush();
         std::thread::sleep(std::time::Duration::from_millis(a.hold_ms));
     }
+    std::process::exit(a.exit_code);
 }
 
 /// Allocates and touches `mib` MiB in a child; the cgroup's OOM killer must kill it.
