@@ -187,11 +187,14 @@ pub fn audit_state(st: &JailState, expect_seccomp: Option<u8>) -> Result<Report,
         status_field(&status, "Groups"),
     ));
 
-    // Namespaces.
+    // Namespaces, against the host's (/proc/1/ns, or this auditor's own when pid 1
+    // is out of reach, as inside a container).
     for ns in ["mnt", "pid", "ipc", "uts", "cgroup", "net", "user"] {
-        let host = std::fs::read_link(format!("/proc/1/ns/{ns}"))
+        let host = ["/proc/1/ns", "/proc/self/ns"]
+            .iter()
+            .find_map(|d| std::fs::read_link(format!("{d}/{ns}")).ok())
             .map(|p| p.display().to_string())
-            .unwrap_or_default();
+            .unwrap_or_else(|| "unreadable".into());
         let vm = std::fs::read_link(format!("{proc_dir}/ns/{ns}"))
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "unreadable".into());

@@ -205,8 +205,12 @@ fn main() {
     let hostname = String::from_utf8_lossy(&name)
         .trim_end_matches('\0')
         .to_string();
+    let argv = std::env::args()
+        .map(|a| format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(",");
     println!(
-        "{{\"attempt\":\"identity\",\"uid\":{uid},\"gid\":{gid},\"capeff\":{caps},\"no_new_privs\":{nnp},\"seccomp\":{seccomp},\"pid\":{},\"hostname\":\"{hostname}\",\"proc_visible\":{}}}",
+        "{{\"attempt\":\"identity\",\"argv\":[{argv}],\"uid\":{uid},\"gid\":{gid},\"capeff\":{caps},\"no_new_privs\":{nnp},\"seccomp\":{seccomp},\"pid\":{},\"hostname\":\"{hostname}\",\"proc_visible\":{}}}",
         std::process::id(),
         host.is_some()
     );

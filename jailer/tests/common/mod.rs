@@ -269,3 +269,27 @@ pub fn profile_with(dir: &Path, name: &str, replacements: &[(&str, &str)]) -> Pa
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// Reads the probe's stdout until it says it is holding (so it has been exec'ed
+/// and is fully confined); returns the lines read so far.
+pub fn wait_holding(child: &mut Child) -> Vec<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "the probe ended before holding: {lines:?}");
+        let done = line.contains("\"holding\"");
+        lines.push(line);
+        if done {
+            // Keep draining in the background so the probe never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut reader, &mut sink);
+            });
+            return lines;
+        }
+    }
+}
