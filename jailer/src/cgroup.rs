@@ -61,7 +61,7 @@ impl CgroupVersion {
     /// v2 when `/sys/fs/cgroup` is a cgroup2 mount (a unified host), else v1.
     pub fn detect() -> Self {
         match nix::sys::statfs::statfs(CGROUP_ROOT) {
-            Ok(s) if s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC => Self::V2,
+            Ok(s) if s.filesystem_type().0 == CGROUP2_SUPER_MAGIC => Self::V2,
             _ => Self::V1,
         }
     }

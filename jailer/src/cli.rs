@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Jail and run a VM (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Compare a running VM's confinement (from /proc) with what was applied.
     Audit(AuditArgs),
     /// Undo everything for a VM whose jailer was killed.

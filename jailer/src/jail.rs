@@ -624,3 +624,108 @@ fn clock_us(clock: libc::clockid_t) -> u64 {
     unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1_000_000) + (ts.tv_nsec as u64) / 1000
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::selinux_backend::fake::FakeSelinux;
+
+    #[test]
+    fn selinux_modes() {
+        let off = FakeSelinux::default();
+        let on = FakeSelinux {
+            enabled: true,
+            ..Default::default()
+        };
+        assert!(!selinux_enabled(&off, SelinuxMode::Auto).unwrap());
+        assert!(matches!(
+            selinux_enabled(&off, SelinuxMode::Require),
+            Err(JailError::SelinuxRequired)
+        ));
+        assert!(selinux_enabled(&on, SelinuxMode::Auto).unwrap());
+        assert!(selinux_enabled(&on, SelinuxMode::Require).unwrap());
+        assert!(!selinux_enabled(&on, SelinuxMode::Off).unwrap());
+    }
+
+    fn args() -> RunArgs {
+        RunArgs {
+            id: Some("vm-1".into()),
+            exec_file: Some("/usr/bin/caisson".into()),
+            config_file: Some("/tmp/vm.json".into()),
+            profile: "strict".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flags_override_single_profile_values() {
+        let s = Settings::resolve(&args()).unwrap();
+        assert_eq!(s.profile.seccomp.mode, SeccompMode::On);
+        assert_eq!(s.cgroup_parent, "caisson");
+        let mut a = args();
+        a.profile = "dev".into();
+        a.new_pid_ns = true;
+        a.seccomp = Some(SeccompFlag::On);
+        a.landlock = Some(LandlockFlag::Require);
+        a.selinux = Some(SelinuxFlag::Require);
+        a.parent_cgroup = Some("machine/vms".into());
+        a.cgroup_version = Some("2".into());
+        a.cgroups = vec!["cpuset.cpus=0".into()];
+        a.mcs_range = Some("c10.c20".into());
+        let s = Settings::resolve(&a).unwrap();
+        assert!(s.profile.namespaces.pid);
+        assert_eq!(s.profile.seccomp.mode, SeccompMode::On);
+        assert_eq!(s.profile.landlock.mode, LandlockMode::Require);
+        assert_eq!(s.profile.selinux.mode, SelinuxMode::Require);
+        assert_eq!(s.cgroup_parent, "machine/vms");
+        assert_eq!(s.cgroup_version, CgroupVersion::V2);
+        assert_eq!(
+            s.extra_cgroups,
+            vec![("cpuset.cpus".to_string(), "0".to_string())]
+        );
+        assert_eq!(s.mcs_range, CategoryRange { lo: 10, hi: 20 });
+        // Other dev values stay.
+        assert_eq!(s.profile.rlimits.nofile, 4096);
+    }
+
+    #[test]
+    fn missing_flags_and_bad_ids_are_named() {
+        let mut a = args();
+        a.id = None;
+        assert!(Settings::resolve(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("--id"));
+        let mut a = args();
+        a.id = Some("bad id".into());
+        assert!(Settings::resolve(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("bad id"));
+        let mut a = args();
+        a.config_file = None;
+        assert!(Settings::resolve(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("--config-file"));
+    }
+
+    #[test]
+    fn limits_follow_the_guest() {
+        let s = Settings::resolve(&args()).unwrap();
+        let res = Resources {
+            files: Vec::new(),
+            taps: Vec::new(),
+            vsock_name: None,
+            jail_config: String::new(),
+            mem_size_mib: 512,
+            vcpu_count: 2,
+        };
+        let l = cgroup_limits(&s, &res);
+        assert_eq!(l.memory_bytes, (512 + 128) << 20);
+        assert_eq!(l.cpu_quota_us, 200_000);
+        assert_eq!(l.cpu_period_us, 100_000);
+        assert_eq!(l.pids_max, 64);
+    }
+}

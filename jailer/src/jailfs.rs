@@ -374,7 +374,8 @@ mod tests {
     #[test]
     fn prepare_builds_the_layout_and_refuses_reuse() {
         let base = crate::mcs::tests::tempdir("jailfs");
-        let exe = base.join("probe");
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        let exe = base.join("bin/probe");
         std::fs::write(&exe, b"#!").unwrap();
         let p = jail_paths(&base, &exe, "vm1").unwrap();
         prepare(&p, "vm1", &exe, &[], "{}", 4242, 4343).unwrap();

@@ -353,6 +353,64 @@ pub fn dev_ino(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Gives the writable files to the VM's uid/gid (through the opened fd), returning
+/// the previous owners so that they can be restored when the VM ends.
+pub fn give_writable_to(
+    files: &[Resource],
+    uid: u32,
+    gid: u32,
+) -> Result<Vec<crate::state::OwnerRecord>, ResourceError> {
+    let mut done = Vec::new();
+    for r in files.iter().filter(|r| r.writable) {
+        let res = nix::unistd::fchownat(
+            &r.fd,
+            "",
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_EMPTY_PATH,
+        );
+        if let Err(e) = res {
+            restore_owners(&done);
+            return Err(ResourceError::Path {
+                field: r.field.clone(),
+                path: r.host_path.clone(),
+                message: format!("cannot chown to {uid}:{gid}: {e}"),
+            });
+        }
+        done.push(crate::state::OwnerRecord {
+            path: r.host_path.clone(),
+            uid: r.uid,
+            gid: r.gid,
+        });
+    }
+    Ok(done)
+}
+
+/// Puts owners back (by path; the VM is gone by then). Returns the failures as text.
+pub fn restore_owners(records: &[crate::state::OwnerRecord]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|o| {
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                &o.path,
+                Some(nix::unistd::Uid::from_raw(o.uid)),
+                Some(nix::unistd::Gid::from_raw(o.gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .err()
+            .map(|e| {
+                format!(
+                    "cannot restore owner {}:{} of {}: {e}",
+                    o.uid,
+                    o.gid,
+                    o.path.display()
+                )
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -447,62 +505,4 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// Gives the writable files to the VM's uid/gid (through the opened fd), returning
-/// the previous owners so that they can be restored when the VM ends.
-pub fn give_writable_to(
-    files: &[Resource],
-    uid: u32,
-    gid: u32,
-) -> Result<Vec<crate::state::OwnerRecord>, ResourceError> {
-    let mut done = Vec::new();
-    for r in files.iter().filter(|r| r.writable) {
-        let res = nix::unistd::fchownat(
-            &r.fd,
-            "",
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-            nix::fcntl::AtFlags::AT_EMPTY_PATH,
-        );
-        if let Err(e) = res {
-            restore_owners(&done);
-            return Err(ResourceError::Path {
-                field: r.field.clone(),
-                path: r.host_path.clone(),
-                message: format!("cannot chown to {uid}:{gid}: {e}"),
-            });
-        }
-        done.push(crate::state::OwnerRecord {
-            path: r.host_path.clone(),
-            uid: r.uid,
-            gid: r.gid,
-        });
-    }
-    Ok(done)
-}
-
-/// Puts owners back (by path; the VM is gone by then). Returns the failures as text.
-pub fn restore_owners(records: &[crate::state::OwnerRecord]) -> Vec<String> {
-    records
-        .iter()
-        .filter_map(|o| {
-            nix::unistd::fchownat(
-                nix::fcntl::AT_FDCWD,
-                &o.path,
-                Some(nix::unistd::Uid::from_raw(o.uid)),
-                Some(nix::unistd::Gid::from_raw(o.gid)),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .err()
-            .map(|e| {
-                format!(
-                    "cannot restore owner {}:{} of {}: {e}",
-                    o.uid,
-                    o.gid,
-                    o.path.display()
-                )
-            })
-        })
-        .collect()
 }

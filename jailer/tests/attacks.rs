@@ -143,12 +143,14 @@ fn landlock_is_the_layer_that_said_eacces() {
     let mut vm = Vm::new("noll");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let sleep = sleeper();
+    let mut sleep = sleeper();
     vm.extra_pids.push(sleep.id());
     let out = vm.run(
         &["--landlock", "off"],
         &probe_args(&vm, sleep.id(), port, &[]),
     );
+    let _ = sleep.kill();
+    let _ = sleep.wait();
     assert_eq!(
         out.status.code(),
         Some(0),
