@@ -31,9 +31,16 @@ fn main() {
         let t = Instant::now();
         let out = vm.run(&[], &["--timestamp".to_string()]);
         let elapsed = t.elapsed();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let a = common::attempts(&out.stdout);
-        let ns = a["timestamp"]["realtime_ns"].as_u64().expect("timestamp line");
+        let ns = a["timestamp"]["realtime_ns"]
+            .as_u64()
+            .expect("timestamp line");
         let exec_at = Duration::from_nanos(ns);
         to_exec.push(exec_at.saturating_sub(start_wall));
         total.push(elapsed);

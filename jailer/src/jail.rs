@@ -203,6 +203,23 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let derived = identity::derive_id(s.profile.identity.uid_base, categories);
     let uid = args.uid.unwrap_or(derived);
     let gid = args.gid.unwrap_or(derived);
+    // Read-only files stay as they are: the VM's uid must be able to read them.
+    if let Some(r) = res
+        .files
+        .iter()
+        .find(|r| !r.writable && !resources::readable_by(r, uid, gid))
+    {
+        store.release(&s.id)?;
+        return Err(resources::ResourceError::Path {
+            field: r.field.clone(),
+            path: r.host_path.clone(),
+            message: format!(
+                "not readable by the VM's uid {uid}/gid {gid} (owner {}:{}, mode {:o}); make it world-readable",
+                r.uid, r.gid, r.mode
+            ),
+        }
+        .into());
+    }
     let mut state = JailState {
         id: s.id.clone(),
         profile: s.profile.name.clone(),

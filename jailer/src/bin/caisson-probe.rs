@@ -119,6 +119,8 @@ struct Args {
     hold_ms: u64,
     timestamp: bool,
     exit_code: i32,
+    tap: Option<String>,
+    unix_bind: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -136,6 +138,8 @@ fn parse_args() -> Args {
         hold_ms: 0,
         timestamp: false,
         exit_code: 0,
+        tap: None,
+        unix_bind: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -152,6 +156,8 @@ fn parse_args() -> Args {
             "--tcp-port" => a.tcp_port = next.and_then(|v| v.parse().ok()),
             "--kill-pid" => a.kill_pid = next.and_then(|v| v.parse().ok()),
             "--mem-mib" => a.mem_mib = next.and_then(|v| v.parse().ok()),
+            "--tap" => a.tap = next,
+            "--unix-bind" => a.unix_bind = next,
             "--exit-code" => a.exit_code = next.and_then(|v| v.parse().ok()).unwrap_or(0),
             "--hold-ms" => a.hold_ms = next.and_then(|v| v.parse().ok()).unwrap_or(0),
             "--pids" => {
@@ -223,6 +229,19 @@ fn main() {
         outcome("write-allowed", open(p, libc::O_WRONLY), p);
     }
     outcome("open-kvm", open("/dev/kvm", libc::O_RDWR), "/dev/kvm");
+
+    if let Some(p) = &a.unix_bind {
+        match std::os::unix::net::UnixListener::bind(p) {
+            Ok(l) => {
+                report("unix-bind-allowed", false, 0, p);
+                std::mem::forget(l);
+            }
+            Err(e) => report("unix-bind-allowed", true, e.raw_os_error().unwrap_or(0), p),
+        }
+    }
+    if let Some(name) = &a.tap {
+        attach_tap(name);
+    }
 
     // Filesystem escapes.
     if let Some(p) = &a.host_file {
@@ -444,4 +463,33 @@ fn fork_bomb() {
         err,
         &format!("{} children before fork failed", children.len()),
     );
+}
+
+/// Attaches to a tap as the VMM does (TUNSETIFF on /dev/net/tun).
+fn attach_tap(name: &str) {
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        pad: [u8; 22],
+    }
+    let tun = cstr("/dev/net/tun");
+    // SAFETY: valid path.
+    let fd = unsafe { libc::open(tun.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        report("attach-tap", true, errno(), name);
+        return;
+    }
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: 0x0002 | 0x1000 | 0x4000,
+        pad: [0; 22],
+    };
+    let n = name.len().min(15);
+    req.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: TUNSETIFF with a valid ifreq-sized buffer on our tun fd.
+    let r = unsafe { libc::ioctl(fd, 0x4004_54ca, &mut req as *mut IfReq) };
+    outcome("attach-tap", i64::from(r), name);
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
 }
