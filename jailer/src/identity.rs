@@ -31,7 +31,10 @@ pub fn derive_id(base: u32, c: Categories) -> u32 {
 /// Drops to `uid`/`gid` for good: the bounding and ambient sets are cleared while
 /// CAP_SETPCAP is still held, then groups, gid and uid change, then the remaining
 /// sets are cleared and no-new-privs is set.
-pub fn drop_to(uid: u32, gid: u32) -> Result<(), IdentityError> {
+///
+/// `clear_groups` is false in rootless mode, where `setgroups` is denied in the
+/// user namespace (the caller's supplementary groups stay, as they must).
+pub fn drop_to(uid: u32, gid: u32, clear_groups: bool) -> Result<(), IdentityError> {
     if uid == 0 || gid == 0 {
         return Err(IdentityError::Root { uid, gid });
     }
@@ -49,11 +52,13 @@ pub fn drop_to(uid: u32, gid: u32) -> Result<(), IdentityError> {
     }
     clear(CapSet::Ambient, "ambient")?;
     clear(CapSet::Inheritable, "inheritable")?;
-    setgroups(&[]).map_err(|errno| IdentityError::Id {
-        call: "setgroups",
-        value: 0,
-        errno,
-    })?;
+    if clear_groups {
+        setgroups(&[]).map_err(|errno| IdentityError::Id {
+            call: "setgroups",
+            value: 0,
+            errno,
+        })?;
+    }
     let g = Gid::from_raw(gid);
     setresgid(g, g, g).map_err(|errno| IdentityError::Id {
         call: "setresgid",
@@ -97,7 +102,13 @@ mod tests {
 
     #[test]
     fn root_target_is_refused() {
-        assert!(matches!(drop_to(0, 5), Err(IdentityError::Root { .. })));
-        assert!(matches!(drop_to(5, 0), Err(IdentityError::Root { .. })));
+        assert!(matches!(
+            drop_to(0, 5, true),
+            Err(IdentityError::Root { .. })
+        ));
+        assert!(matches!(
+            drop_to(5, 0, true),
+            Err(IdentityError::Root { .. })
+        ));
     }
 }

@@ -30,8 +30,8 @@ pub enum JailError {
         "caisson-jailer must run as root (euid is {euid}); use --rootless for a user namespace"
     )]
     NotRoot { euid: u32 },
-    #[error("--rootless is not implemented yet (the user namespace, id maps and device binds are missing)")]
-    RootlessUnsupported,
+    #[error("--rootless cannot use {what}")]
+    Rootless { what: &'static str },
     #[error("missing required flag {flag}")]
     Missing { flag: &'static str },
     #[error(transparent)]
@@ -88,6 +88,8 @@ pub struct Settings {
     pub extra_cgroups: Vec<(String, String)>,
     pub mcs_range: CategoryRange,
     pub runtime_dir: PathBuf,
+    /// Run in a user namespace without root.
+    pub rootless: bool,
 }
 
 impl Settings {
@@ -156,7 +158,14 @@ impl Settings {
             cgroup_parent,
             extra_cgroups,
             mcs_range,
-            runtime_dir: args.runtime_dir.clone(),
+            runtime_dir: if args.rootless
+                && args.runtime_dir == Path::new(crate::state::RUNTIME_DIR)
+            {
+                rootless_runtime_dir()
+            } else {
+                args.runtime_dir.clone()
+            },
+            rootless: args.rootless,
         })
     }
 }
@@ -171,6 +180,11 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     sanitize()?;
     require_root(args.rootless)?;
     let s = Settings::resolve(args)?;
+    if s.rootless && args.netns.is_some() {
+        return Err(JailError::Rootless {
+            what: "--netns (joining needs CAP_SYS_ADMIN over it)",
+        });
+    }
     let mut rlimits_flags = args.resource_limits.clone();
     // 2. Validate and open.
     let res = resources::open_all(&s.config_file)?;
@@ -191,7 +205,17 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     supervise::install_forwarding()?;
     // 3. Per-VM SELinux label (sVirt): allocate the MCS pair, derive the ids.
     let backend = HostSelinux;
-    let selinux_on = selinux_enabled(&backend, s.profile.selinux.mode)?;
+    let selinux_on = if s.rootless {
+        if s.profile.selinux.mode == SelinuxMode::Require {
+            return Err(JailError::Rootless {
+                what: "--selinux=require (relabelling needs root)",
+            });
+        }
+        log::info!("rootless: SELinux labels skipped");
+        false
+    } else {
+        selinux_enabled(&backend, s.profile.selinux.mode)?
+    };
     let store = McsStore::new(&s.runtime_dir.join("mcs"));
     let categories = store.allocate(
         &s.id,
@@ -309,8 +333,20 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     };
     // 4 (cont.). Enter the cgroup before the child does anything.
     state.vm_pid = child.pid;
-    let entered = cgroup::enter(&plan, child.pid)
+    let maps = if s.rootless {
+        namespaces::write_id_maps(
+            child.pid,
+            uid,
+            gid,
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
         .map_err(JailError::from)
+    } else {
+        Ok(())
+    };
+    let entered = maps
+        .and_then(|()| cgroup::enter(&plan, child.pid).map_err(JailError::from))
         .and_then(|()| state.save(&s.runtime_dir).map_err(JailError::from))
         .and_then(|()| child.release().map_err(JailError::from));
     if let Err(e) = entered {
@@ -352,8 +388,11 @@ fn set_up(
         state.image_labels = labels::apply(backend, &plan)?;
         state.save(&s.runtime_dir)?;
     }
-    state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
-    state.save(&s.runtime_dir)?;
+    if !s.rootless {
+        // (Rootless: the VM's uid maps to the caller, who owns the files already.)
+        state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
+        state.save(&s.runtime_dir)?;
+    }
     // 4. cgroup.
     let plan = match s.cgroup_version {
         CgroupVersion::V1 => cgroup::plan_v1(
@@ -364,7 +403,21 @@ fn set_up(
         ),
         CgroupVersion::V2 => cgroup::plan_v2(&v2_root(), &s.cgroup_parent, &s.id, limits),
     };
-    plan.apply()?;
+    let plan = match plan.apply() {
+        Ok(()) => plan,
+        Err(e) if s.rootless => {
+            log::warn!(
+                "rootless: cgroup limits skipped ({e}); delegate a cgroup to this user to get them"
+            );
+            CgroupPlan {
+                leaves: Vec::new(),
+                create: Vec::new(),
+                writes: Vec::new(),
+                ..plan
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
     state.cgroup_leaves = plan.leaves.clone();
     state.save(&s.runtime_dir)?;
     // 6 (host side). The jail directory.
@@ -376,6 +429,7 @@ fn set_up(
         &res.jail_config,
         state.uid,
         state.gid,
+        !s.rootless,
     )?;
     Ok(plan)
 }
@@ -398,7 +452,9 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
     let p = &ctx.settings.profile;
     // 5. Namespaces (pid and user namespaces came with the clone).
     namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
-    crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
+    if !ctx.settings.rootless {
+        crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
+    }
     // 3 (cont.). The process label for the coming exec. setexeccon writes
     // /proc/thread-self/attr/exec, which is out of reach after pivot_root; the
     // attribute applies to this thread's next execve only, which is the VMM's.
@@ -412,11 +468,12 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
         !ctx.res.taps.is_empty(),
         ctx.uid,
         ctx.gid,
+        ctx.settings.rootless,
     )?;
     // 7. rlimits.
     ctx.rlimits.apply()?;
     // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
-    identity::drop_to(ctx.uid, ctx.gid)?;
+    identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;
     // The VMM must not outlive its supervisor (set after the uid change, which clears it).
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(JailError::DeathSignal)?;
@@ -592,9 +649,21 @@ pub fn sanitize() -> Result<(), JailError> {
     Ok(())
 }
 
+/// Rootless runtime dir: `/run/user/<uid>/caisson` when that exists, else
+/// `/tmp/caisson-<uid>`.
+pub fn rootless_runtime_dir() -> PathBuf {
+    let uid = nix::unistd::geteuid().as_raw();
+    let run_user = PathBuf::from(format!("/run/user/{uid}"));
+    if run_user.is_dir() {
+        run_user.join("caisson")
+    } else {
+        PathBuf::from(format!("/tmp/caisson-{uid}"))
+    }
+}
+
 fn require_root(rootless: bool) -> Result<(), JailError> {
     if rootless {
-        return Err(JailError::RootlessUnsupported);
+        return Ok(());
     }
     let euid = nix::unistd::geteuid().as_raw();
     if euid != 0 {

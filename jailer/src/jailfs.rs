@@ -121,6 +121,7 @@ pub fn prepare(
     config_json: &str,
     uid: u32,
     gid: u32,
+    chown_to_vm: bool,
 ) -> Result<(), JailFsError> {
     if let Some(parent) = paths.jail_dir.parent() {
         std::fs::create_dir_all(parent).map_err(io("create", parent))?;
@@ -154,8 +155,10 @@ pub fn prepare(
     mkdir(JAIL_OUT_DIR, 0o755)?;
     mkdir("dev/net", 0o755)?;
     let vsock = mkdir(JAIL_VSOCK_DIR, 0o700)?;
-    chown(&vsock, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-        .map_err(sys("chown", &vsock))?;
+    if chown_to_vm {
+        chown(&vsock, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(sys("chown", &vsock))?;
+    }
 
     // The exec file: copied (never linked), root-owned, 0755.
     let meta = std::fs::metadata(exec_file).map_err(|e| JailFsError::ExecFile {
@@ -201,6 +204,7 @@ pub fn enter_root(
     with_tun: bool,
     uid: u32,
     gid: u32,
+    rootless: bool,
 ) -> Result<(), JailFsError> {
     let none: Option<&str> = None;
     // Nothing mounted in here propagates back to the host, nor the other way.
@@ -211,12 +215,18 @@ pub fn enter_root(
     let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     for r in files {
         let target = root.join(r.jail_path.strip_prefix("/").unwrap_or(&r.jail_path));
-        attach_tree(&r.tree, &target, !r.writable).map_err(|source| JailFsError::Io {
-            action: "attach the bind mount of",
-            path: r.host_path.clone(),
-            source,
-        })?;
+        match &r.tree {
+            Some(tree) => {
+                attach_tree(tree, &target, !r.writable).map_err(|source| JailFsError::Io {
+                    action: "attach the bind mount of",
+                    path: r.host_path.clone(),
+                    source,
+                })?
+            }
+            None => bind_verified(r, &target)?,
+        }
     }
+
     // The vsock directory stays writable when / becomes read-only.
     let vsock = root.join(JAIL_VSOCK_DIR.trim_start_matches('/'));
     mount(Some(&vsock), &vsock, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", &vsock))?;
@@ -231,6 +241,15 @@ pub fn enter_root(
 
     for (rel, major, minor) in devices(with_tun) {
         let p = root.join(rel);
+        if rootless {
+            // No mknod in a user namespace: bind the host's node (its owner and
+            // mode decide whether the caller may use it).
+            placeholder(&p)?;
+            let host = Path::new("/").join(rel);
+            mount(Some(&host), &p, none, MsFlags::MS_BIND, none)
+                .map_err(sys("bind-mount", &host))?;
+            continue;
+        }
         mknod(
             &p,
             SFlag::S_IFCHR,
@@ -256,6 +275,40 @@ pub fn enter_root(
         none,
     )
     .map_err(sys("remount read-only", Path::new("/")))?;
+    Ok(())
+}
+
+/// Rootless: reopens the canonical path in this mount namespace, checks it is the
+/// file opened before (device and inode), and bind-mounts that fd.
+fn bind_verified(r: &Resource, target: &Path) -> Result<(), JailFsError> {
+    use nix::fcntl::{open, OFlag};
+    let fd = open(
+        &r.host_path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("reopen", &r.host_path))?;
+    let st = nix::sys::stat::fstat(&fd).map_err(sys("stat", &r.host_path))?;
+    if (st.st_dev, st.st_ino) != r.dev_ino {
+        return Err(JailFsError::Io {
+            action: "bind (the file changed since it was checked)",
+            path: r.host_path.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        });
+    }
+    let none: Option<&str> = None;
+    let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    mount(Some(&src), target, none, MsFlags::MS_BIND, none)
+        .map_err(sys("bind-mount", &r.host_path))?;
+    let mut flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    if !r.writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(none, target, none, flags, none).map_err(sys("remount", target))?;
     Ok(())
 }
 
@@ -378,14 +431,14 @@ mod tests {
         let exe = base.join("bin/probe");
         std::fs::write(&exe, b"#!").unwrap();
         let p = jail_paths(&base, &exe, "vm1").unwrap();
-        prepare(&p, "vm1", &exe, &[], "{}", 4242, 4343).unwrap();
+        prepare(&p, "vm1", &exe, &[], "{}", 4242, 4343, true).unwrap();
         let meta = |rel: &str| std::fs::metadata(p.root.join(rel)).unwrap();
         assert_eq!(meta("probe").permissions().mode() & 0o7777, 0o755);
         assert_eq!(meta("config.json").permissions().mode() & 0o7777, 0o444);
         use std::os::unix::fs::MetadataExt;
         assert_eq!(meta("vsock").uid(), 4242);
         assert_eq!(meta("vsock").permissions().mode() & 0o777, 0o700);
-        let err = prepare(&p, "vm1", &exe, &[], "{}", 1, 1)
+        let err = prepare(&p, "vm1", &exe, &[], "{}", 1, 1, true)
             .unwrap_err()
             .to_string();
         assert!(

@@ -121,10 +121,12 @@ pub fn enter(ns: &Namespaces, netns: Option<&Netns>, hostname: &str) -> Result<(
     Ok(())
 }
 
-/// Rootless: maps `inside` (uid and gid) to the caller's ids in the child's user namespace.
+/// Rootless: maps the VM's uid/gid to the caller's ids in the child's user namespace
+/// (one id each; `setgroups` denied, as an unprivileged writer must).
 pub fn write_id_maps(
     child: i32,
-    inside: u32,
+    uid: u32,
+    gid: u32,
     outside_uid: u32,
     outside_gid: u32,
 ) -> Result<(), NamespaceError> {
@@ -133,8 +135,8 @@ pub fn write_id_maps(
         std::fs::write(&path, text).map_err(|source| NamespaceError::IdMap { path, source })
     };
     w("setgroups", "deny".into())?;
-    w("uid_map", format!("{inside} {outside_uid} 1\n"))?;
-    w("gid_map", format!("{inside} {outside_gid} 1\n"))?;
+    w("uid_map", format!("{uid} {outside_uid} 1\n"))?;
+    w("gid_map", format!("{gid} {outside_gid} 1\n"))?;
     Ok(())
 }
 

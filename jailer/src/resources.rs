@@ -70,7 +70,11 @@ pub struct Resource {
     pub fd: OwnedFd,
     /// A detached bind mount of exactly that file (`open_tree(OPEN_TREE_CLONE)`),
     /// attached inside the jail with `move_mount`: the file is never looked up again.
-    pub tree: OwnedFd,
+    /// `None` without CAP_SYS_ADMIN (rootless), where the child reopens the
+    /// canonical path and checks it is still `dev_ino`.
+    pub tree: Option<OwnedFd>,
+    /// Device and inode of the opened file.
+    pub dev_ino: (u64, u64),
 }
 
 impl Resource {
@@ -150,9 +154,14 @@ fn open_file(
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(err("not a regular file".into()));
     }
-    let tree = open_tree_clone(&fd).map_err(|e| err(format!("open_tree: {e}")))?;
+    let tree = match open_tree_clone(&fd) {
+        Ok(t) => Some(t),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => None,
+        Err(e) => return Err(err(format!("open_tree: {e}"))),
+    };
     Ok(Resource {
         tree,
+        dev_ino: (st.st_dev, st.st_ino),
         kind,
         field,
         host_path: canon,
