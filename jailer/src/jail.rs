@@ -427,9 +427,7 @@ fn set_up(
         &s.exec_file,
         &res.files,
         &res.jail_config,
-        state.uid,
-        state.gid,
-        !s.rootless,
+        (!s.rootless).then_some((state.uid, state.gid)),
     )?;
     Ok(plan)
 }

@@ -112,16 +112,15 @@ fn placeholder(path: &Path) -> Result<(), JailFsError> {
 }
 
 /// On the host: creates the jail directory (refusing an existing one), copies the
-/// exec file, writes the rewritten config and creates the mount points.
+/// exec file, writes the rewritten config and creates the mount points. The vsock
+/// directory is given to `vm_owner` (`None` in rootless mode, where the caller is the VM).
 pub fn prepare(
     paths: &JailPaths,
     id: &str,
     exec_file: &Path,
     files: &[Resource],
     config_json: &str,
-    uid: u32,
-    gid: u32,
-    chown_to_vm: bool,
+    vm_owner: Option<(u32, u32)>,
 ) -> Result<(), JailFsError> {
     if let Some(parent) = paths.jail_dir.parent() {
         std::fs::create_dir_all(parent).map_err(io("create", parent))?;
@@ -155,7 +154,7 @@ pub fn prepare(
     mkdir(JAIL_OUT_DIR, 0o755)?;
     mkdir("dev/net", 0o755)?;
     let vsock = mkdir(JAIL_VSOCK_DIR, 0o700)?;
-    if chown_to_vm {
+    if let Some((uid, gid)) = vm_owner {
         chown(&vsock, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
             .map_err(sys("chown", &vsock))?;
     }
@@ -431,14 +430,14 @@ mod tests {
         let exe = base.join("bin/probe");
         std::fs::write(&exe, b"#!").unwrap();
         let p = jail_paths(&base, &exe, "vm1").unwrap();
-        prepare(&p, "vm1", &exe, &[], "{}", 4242, 4343, true).unwrap();
+        prepare(&p, "vm1", &exe, &[], "{}", Some((4242, 4343))).unwrap();
         let meta = |rel: &str| std::fs::metadata(p.root.join(rel)).unwrap();
         assert_eq!(meta("probe").permissions().mode() & 0o7777, 0o755);
         assert_eq!(meta("config.json").permissions().mode() & 0o7777, 0o444);
         use std::os::unix::fs::MetadataExt;
         assert_eq!(meta("vsock").uid(), 4242);
         assert_eq!(meta("vsock").permissions().mode() & 0o777, 0o700);
-        let err = prepare(&p, "vm1", &exe, &[], "{}", 1, 1, true)
+        let err = prepare(&p, "vm1", &exe, &[], "{}", None)
             .unwrap_err()
             .to_string();
         assert!(
