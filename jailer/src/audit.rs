@@ -362,7 +362,10 @@ pub fn audit_state(st: &JailState, expect_seccomp: Option<u8>) -> Result<Report,
     if let Some(ll) = &st.landlock {
         checks.push(check(
             "landlock",
-            format!("ruleset (kernel ABI {})", ll.kernel_abi),
+            format!(
+                "ruleset as applied, not observable in /proc (kernel ABI {})",
+                ll.kernel_abi
+            ),
             ll.status.clone(),
             ll.status.clone(),
         ));
