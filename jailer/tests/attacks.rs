@@ -286,3 +286,45 @@ fn probe_refuses_to_run_unconfined() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing"));
     assert!(out.stdout.is_empty());
 }
+
+/// Joined to the test's own network namespace, the listener and an abstract unix
+/// socket are reachable; Landlock's TCP rules and abstract-socket scope are what
+/// deny them (the control with Landlock off connects to both).
+#[test]
+fn landlock_denies_tcp_and_abstract_sockets_in_a_shared_netns() {
+    use std::os::linux::net::SocketAddrExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let name = format!("caisson-jailer-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _unix = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let netns = format!("/proc/{}/ns/net", std::process::id());
+    let args: Vec<String> = ["--tcp-port", &port, "--abstract", &name]
+        .map(String::from)
+        .to_vec();
+
+    let vm = Vm::new("sharednet");
+    let out = vm.run(&["--netns", &netns], &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = attempts(&out.stdout);
+    denied_with(&a, "tcp-connect", libc::EACCES);
+    denied_with(&a, "abstract-unix-connect", libc::EPERM);
+    drop(vm);
+
+    let vm = Vm::new("sharednet-off");
+    let out = vm.run(&["--netns", &netns, "--landlock", "off"], &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = attempts(&out.stdout);
+    allowed(&a, "tcp-connect");
+    allowed(&a, "abstract-unix-connect");
+}

@@ -8,7 +8,8 @@
 //!
 //! Flags (unknown ones, such as the VMM flags the jailer passes, are ignored):
 //! `--host-file P --proc-file P --read-ok P --ro-file P --rw-file P --other-disk P
-//!  --tcp-port N --kill-pid N --mem-mib N --pids --hold-ms N --exit-code N --timestamp`.
+//!  --tcp-port N --kill-pid N --mem-mib N --pids --hold-ms N --exit-code N --timestamp
+//!  --tap NAME --unix-bind PATH --abstract NAME`.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -121,6 +122,7 @@ struct Args {
     exit_code: i32,
     tap: Option<String>,
     unix_bind: Option<String>,
+    abstract_name: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -140,6 +142,7 @@ fn parse_args() -> Args {
         exit_code: 0,
         tap: None,
         unix_bind: None,
+        abstract_name: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -157,6 +160,7 @@ fn parse_args() -> Args {
             "--kill-pid" => a.kill_pid = next.and_then(|v| v.parse().ok()),
             "--mem-mib" => a.mem_mib = next.and_then(|v| v.parse().ok()),
             "--tap" => a.tap = next,
+            "--abstract" => a.abstract_name = next,
             "--unix-bind" => a.unix_bind = next,
             "--exit-code" => a.exit_code = next.and_then(|v| v.parse().ok()).unwrap_or(0),
             "--hold-ms" => a.hold_ms = next.and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -286,6 +290,20 @@ fn main() {
                 true,
                 e.raw_os_error().unwrap_or(0),
                 &format!("127.0.0.1:{port}"),
+            ),
+        }
+    }
+    if let Some(name) = &a.abstract_name {
+        use std::os::linux::net::SocketAddrExt;
+        let r = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .and_then(|addr| std::os::unix::net::UnixStream::connect_addr(&addr));
+        match r {
+            Ok(_) => report("abstract-unix-connect", false, 0, name),
+            Err(e) => report(
+                "abstract-unix-connect",
+                true,
+                e.raw_os_error().unwrap_or(0),
+                name,
             ),
         }
     }
