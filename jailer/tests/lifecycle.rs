@@ -383,3 +383,83 @@ fn non_root_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn cgroup_flags_reach_the_hierarchy() {
+    let vm = Vm::new("cgflags");
+    let mut child = vm.spawn(
+        &[
+            "--parent-cgroup",
+            "caisson-test",
+            "--cgroup",
+            "cpuset.cpus=0",
+            "--cgroup",
+            "memory.swappiness=0",
+            "--resource-limit",
+            "no-file=300",
+            "--resource-limit",
+            "fsize=1048576",
+        ],
+        &hold(3000),
+    );
+    wait_holding(&mut child);
+    let st = vm.wait_running(Duration::from_secs(5));
+    let pid = st["vm_pid"].as_i64().unwrap().to_string();
+    let cpuset = std::path::Path::new("/sys/fs/cgroup/cpuset/caisson-test").join(&vm.id);
+    assert_eq!(
+        std::fs::read_to_string(cpuset.join("cpuset.cpus"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert!(std::fs::read_to_string(cpuset.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .any(|l| l == pid));
+    let mem = std::path::Path::new("/sys/fs/cgroup/memory/caisson-test").join(&vm.id);
+    assert_eq!(
+        std::fs::read_to_string(mem.join("memory.swappiness"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        ((16u64 + 128) << 20).to_string()
+    );
+    let cpu = std::path::Path::new("/sys/fs/cgroup/cpu/caisson-test").join(&vm.id);
+    assert_eq!(
+        std::fs::read_to_string(cpu.join("cpu.cfs_quota_us"))
+            .unwrap()
+            .trim(),
+        "100000"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("300")),
+        "{limits}"
+    );
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max file size")
+                && l.split_whitespace().nth(3) == Some("1048576")),
+        "{limits}"
+    );
+    assert!(
+        limits.lines().any(
+            |l| l.starts_with("Max core file size") && l.split_whitespace().nth(4) == Some("0")
+        ),
+        "{limits}"
+    );
+    let (code, report) = audit(&vm.id, &["--expect-seccomp", "0"]);
+    assert_eq!(code, Some(0), "{report:#}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    vm.assert_cleaned("caisson-test");
+    assert!(!cpuset.exists());
+}
