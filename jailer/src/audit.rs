@@ -171,19 +171,23 @@ pub fn audit_state(st: &JailState, expect_seccomp: Option<u8>) -> Result<Report,
     checks.push(check(
         "identity",
         "Uid",
-        format!("{0} {0} {0} {0}", st.uid),
+        format!("{0} {0} {0} {0}", st.host_uid),
         status_field(&status, "Uid"),
     ));
     checks.push(check(
         "identity",
         "Gid",
-        format!("{0} {0} {0} {0}", st.gid),
+        format!("{0} {0} {0} {0}", st.host_gid),
         status_field(&status, "Gid"),
     ));
     checks.push(check(
         "identity",
         "Groups",
-        "",
+        st.groups
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
         status_field(&status, "Groups"),
     ));
 

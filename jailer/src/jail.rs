@@ -254,6 +254,25 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         root: paths.root.clone(),
         uid,
         gid,
+        host_uid: if s.rootless {
+            nix::unistd::geteuid().as_raw()
+        } else {
+            uid
+        },
+        host_gid: if s.rootless {
+            nix::unistd::getegid().as_raw()
+        } else {
+            gid
+        },
+        groups: if s.rootless {
+            nix::unistd::getgroups()
+                .unwrap_or_default()
+                .iter()
+                .map(|g| g.as_raw())
+                .collect()
+        } else {
+            Vec::new()
+        },
         categories,
         selinux_label: selinux_on.then(|| labels::process_label(&s.profile.selinux, categories)),
         cgroup_version: s.cgroup_version,
@@ -290,6 +309,13 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     state.save(&s.runtime_dir)?;
     let setup = set_up(&s, &res, &paths, &backend, selinux_on, &limits, &mut state);
     let plan = match setup {
+        Ok(_) if supervise::signalled() != 0 => {
+            // Asked to stop before the VM started: undo and report the signal.
+            for p in crate::cleanup::undo(&state, &s.runtime_dir, &backend) {
+                log::error!("cleanup: {p}");
+            }
+            return Ok(128 + supervise::signalled());
+        }
         Ok(plan) => plan,
         Err(e) => {
             state.save(&s.runtime_dir).ok();

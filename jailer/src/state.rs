@@ -52,8 +52,17 @@ pub struct JailState {
     /// `<chroot-base-dir>/<exec-file name>/<id>`.
     pub jail_dir: PathBuf,
     pub root: PathBuf,
+    /// The VM's uid/gid (inside its user namespace in rootless mode).
     pub uid: u32,
     pub gid: u32,
+    /// The same ids as the host sees them (the caller's ids in rootless mode).
+    #[serde(default)]
+    pub host_uid: u32,
+    #[serde(default)]
+    pub host_gid: u32,
+    /// Supplementary groups the VM keeps (none, except the caller's in rootless mode).
+    #[serde(default)]
+    pub groups: Vec<u32>,
     pub categories: Categories,
     /// The process label (set when SELinux was applied).
     pub selinux_label: Option<String>,

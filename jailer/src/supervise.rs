@@ -71,6 +71,11 @@ pub fn install_forwarding() -> Result<(), SuperviseError> {
     Ok(())
 }
 
+/// The last forwarded signal received (0 when none).
+pub fn signalled() -> i32 {
+    SIGNALLED.load(Ordering::SeqCst)
+}
+
 /// Restores default dispositions (in the child, before exec).
 pub fn reset_signals() {
     let act = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());

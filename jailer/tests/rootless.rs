@@ -105,3 +105,54 @@ fn rootless_refuses_what_needs_root() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn rootless_vm_audits_clean() {
+    let vm = Vm::new("rootless-audit");
+    let exe = vm.dir.join("caisson-probe");
+    std::fs::copy(probe(), &exe).unwrap();
+    chown_r(&vm.dir);
+    let runtime = vm.dir.join("run");
+    let mut child = Command::new(JAILER)
+        .args(["--rootless", "--id", &vm.id, "--exec-file"])
+        .arg(&exe)
+        .arg("--config-file")
+        .arg(&vm.config)
+        .arg("--chroot-base-dir")
+        .arg(&vm.base)
+        .arg("--runtime-dir")
+        .arg(&runtime)
+        .args(["--", "--hold-ms", "3000"])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_holding(&mut child);
+    let out = Command::new(JAILER)
+        .args([
+            "audit",
+            "--id",
+            &vm.id,
+            "--expect-seccomp",
+            "0",
+            "--runtime-dir",
+        ])
+        .arg(&runtime)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let checks = report["checks"].as_array().unwrap();
+    let uid = checks.iter().find(|c| c["item"] == "Uid").unwrap();
+    assert_eq!(uid["actual"], "65534 65534 65534 65534");
+    let user = checks.iter().find(|c| c["item"] == "user").unwrap();
+    assert_eq!(user["ok"], true);
+    assert!(
+        user["expected"].as_str().unwrap().starts_with("not "),
+        "{user}"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
