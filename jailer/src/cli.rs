@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// The VM config (Firecracker's JSON schema) to confine.
     #[arg(long)]
     pub config_file: Option<PathBuf>,
+    /// A directory the VM's files must resolve under (repeatable; replaces the
+    /// profile's resources.roots).
+    #[arg(long = "resource-root")]
+    pub resource_roots: Vec<PathBuf>,
     /// Run without root in a user namespace.
     #[arg(long)]
     pub rootless: bool,

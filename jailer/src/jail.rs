@@ -127,6 +127,9 @@ impl Settings {
                 SeccompFlag::Off => SeccompMode::Off,
             };
         }
+        if !args.resource_roots.is_empty() {
+            profile.resources.roots = args.resource_roots.clone();
+        }
         if let Some(r) = &args.mcs_range {
             profile.selinux.range = r.clone();
         }
@@ -187,7 +190,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     }
     let mut rlimits_flags = args.resource_limits.clone();
     // 2. Validate and open.
-    let res = resources::open_all(&s.config_file)?;
+    let res = resources::open_all(&s.config_file, &s.profile.resources.roots)?;
     let netns = args
         .netns
         .as_deref()

@@ -87,6 +87,14 @@ pub struct CgroupSettings {
     pub pids_max: u64,
 }
 
+/// `[resources]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSettings {
+    /// Directories the VM's files must resolve under.
+    pub roots: Vec<std::path::PathBuf>,
+}
+
 /// `[rlimits]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +153,7 @@ pub struct Profile {
     pub name: String,
     pub namespaces: Namespaces,
     pub cgroup: CgroupSettings,
+    pub resources: ResourceSettings,
     pub rlimits: RlimitSettings,
     pub landlock: LandlockSettings,
     pub selinux: SelinuxSettings,
@@ -234,6 +243,18 @@ impl Profile {
         }
         if self.cgroup.pids_max == 0 {
             return Err(bad("cgroup.pids_max", "0".into(), "must be positive"));
+        }
+        if let Some(r) = self
+            .resources
+            .roots
+            .iter()
+            .find(|r| !r.is_absolute() || r.as_os_str().is_empty())
+        {
+            return Err(bad(
+                "resources.roots",
+                r.display().to_string(),
+                "each root must be an absolute path",
+            ));
         }
         if self.rlimits.nofile < 16 {
             return Err(bad(
@@ -369,6 +390,11 @@ mod tests {
                 "rlimits.fsize = \"huge\"",
             ),
             ("nofile = 2048", "nofile = 3", "rlimits.nofile = 3"),
+            (
+                "roots = [\"/var/lib/caisson\", \"/srv/caisson\"]",
+                "roots = [\"relative/dir\"]",
+                "resources.roots = relative/dir",
+            ),
             (
                 "process_type = \"caisson_vm_t\"",
                 "process_type = \"a:b\"",

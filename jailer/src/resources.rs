@@ -122,7 +122,20 @@ fn safe_name(path: &Path) -> String {
     }
 }
 
-/// Resolves and opens one existing regular file.
+/// True when `path` is one of `roots` or below one.
+pub fn under_roots(path: &Path, roots: &[PathBuf]) -> bool {
+    roots.iter().any(|r| path.starts_with(r))
+}
+
+/// Canonicalizes the resource roots (roots that do not exist are dropped).
+pub fn canonical_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
+    roots
+        .iter()
+        .filter_map(|r| std::fs::canonicalize(r).ok())
+        .collect()
+}
+
+/// Resolves and opens one existing regular file under `roots`.
 fn open_file(
     kind: Kind,
     field: String,
@@ -130,13 +143,26 @@ fn open_file(
     writable: bool,
     jail_name: String,
     create: bool,
+    roots: &[PathBuf],
 ) -> Result<Resource, ResourceError> {
     let err = |message: String| ResourceError::Path {
         field: field.clone(),
         path: path.to_path_buf(),
         message,
     };
+    let outside = || {
+        err(format!(
+            "outside the allowed resource roots {roots:?} (profile resources.roots or --resource-root)"
+        ))
+    };
     if create && !path.exists() {
+        let parent = path
+            .parent()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .ok_or_else(|| err("its directory does not exist".into()))?;
+        if !under_roots(&parent, roots) {
+            return Err(outside());
+        }
         std::fs::OpenOptions::new()
             .create_new(true)
             .write(true)
@@ -150,9 +176,24 @@ fn open_file(
         Mode::empty(),
     )
     .map_err(|e| err(format!("cannot open {}: {e}", canon.display())))?;
+    // What was opened, not what the path said: the check holds for the fd used.
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| err(format!("cannot resolve the opened file: {e}")))?;
+    if !under_roots(&real, roots) {
+        return Err(outside());
+    }
     let st = fstat(&fd).map_err(|e| err(e.to_string()))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(err("not a regular file".into()));
+    }
+    if writable && st.st_nlink != 1 {
+        return Err(err(format!(
+            "a writable file must have exactly one link (it has {})",
+            st.st_nlink
+        )));
+    }
+    if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+        return Err(err("set-user-ID or set-group-ID files are refused".into()));
     }
     let tree = match open_tree_clone(&fd) {
         Ok(t) => Some(t),
@@ -210,7 +251,11 @@ pub fn check_ifname(name: &str) -> bool {
 }
 
 /// Parses the config, opens every file it names and builds the in-jail config.
-pub fn open_all(config_path: &Path) -> Result<Resources, ResourceError> {
+///
+/// Every file must resolve (as opened) under one of `roots`, so that an untrusted
+/// config cannot hand the VM a host file such as /etc/shadow.
+pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, ResourceError> {
+    let roots = canonical_roots(roots);
     let mut cfg = VmConfig::from_file(config_path)?;
     let mut files: Vec<Resource> = Vec::new();
 
@@ -226,6 +271,7 @@ pub fn open_all(config_path: &Path) -> Result<Resources, ResourceError> {
         false,
         format!("kernel-{}", safe_name(&kernel)),
         false,
+        &roots,
     )?;
     cfg.boot_source.kernel_image_path = Some(r.jail_path.clone());
     files.push(r);
@@ -238,6 +284,7 @@ pub fn open_all(config_path: &Path) -> Result<Resources, ResourceError> {
             false,
             format!("initrd-{}", safe_name(&initrd)),
             false,
+            &roots,
         )?;
         cfg.boot_source.initrd_path = Some(r.jail_path.clone());
         files.push(r);
@@ -259,6 +306,7 @@ pub fn open_all(config_path: &Path) -> Result<Resources, ResourceError> {
             !d.is_read_only,
             format!("drive{i}-{}", safe_name(&d.path_on_host)),
             false,
+            &roots,
         )?;
         if let Some(prev) = files.iter().find(|f| f.host_path == r.host_path) {
             if r.writable || prev.writable {
@@ -304,6 +352,7 @@ pub fn open_all(config_path: &Path) -> Result<Resources, ResourceError> {
                 true,
                 format!("log-{}", safe_name(&p)),
                 true,
+                &roots,
             )?;
             r.jail_path = Path::new(JAIL_OUT_DIR).join(format!("log-{}", safe_name(&p)));
             l.log_path = Some(r.jail_path.clone());
@@ -320,6 +369,7 @@ pub fn open_all(config_path: &Path) -> Result<Resources, ResourceError> {
                 true,
                 String::new(),
                 true,
+                &roots,
             )?;
             r.jail_path = Path::new(JAIL_OUT_DIR).join(format!("serial-{}", safe_name(&p)));
             cfg.caisson.serial = Some(r.jail_path.to_string_lossy().into_owned());
@@ -451,7 +501,7 @@ mod tests {
                 d = dir.display()
             ),
         );
-        let res = open_all(&cfg).unwrap();
+        let res = open_all(&cfg, std::slice::from_ref(&dir)).unwrap();
         assert_eq!(res.files.len(), 3);
         assert_eq!(res.files[0].jail_path, Path::new("/res/kernel-vmlinux"));
         assert_eq!(
@@ -509,7 +559,9 @@ mod tests {
         ];
         for (body, want) in cases {
             let cfg = write_config(&dir, &body);
-            let err = open_all(&cfg).unwrap_err().to_string();
+            let err = open_all(&cfg, std::slice::from_ref(&dir))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err} does not contain {want}");
         }
         std::fs::remove_dir_all(&dir).unwrap();

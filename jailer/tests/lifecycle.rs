@@ -329,7 +329,9 @@ fn bad_input_is_refused_and_leaves_nothing() {
             .arg("--config-file")
             .arg(&vm.config)
             .arg("--chroot-base-dir")
-            .arg(&vm.base);
+            .arg(&vm.base)
+            .arg("--resource-root")
+            .arg(&vm.dir);
         c.args(&flags);
         let out = c.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -462,4 +464,58 @@ fn cgroup_flags_reach_the_hierarchy() {
     assert_eq!(out.status.code(), Some(0));
     vm.assert_cleaned("caisson-test");
     assert!(!cpuset.exists());
+}
+
+/// An untrusted config cannot hand the VM a host file: everything must resolve
+/// under the resource roots, and a writable file must not be a hard link.
+#[test]
+fn config_cannot_name_host_files() {
+    let vm = Vm::new("hostfile");
+    let before = std::fs::metadata("/etc/hostname").unwrap();
+    let cfg = |drive: &str| {
+        let d = vm.dir.display();
+        std::fs::write(
+            &vm.config,
+            format!(
+                r#"{{"boot-source": {{"kernel_image_path": "{d}/img/vmlinux"}},
+                    "drives": [{{"drive_id": "x", "path_on_host": "{drive}", "is_root_device": true}}]}}"#
+            ),
+        )
+        .unwrap();
+    };
+    // A host path, and a symlink inside the root pointing out of it.
+    std::os::unix::fs::symlink("/etc/hostname", vm.dir.join("img/link")).unwrap();
+    for drive in [
+        "/etc/hostname".to_string(),
+        vm.dir.join("img/link").display().to_string(),
+    ] {
+        cfg(&drive);
+        let out = vm.run(&[], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("outside the allowed resource roots"), "{err}");
+    }
+    // A hard link inside the root to another file.
+    std::fs::hard_link(vm.dir.join("img/root.ext4"), vm.dir.join("img/hard.ext4")).unwrap();
+    cfg(&vm.dir.join("img/hard.ext4").display().to_string());
+    let out = vm.run(&[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exactly one link"), "{err}");
+    // Without --resource-root the strict profile's roots apply, which do not hold the test dir.
+    let out = Command::new(JAILER)
+        .args(["--id", &vm.id, "--exec-file"])
+        .arg(probe())
+        .arg("--config-file")
+        .arg(&vm.config)
+        .arg("--chroot-base-dir")
+        .arg(&vm.base)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the allowed resource roots"));
+    let after = std::fs::metadata("/etc/hostname").unwrap();
+    assert_eq!(
+        (before.uid(), before.gid(), before.mode()),
+        (after.uid(), after.gid(), after.mode())
+    );
+    vm.assert_cleaned("caisson");
 }

@@ -122,6 +122,8 @@ impl Vm {
             .arg(&self.config)
             .arg("--chroot-base-dir")
             .arg(&self.base)
+            .arg("--resource-root")
+            .arg(&self.dir)
             .args(flags)
             .arg("--")
             .args(probe_args);
