@@ -177,172 +177,53 @@ impl Settings {
 /// 128+signal when it was killed, or [`supervise::SETUP_FAILED`] when the child
 /// failed before exec.
 pub fn run(args: &RunArgs) -> Result<i32, JailError> {
-    let start_us = clock_us(libc::CLOCK_REALTIME);
-    let start_cpu_us = clock_us(libc::CLOCK_PROCESS_CPUTIME_ID);
+    let started = StartTimes::now();
     // 1. Sanitize.
     sanitize()?;
     require_root(args.rootless)?;
-    let s = Settings::resolve(args)?;
-    if s.rootless && args.netns.is_some() {
-        return Err(JailError::Rootless {
-            what: "--netns (joining needs CAP_SYS_ADMIN over it)",
-        });
-    }
-    let mut rlimits_flags = args.resource_limits.clone();
     // 2. Validate and open.
-    let res = resources::open_all(&s.config_file, &s.profile.resources.roots)?;
-    let netns = args
-        .netns
-        .as_deref()
-        .map(namespaces::open_netns)
-        .transpose()?;
-    let paths = jailfs::jail_paths(&args.chroot_base_dir, &s.exec_file, &s.id)?;
-    let mut rlimits = Rlimits::from_profile(&s.profile, res.largest_writable_disk());
-    for flag in rlimits_flags.drain(..) {
-        rlimits.apply_flag(&flag)?;
-    }
-    let limits = cgroup_limits(&s, &res);
+    let s = Settings::resolve(args)?;
+    let opened = open(&s, args)?;
     if args.daemonize {
         daemonize()?;
     }
     supervise::install_forwarding()?;
-    // 3. Per-VM SELinux label (sVirt): allocate the MCS pair, derive the ids.
+    // 3. sVirt: the MCS pair and the ids derived from it.
     let backend = HostSelinux;
-    let selinux_on = if s.rootless {
-        if s.profile.selinux.mode == SelinuxMode::Require {
-            return Err(JailError::Rootless {
-                what: "--selinux=require (relabelling needs root)",
-            });
+    let selinux_on = selinux_mode(&backend, &s)?;
+    let mut state = allocate(&s, args, &opened, &backend, selinux_on)?;
+    // From here on, every failure undoes what was done.
+    let undo = |state: &JailState| {
+        for p in crate::cleanup::undo(state, &s.runtime_dir, &backend) {
+            log::error!("cleanup: {p}");
         }
-        log::info!("rootless: SELinux labels skipped");
-        false
-    } else {
-        selinux_enabled(&backend, s.profile.selinux.mode)?
     };
-    let store = McsStore::new(&s.runtime_dir.join("mcs"));
-    let categories = store.allocate(
-        &s.id,
-        s.mcs_range,
-        &backend.process_labels(),
-        std::process::id() as i32,
-        &mut OsRandom,
-    )?;
-    let derived = identity::derive_id(s.profile.identity.uid_base, categories);
-    let uid = args.uid.unwrap_or(derived);
-    let gid = args.gid.unwrap_or(derived);
-    // Read-only files stay as they are: the VM's uid must be able to read them.
-    if let Some(r) = res
-        .files
-        .iter()
-        .find(|r| !r.writable && !resources::readable_by(r, uid, gid))
-    {
-        store.release(&s.id)?;
-        return Err(resources::ResourceError::Path {
-            field: r.field.clone(),
-            path: r.host_path.clone(),
-            message: format!(
-                "not readable by the VM's uid {uid}/gid {gid} (owner {}:{}, mode {:o}); make it world-readable",
-                r.uid, r.gid, r.mode
-            ),
-        }
-        .into());
-    }
-    let mut state = JailState {
-        id: s.id.clone(),
-        profile: s.profile.name.clone(),
-        jailer_pid: std::process::id() as i32,
-        vm_pid: 0,
-        exec_file_name: paths.exec_name.clone(),
-        jail_dir: paths.jail_dir.clone(),
-        root: paths.root.clone(),
-        uid,
-        gid,
-        host_uid: if s.rootless {
-            nix::unistd::geteuid().as_raw()
-        } else {
-            uid
-        },
-        host_gid: if s.rootless {
-            nix::unistd::getegid().as_raw()
-        } else {
-            gid
-        },
-        groups: if s.rootless {
-            nix::unistd::getgroups()
-                .unwrap_or_default()
-                .iter()
-                .map(|g| g.as_raw())
-                .collect()
-        } else {
-            Vec::new()
-        },
-        categories,
-        selinux_label: selinux_on.then(|| labels::process_label(&s.profile.selinux, categories)),
-        cgroup_version: s.cgroup_version,
-        cgroup_leaves: Vec::new(),
-        cgroup_limits: limits.clone(),
-        rlimits: rlimits.clone(),
-        new_namespaces: namespaces::new_namespace_names(
-            &s.profile.namespaces,
-            netns.is_some(),
-            args.rootless,
-        ),
-        netns: args.netns.clone(),
-        seccomp: s.profile.seccomp.mode,
-        landlock: Some(expected_landlock(&s.profile)),
-        image_labels: Vec::new(),
-        owners: Vec::new(),
-        vsock_host_path: res.vsock_name.as_ref().map(|n| {
-            paths
-                .root
-                .join(JAIL_VSOCK_DIR.trim_start_matches('/'))
-                .join(n)
-        }),
-    };
-    if !paths.jail_dir.exists() {
-        // Nothing of this VM's jail exists yet: cleanup may remove the directory.
-    } else {
-        store.release(&s.id)?;
-        return Err(jailfs::JailFsError::Exists {
-            path: paths.jail_dir.clone(),
-            id: s.id.clone(),
-        }
-        .into());
-    }
-    state.save(&s.runtime_dir)?;
-    let setup = set_up(&s, &res, &paths, &backend, selinux_on, &limits, &mut state);
-    let plan = match setup {
+    // 3 (labels, owners), 4 (cgroup), 6 (host side: the jail directory).
+    let plan = match set_up(&s, &opened, &backend, selinux_on, &mut state) {
         Ok(_) if supervise::signalled() != 0 => {
-            // Asked to stop before the VM started: undo and report the signal.
-            for p in crate::cleanup::undo(&state, &s.runtime_dir, &backend) {
-                log::error!("cleanup: {p}");
-            }
+            undo(&state);
             return Ok(128 + supervise::signalled());
         }
         Ok(plan) => plan,
         Err(e) => {
-            state.save(&s.runtime_dir).ok();
-            for p in crate::cleanup::undo(&state, &s.runtime_dir, &backend) {
-                log::error!("cleanup: {p}");
-            }
+            undo(&state);
             return Err(e);
         }
     };
     // 5-10 in the child.
-    let argv = vmm_argv(&s, &paths, &args.exec_args, start_us, start_cpu_us)?;
     let ctx = ChildCtx {
         settings: &s,
-        res: &res,
-        netns: netns.as_ref(),
-        paths: &paths,
-        rlimits: &rlimits,
-        uid,
-        gid,
+        res: &opened.res,
+        netns: opened.netns.as_ref(),
+        paths: &opened.paths,
+        rlimits: &opened.rlimits,
+        uid: state.uid,
+        gid: state.gid,
         exec_label: state.selinux_label.clone(),
-        argv,
+        argv: vmm_argv(&s, &opened.paths, &args.exec_args, &started)?,
     };
     let spawned = supervise::spawn(
-        namespaces::clone_flags(&s.profile.namespaces, args.rootless),
+        namespaces::clone_flags(&s.profile.namespaces, s.rootless),
         || match confine(&ctx, &backend) {
             Ok(never) => match never {},
             Err(e) => {
@@ -354,55 +235,230 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            for p in crate::cleanup::undo(&state, &s.runtime_dir, &backend) {
-                log::error!("cleanup: {p}");
-            }
+            undo(&state);
             return Err(e.into());
         }
     };
-    // 4 (cont.). Enter the cgroup before the child does anything.
-    state.vm_pid = child.pid;
-    let maps = if s.rootless {
-        namespaces::write_id_maps(
-            child.pid,
-            uid,
-            gid,
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        )
-        .map_err(JailError::from)
-    } else {
-        Ok(())
-    };
-    let entered = maps
-        .and_then(|()| cgroup::enter(&plan, child.pid).map_err(JailError::from))
-        .and_then(|()| state.save(&s.runtime_dir).map_err(JailError::from))
-        .and_then(|()| child.release().map_err(JailError::from));
-    if let Err(e) = entered {
+    // 4 (cont.). The child enters its cgroup (and, rootless, gets its id maps)
+    // before it does anything.
+    if let Err(e) = admit(&s, &plan, &mut child, &mut state) {
         child.abort();
-        for p in crate::cleanup::undo(&state, &s.runtime_dir, &backend) {
-            log::error!("cleanup: {p}");
-        }
+        undo(&state);
         return Err(e);
     }
     // 11. Supervise and clean up.
     let code = child.wait();
-    for p in crate::cleanup::undo(&state, &s.runtime_dir, &backend) {
-        log::error!("cleanup: {p}");
-    }
+    undo(&state);
     Ok(code?)
+}
+
+/// The times Firecracker's jailer passes to the VMM.
+struct StartTimes {
+    wall_us: u64,
+    cpu_us: u64,
+}
+
+impl StartTimes {
+    fn now() -> Self {
+        Self {
+            wall_us: clock_us(libc::CLOCK_REALTIME),
+            cpu_us: clock_us(libc::CLOCK_PROCESS_CPUTIME_ID),
+        }
+    }
+}
+
+/// What step 2 opened and computed.
+struct Opened {
+    res: Resources,
+    netns: Option<Netns>,
+    paths: JailPaths,
+    rlimits: Rlimits,
+    limits: Limits,
+}
+
+/// Step 2: the config's files, the network namespace, the jail paths and limits.
+fn open(s: &Settings, args: &RunArgs) -> Result<Opened, JailError> {
+    if s.rootless && args.netns.is_some() {
+        return Err(JailError::Rootless {
+            what: "--netns (joining needs CAP_SYS_ADMIN over it)",
+        });
+    }
+    let res = resources::open_all(&s.config_file, &s.profile.resources.roots)?;
+    let netns = args
+        .netns
+        .as_deref()
+        .map(namespaces::open_netns)
+        .transpose()?;
+    let paths = jailfs::jail_paths(&args.chroot_base_dir, &s.exec_file, &s.id)?;
+    let mut rlimits = Rlimits::from_profile(&s.profile, res.largest_writable_disk());
+    for flag in &args.resource_limits {
+        rlimits.apply_flag(flag)?;
+    }
+    let limits = cgroup_limits(s, &res);
+    Ok(Opened {
+        res,
+        netns,
+        paths,
+        rlimits,
+        limits,
+    })
+}
+
+/// Whether labels are applied, per mode, host and rootless.
+fn selinux_mode(backend: &dyn SelinuxBackend, s: &Settings) -> Result<bool, JailError> {
+    if !s.rootless {
+        return selinux_enabled(backend, s.profile.selinux.mode);
+    }
+    if s.profile.selinux.mode == SelinuxMode::Require {
+        return Err(JailError::Rootless {
+            what: "--selinux=require (relabelling needs root)",
+        });
+    }
+    log::info!("rootless: SELinux labels skipped");
+    Ok(false)
+}
+
+/// Step 3: allocates the MCS pair, derives the ids, checks the read-only files are
+/// readable by them, refuses an existing jail, and writes the first state file.
+fn allocate(
+    s: &Settings,
+    args: &RunArgs,
+    o: &Opened,
+    backend: &dyn SelinuxBackend,
+    selinux_on: bool,
+) -> Result<JailState, JailError> {
+    let store = McsStore::new(&s.runtime_dir.join("mcs"));
+    let categories = store.allocate(
+        &s.id,
+        s.mcs_range,
+        &backend.process_labels(),
+        std::process::id() as i32,
+        &mut OsRandom,
+    )?;
+    let derived = identity::derive_id(s.profile.identity.uid_base, categories);
+    let uid = args.uid.unwrap_or(derived);
+    let gid = args.gid.unwrap_or(derived);
+    let refuse = |e: JailError| -> Result<JailState, JailError> {
+        store.release(&s.id)?;
+        Err(e)
+    };
+    // Read-only files stay as they are: the VM's uid must be able to read them.
+    if let Some(r) = o
+        .res
+        .files
+        .iter()
+        .find(|r| !r.writable && !resources::readable_by(r, uid, gid))
+    {
+        return refuse(
+            resources::ResourceError::Path {
+                field: r.field.clone(),
+                path: r.host_path.clone(),
+                message: format!(
+                    "not readable by the VM's uid {uid}/gid {gid} (owner {}:{}, mode {:o}); make it world-readable",
+                    r.uid, r.gid, r.mode
+                ),
+            }
+            .into(),
+        );
+    }
+    // An existing jail directory is another VM's, or left over: never reused.
+    if o.paths.jail_dir.exists() {
+        return refuse(
+            jailfs::JailFsError::Exists {
+                path: o.paths.jail_dir.clone(),
+                id: s.id.clone(),
+            }
+            .into(),
+        );
+    }
+    let (host_uid, host_gid, groups) = if s.rootless {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+            nix::unistd::getgroups()
+                .unwrap_or_default()
+                .iter()
+                .map(|g| g.as_raw())
+                .collect(),
+        )
+    } else {
+        (uid, gid, Vec::new())
+    };
+    let state = JailState {
+        id: s.id.clone(),
+        profile: s.profile.name.clone(),
+        jailer_pid: std::process::id() as i32,
+        vm_pid: 0,
+        exec_file_name: o.paths.exec_name.clone(),
+        jail_dir: o.paths.jail_dir.clone(),
+        root: o.paths.root.clone(),
+        uid,
+        gid,
+        host_uid,
+        host_gid,
+        groups,
+        categories,
+        selinux_label: selinux_on.then(|| labels::process_label(&s.profile.selinux, categories)),
+        cgroup_version: s.cgroup_version,
+        cgroup_leaves: Vec::new(),
+        cgroup_limits: o.limits.clone(),
+        rlimits: o.rlimits.clone(),
+        new_namespaces: namespaces::new_namespace_names(
+            &s.profile.namespaces,
+            o.netns.is_some(),
+            s.rootless,
+        ),
+        netns: args.netns.clone(),
+        seccomp: s.profile.seccomp.mode,
+        landlock: Some(expected_landlock(&s.profile)),
+        image_labels: Vec::new(),
+        owners: Vec::new(),
+        vsock_host_path: o.res.vsock_name.as_ref().map(|n| {
+            o.paths
+                .root
+                .join(JAIL_VSOCK_DIR.trim_start_matches('/'))
+                .join(n)
+        }),
+    };
+    if let Err(e) = state.save(&s.runtime_dir) {
+        return refuse(e.into());
+    }
+    Ok(state)
+}
+
+/// Step 4 (cont.): rootless id maps, the cgroup, the state with the VM's pid, and
+/// the go signal.
+fn admit(
+    s: &Settings,
+    plan: &CgroupPlan,
+    child: &mut supervise::Child,
+    state: &mut JailState,
+) -> Result<(), JailError> {
+    if s.rootless {
+        namespaces::write_id_maps(
+            child.pid,
+            state.uid,
+            state.gid,
+            state.host_uid,
+            state.host_gid,
+        )?;
+    }
+    cgroup::enter(plan, child.pid)?;
+    state.vm_pid = child.pid;
+    state.save(&s.runtime_dir)?;
+    child.release()?;
+    Ok(())
 }
 
 /// Steps 3 (labels, owners), 4 (cgroup) and the host side of 6 (jail directory).
 fn set_up(
     s: &Settings,
-    res: &Resources,
-    paths: &JailPaths,
+    o: &Opened,
     backend: &dyn SelinuxBackend,
     selinux_on: bool,
-    limits: &Limits,
     state: &mut JailState,
 ) -> Result<CgroupPlan, JailError> {
+    let (res, paths, limits) = (&o.res, &o.paths, &o.limits);
     // 3 (cont.). Label the images, give writable files to the VM's uid.
     if selinux_on {
         let images: Vec<Image> = res
@@ -575,8 +631,7 @@ fn vmm_argv(
     s: &Settings,
     paths: &JailPaths,
     extra: &[String],
-    start_us: u64,
-    start_cpu_us: u64,
+    started: &StartTimes,
 ) -> Result<Vec<CString>, JailError> {
     let mut v: Vec<String> = vec![
         format!("/{}", paths.exec_name),
@@ -586,9 +641,9 @@ fn vmm_argv(
         "--id".into(),
         s.id.clone(),
         "--start-time-us".into(),
-        start_us.to_string(),
+        started.wall_us.to_string(),
         "--start-time-cpu-us".into(),
-        start_cpu_us.to_string(),
+        started.cpu_us.to_string(),
         "--parent-cpu-time-us".into(),
         clock_us(libc::CLOCK_PROCESS_CPUTIME_ID).to_string(),
     ];
