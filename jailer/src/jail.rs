@@ -1,0 +1,899 @@
+//! The jail sequence: [`run`] takes one guest from an untrusted config to a
+//! uniquely confined VMM process, one step per call, in order. Steps 5-10 run in
+//! the cloned child ([`confine`]); the parent supervises and cleans up (step 11).
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use crate::cgroup::{self, CgroupPlan, CgroupVersion, Limits};
+use crate::cli::{LandlockFlag, RunArgs, SeccompFlag, SelinuxFlag};
+use crate::identity;
+use crate::jailfs::{self, JailPaths};
+use crate::labels::{self, Image};
+use crate::landlock_rules::{self, Grant, LandlockStatus, Rule};
+use crate::mcs::{CategoryRange, McsStore, OsRandom};
+use crate::namespaces::{self, Netns};
+use crate::profile::{CgroupVersionChoice, LandlockMode, Profile, SeccompMode, SelinuxMode};
+use crate::resources::{self, Resources, JAIL_CONFIG, JAIL_VSOCK_DIR};
+use crate::rlimits::Rlimits;
+use crate::selinux_backend::{HostSelinux, SelinuxBackend};
+use crate::state::JailState;
+use crate::supervise;
+
+/// Any failed step, named by the step.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("sanitize: {0}")]
+    Sanitize(String),
+    #[error(
+        "caisson-jailer must run as root (euid is {euid}); use --rootless for a user namespace"
+    )]
+    NotRoot { euid: u32 },
+    #[error("--rootless cannot use {what}")]
+    Rootless { what: &'static str },
+    #[error("missing required flag {flag}")]
+    Missing { flag: &'static str },
+    #[error(transparent)]
+    Config(#[from] caisson::config::ConfigError),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    #[error(transparent)]
+    Resource(#[from] resources::ResourceError),
+    #[error(transparent)]
+    Mcs(#[from] crate::mcs::McsError),
+    #[error("--selinux=require but SELinux is not enabled on this host")]
+    SelinuxRequired,
+    #[error(transparent)]
+    Label(#[from] labels::LabelError),
+    #[error(transparent)]
+    Selinux(#[from] crate::selinux_backend::SelinuxError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Namespace(#[from] namespaces::NamespaceError),
+    #[error(transparent)]
+    Tap(#[from] crate::tap::TapError),
+    #[error(transparent)]
+    Fs(#[from] jailfs::JailFsError),
+    #[error(transparent)]
+    Rlimit(#[from] crate::rlimits::RlimitError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Landlock(#[from] landlock_rules::LandlockError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Supervise(#[from] supervise::SuperviseError),
+    #[error("cannot daemonize: {0}")]
+    Daemonize(String),
+    #[error("cannot set the parent-death signal: {0}")]
+    DeathSignal(nix::Error),
+    #[error("cannot exec {path}: {errno}")]
+    Exec { path: String, errno: nix::Error },
+    #[error("argument {value:?} contains a NUL byte")]
+    Nul { value: String },
+}
+
+/// Everything decided from the flags and the profile before any step runs.
+#[derive(Debug)]
+pub struct Settings {
+    pub id: String,
+    pub exec_file: PathBuf,
+    pub config_file: PathBuf,
+    pub profile: Profile,
+    pub cgroup_version: CgroupVersion,
+    pub cgroup_parent: String,
+    pub extra_cgroups: Vec<(String, String)>,
+    pub mcs_range: CategoryRange,
+    pub runtime_dir: PathBuf,
+    /// Run in a user namespace without root.
+    pub rootless: bool,
+}
+
+impl Settings {
+    /// The profile, with single flags overriding single values.
+    pub fn resolve(args: &RunArgs) -> Result<Self, JailError> {
+        let id = args.id.clone().ok_or(JailError::Missing { flag: "--id" })?;
+        caisson::config::validate_id(&id)?;
+        let exec_file = args.exec_file.clone().ok_or(JailError::Missing {
+            flag: "--exec-file",
+        })?;
+        let config_file = args.config_file.clone().ok_or(JailError::Missing {
+            flag: "--config-file",
+        })?;
+        let mut profile = Profile::load(&args.profile)?;
+        if args.new_pid_ns {
+            profile.namespaces.pid = true;
+        }
+        if let Some(s) = args.selinux {
+            profile.selinux.mode = match s {
+                SelinuxFlag::Auto => SelinuxMode::Auto,
+                SelinuxFlag::Require => SelinuxMode::Require,
+                SelinuxFlag::Off => SelinuxMode::Off,
+            };
+        }
+        if let Some(l) = args.landlock {
+            profile.landlock.mode = match l {
+                LandlockFlag::BestEffort => LandlockMode::BestEffort,
+                LandlockFlag::Require => LandlockMode::Require,
+                LandlockFlag::Off => LandlockMode::Off,
+            };
+        }
+        if let Some(s) = args.seccomp {
+            profile.seccomp.mode = match s {
+                SeccompFlag::On => SeccompMode::On,
+                SeccompFlag::Off => SeccompMode::Off,
+            };
+        }
+        if !args.resource_roots.is_empty() {
+            profile.resources.roots = args.resource_roots.clone();
+        }
+        if let Some(r) = &args.mcs_range {
+            profile.selinux.range = r.clone();
+        }
+        let mcs_range = CategoryRange::parse(&profile.selinux.range)?;
+        let cgroup_version = match &args.cgroup_version {
+            Some(v) => CgroupVersion::parse(v)?,
+            None => match profile.cgroup_version() {
+                Ok(CgroupVersionChoice::V1) => CgroupVersion::V1,
+                Ok(CgroupVersionChoice::V2) => CgroupVersion::V2,
+                Ok(CgroupVersionChoice::Auto) | Err(_) => CgroupVersion::detect(),
+            },
+        };
+        let cgroup_parent = args
+            .parent_cgroup
+            .clone()
+            .unwrap_or_else(|| profile.cgroup.parent.clone());
+        cgroup::check_parent(&cgroup_parent)?;
+        let extra_cgroups = args
+            .cgroups
+            .iter()
+            .map(|c| cgroup::parse_setting(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            id,
+            exec_file,
+            config_file,
+            profile,
+            cgroup_version,
+            cgroup_parent,
+            extra_cgroups,
+            mcs_range,
+            runtime_dir: if args.rootless
+                && args.runtime_dir == Path::new(crate::state::RUNTIME_DIR)
+            {
+                rootless_runtime_dir()
+            } else {
+                args.runtime_dir.clone()
+            },
+            rootless: args.rootless,
+        })
+    }
+}
+
+/// The whole jail sequence. Returns the exit code to exit with: the VMM's, or
+/// 128+signal when it was killed, or [`supervise::SETUP_FAILED`] when the child
+/// failed before exec.
+pub fn run(args: &RunArgs) -> Result<i32, JailError> {
+    let started = StartTimes::now();
+    // 1. Sanitize.
+    sanitize()?;
+    require_root(args.rootless)?;
+    // 2. Validate and open.
+    let s = Settings::resolve(args)?;
+    let opened = open(&s, args)?;
+    if args.daemonize {
+        daemonize()?;
+    }
+    supervise::install_forwarding()?;
+    // 3. sVirt: the MCS pair and the ids derived from it.
+    let backend = HostSelinux;
+    let selinux_on = selinux_mode(&backend, &s)?;
+    let mut state = allocate(&s, args, &opened, &backend, selinux_on)?;
+    // From here on, every failure undoes what was done.
+    let undo = |state: &JailState| {
+        for p in crate::cleanup::undo(state, &s.runtime_dir, &backend) {
+            log::error!("cleanup: {p}");
+        }
+    };
+    // 3 (labels, owners), 4 (cgroup), 6 (host side: the jail directory).
+    let plan = match set_up(&s, &opened, &backend, selinux_on, &mut state) {
+        Ok(_) if supervise::signalled() != 0 => {
+            undo(&state);
+            return Ok(128 + supervise::signalled());
+        }
+        Ok(plan) => plan,
+        Err(e) => {
+            undo(&state);
+            return Err(e);
+        }
+    };
+    // 5-10 in the child.
+    let ctx = ChildCtx {
+        settings: &s,
+        res: &opened.res,
+        netns: opened.netns.as_ref(),
+        paths: &opened.paths,
+        rlimits: &opened.rlimits,
+        uid: state.uid,
+        gid: state.gid,
+        exec_label: state.selinux_label.clone(),
+        argv: vmm_argv(&s, &opened.paths, &args.exec_args, &started)?,
+    };
+    let spawned = supervise::spawn(
+        namespaces::clone_flags(&s.profile.namespaces, s.rootless),
+        || match confine(&ctx, &backend) {
+            Ok(never) => match never {},
+            Err(e) => {
+                eprintln!("caisson-jailer: {e}");
+                supervise::SETUP_FAILED
+            }
+        },
+    );
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            undo(&state);
+            return Err(e.into());
+        }
+    };
+    // 4 (cont.). The child enters its cgroup (and, rootless, gets its id maps)
+    // before it does anything.
+    if let Err(e) = admit(&s, &plan, &mut child, &mut state) {
+        child.abort();
+        undo(&state);
+        return Err(e);
+    }
+    // 11. Supervise and clean up.
+    let code = child.wait();
+    undo(&state);
+    Ok(code?)
+}
+
+/// The times Firecracker's jailer passes to the VMM.
+struct StartTimes {
+    wall_us: u64,
+    cpu_us: u64,
+}
+
+impl StartTimes {
+    fn now() -> Self {
+        Self {
+            wall_us: clock_us(libc::CLOCK_REALTIME),
+            cpu_us: clock_us(libc::CLOCK_PROCESS_CPUTIME_ID),
+        }
+    }
+}
+
+/// What step 2 opened and computed.
+struct Opened {
+    res: Resources,
+    netns: Option<Netns>,
+    paths: JailPaths,
+    rlimits: Rlimits,
+    limits: Limits,
+}
+
+/// Step 2: the config's files, the network namespace, the jail paths and limits.
+fn open(s: &Settings, args: &RunArgs) -> Result<Opened, JailError> {
+    if s.rootless && args.netns.is_some() {
+        return Err(JailError::Rootless {
+            what: "--netns (joining needs CAP_SYS_ADMIN over it)",
+        });
+    }
+    let res = resources::open_all(&s.config_file, &s.profile.resources.roots)?;
+    let netns = args
+        .netns
+        .as_deref()
+        .map(namespaces::open_netns)
+        .transpose()?;
+    let paths = jailfs::jail_paths(&args.chroot_base_dir, &s.exec_file, &s.id)?;
+    let mut rlimits = Rlimits::from_profile(&s.profile, res.largest_writable_disk());
+    for flag in &args.resource_limits {
+        rlimits.apply_flag(flag)?;
+    }
+    let limits = cgroup_limits(s, &res);
+    Ok(Opened {
+        res,
+        netns,
+        paths,
+        rlimits,
+        limits,
+    })
+}
+
+/// Whether labels are applied, per mode, host and rootless.
+fn selinux_mode(backend: &dyn SelinuxBackend, s: &Settings) -> Result<bool, JailError> {
+    if !s.rootless {
+        return selinux_enabled(backend, s.profile.selinux.mode);
+    }
+    if s.profile.selinux.mode == SelinuxMode::Require {
+        return Err(JailError::Rootless {
+            what: "--selinux=require (relabelling needs root)",
+        });
+    }
+    log::info!("rootless: SELinux labels skipped");
+    Ok(false)
+}
+
+/// Step 3: allocates the MCS pair, derives the ids, checks the read-only files are
+/// readable by them, refuses an existing jail, and writes the first state file.
+fn allocate(
+    s: &Settings,
+    args: &RunArgs,
+    o: &Opened,
+    backend: &dyn SelinuxBackend,
+    selinux_on: bool,
+) -> Result<JailState, JailError> {
+    let store = McsStore::new(&s.runtime_dir.join("mcs"));
+    let categories = store.allocate(
+        &s.id,
+        s.mcs_range,
+        &backend.process_labels(),
+        std::process::id() as i32,
+        &mut OsRandom,
+    )?;
+    let derived = identity::derive_id(s.profile.identity.uid_base, categories);
+    let uid = args.uid.unwrap_or(derived);
+    let gid = args.gid.unwrap_or(derived);
+    let refuse = |e: JailError| -> Result<JailState, JailError> {
+        store.release(&s.id)?;
+        Err(e)
+    };
+    // Read-only files stay as they are: the VM's uid must be able to read them.
+    if let Some(r) = o
+        .res
+        .files
+        .iter()
+        .find(|r| !r.writable && !resources::readable_by(r, uid, gid))
+    {
+        return refuse(
+            resources::ResourceError::Path {
+                field: r.field.clone(),
+                path: r.host_path.clone(),
+                message: format!(
+                    "not readable by the VM's uid {uid}/gid {gid} (owner {}:{}, mode {:o}); make it world-readable",
+                    r.uid, r.gid, r.mode
+                ),
+            }
+            .into(),
+        );
+    }
+    // An existing jail directory is another VM's, or left over: never reused.
+    if o.paths.jail_dir.exists() {
+        return refuse(
+            jailfs::JailFsError::Exists {
+                path: o.paths.jail_dir.clone(),
+                id: s.id.clone(),
+            }
+            .into(),
+        );
+    }
+    let (host_uid, host_gid, groups) = if s.rootless {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+            nix::unistd::getgroups()
+                .unwrap_or_default()
+                .iter()
+                .map(|g| g.as_raw())
+                .collect(),
+        )
+    } else {
+        (uid, gid, Vec::new())
+    };
+    let state = JailState {
+        id: s.id.clone(),
+        profile: s.profile.name.clone(),
+        jailer_pid: std::process::id() as i32,
+        vm_pid: 0,
+        exec_file_name: o.paths.exec_name.clone(),
+        jail_dir: o.paths.jail_dir.clone(),
+        root: o.paths.root.clone(),
+        uid,
+        gid,
+        host_uid,
+        host_gid,
+        groups,
+        categories,
+        selinux_label: selinux_on.then(|| labels::process_label(&s.profile.selinux, categories)),
+        cgroup_version: s.cgroup_version,
+        cgroup_leaves: Vec::new(),
+        cgroup_limits: o.limits.clone(),
+        rlimits: o.rlimits.clone(),
+        new_namespaces: namespaces::new_namespace_names(
+            &s.profile.namespaces,
+            o.netns.is_some(),
+            s.rootless,
+        ),
+        netns: args.netns.clone(),
+        seccomp: s.profile.seccomp.mode,
+        landlock: Some(expected_landlock(&s.profile)),
+        image_labels: Vec::new(),
+        owners: Vec::new(),
+        vsock_host_path: o.res.vsock_name.as_ref().map(|n| {
+            o.paths
+                .root
+                .join(JAIL_VSOCK_DIR.trim_start_matches('/'))
+                .join(n)
+        }),
+    };
+    if let Err(e) = state.save(&s.runtime_dir) {
+        return refuse(e.into());
+    }
+    Ok(state)
+}
+
+/// Step 4 (cont.): rootless id maps, the cgroup, the state with the VM's pid, and
+/// the go signal.
+fn admit(
+    s: &Settings,
+    plan: &CgroupPlan,
+    child: &mut supervise::Child,
+    state: &mut JailState,
+) -> Result<(), JailError> {
+    if s.rootless {
+        namespaces::write_id_maps(
+            child.pid,
+            state.uid,
+            state.gid,
+            state.host_uid,
+            state.host_gid,
+        )?;
+    }
+    cgroup::enter(plan, child.pid)?;
+    state.vm_pid = child.pid;
+    state.save(&s.runtime_dir)?;
+    child.release()?;
+    Ok(())
+}
+
+/// Steps 3 (labels, owners), 4 (cgroup) and the host side of 6 (jail directory).
+fn set_up(
+    s: &Settings,
+    o: &Opened,
+    backend: &dyn SelinuxBackend,
+    selinux_on: bool,
+    state: &mut JailState,
+) -> Result<CgroupPlan, JailError> {
+    let (res, paths, limits) = (&o.res, &o.paths, &o.limits);
+    // 3 (cont.). Label the images, give writable files to the VM's uid.
+    if selinux_on {
+        let images: Vec<Image> = res
+            .files
+            .iter()
+            .map(|f| Image {
+                path: f.host_path.clone(),
+                writable: f.writable,
+            })
+            .collect();
+        let plan = labels::plan(&s.profile.selinux, state.categories, &images);
+        state.image_labels = labels::apply(backend, &plan)?;
+        state.save(&s.runtime_dir)?;
+    }
+    if !s.rootless {
+        // (Rootless: the VM's uid maps to the caller, who owns the files already.)
+        state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
+        state.save(&s.runtime_dir)?;
+    }
+    // 4. cgroup.
+    let plan = match s.cgroup_version {
+        CgroupVersion::V1 => cgroup::plan_v1(
+            Path::new(cgroup::CGROUP_ROOT),
+            &s.cgroup_parent,
+            &s.id,
+            limits,
+        ),
+        CgroupVersion::V2 => cgroup::plan_v2(&v2_root(), &s.cgroup_parent, &s.id, limits),
+    };
+    let plan = match plan.apply() {
+        Ok(()) => plan,
+        Err(e) if s.rootless => {
+            log::warn!(
+                "rootless: cgroup limits skipped ({e}); delegate a cgroup to this user to get them"
+            );
+            CgroupPlan {
+                leaves: Vec::new(),
+                create: Vec::new(),
+                writes: Vec::new(),
+                ..plan
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.cgroup_leaves = plan.leaves.clone();
+    state.save(&s.runtime_dir)?;
+    // 6 (host side). The jail directory.
+    jailfs::prepare(
+        paths,
+        &s.id,
+        &s.exec_file,
+        &res.files,
+        &res.jail_config,
+        (!s.rootless).then_some((state.uid, state.gid)),
+    )?;
+    Ok(plan)
+}
+
+/// What the child needs.
+struct ChildCtx<'a> {
+    settings: &'a Settings,
+    res: &'a Resources,
+    netns: Option<&'a Netns>,
+    paths: &'a JailPaths,
+    rlimits: &'a Rlimits,
+    uid: u32,
+    gid: u32,
+    exec_label: Option<String>,
+    argv: Vec<CString>,
+}
+
+/// Steps 5-10, in the child. Returns only on failure.
+fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallible, JailError> {
+    let p = &ctx.settings.profile;
+    // 5. Namespaces (pid and user namespaces came with the clone).
+    namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
+    if !ctx.settings.rootless {
+        crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
+    }
+    // 3 (cont.). The process label for the coming exec. setexeccon writes
+    // /proc/thread-self/attr/exec, which is out of reach after pivot_root; the
+    // attribute applies to this thread's next execve only, which is the VMM's.
+    if let Some(label) = &ctx.exec_label {
+        backend.set_exec_label(label)?;
+    }
+    // 6. Filesystem.
+    jailfs::enter_root(
+        &ctx.paths.root,
+        &ctx.res.files,
+        !ctx.res.taps.is_empty(),
+        ctx.uid,
+        ctx.gid,
+        ctx.settings.rootless,
+    )?;
+    // 7. rlimits.
+    ctx.rlimits.apply()?;
+    // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
+    identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;
+    // The VMM must not outlive its supervisor (set after the uid change, which clears it).
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(JailError::DeathSignal)?;
+    // 9. Landlock.
+    landlock_rules::restrict(
+        &landlock_rules(ctx),
+        p.landlock.mode,
+        p.landlock.deny_tcp,
+        p.landlock.scope,
+    )?;
+    // 10. Exec the VMM.
+    supervise::reset_signals();
+    let path = ctx.argv.first().cloned().ok_or(JailError::Missing {
+        flag: "--exec-file",
+    })?;
+    let env: [CString; 0] = [];
+    let errno = match nix::unistd::execve(&path, &ctx.argv, &env) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    Err(JailError::Exec {
+        path: path.to_string_lossy().into_owned(),
+        errno,
+    })
+}
+
+/// The in-jail paths and their access.
+fn landlock_rules(ctx: &ChildCtx<'_>) -> Vec<Rule> {
+    let mut rules = vec![
+        Rule {
+            path: Path::new("/").join(&ctx.paths.exec_name),
+            grant: Grant::Exec,
+        },
+        Rule {
+            path: JAIL_CONFIG.into(),
+            grant: Grant::Read,
+        },
+        Rule {
+            path: "/dev/kvm".into(),
+            grant: Grant::ReadWrite,
+        },
+        Rule {
+            path: "/dev/urandom".into(),
+            grant: Grant::Read,
+        },
+        Rule {
+            path: JAIL_VSOCK_DIR.into(),
+            grant: Grant::SocketDir,
+        },
+    ];
+    if !ctx.res.taps.is_empty() {
+        rules.push(Rule {
+            path: "/dev/net/tun".into(),
+            grant: Grant::ReadWrite,
+        });
+    }
+    for f in &ctx.res.files {
+        rules.push(Rule {
+            path: f.jail_path.clone(),
+            grant: if f.writable {
+                Grant::ReadWrite
+            } else {
+                Grant::Read
+            },
+        });
+    }
+    rules
+}
+
+/// The argv of the VMM: Firecracker's jailer passes --id and the start times.
+fn vmm_argv(
+    s: &Settings,
+    paths: &JailPaths,
+    extra: &[String],
+    started: &StartTimes,
+) -> Result<Vec<CString>, JailError> {
+    let mut v: Vec<String> = vec![
+        format!("/{}", paths.exec_name),
+        "--no-api".into(),
+        "--config-file".into(),
+        JAIL_CONFIG.into(),
+        "--id".into(),
+        s.id.clone(),
+        "--start-time-us".into(),
+        started.wall_us.to_string(),
+        "--start-time-cpu-us".into(),
+        started.cpu_us.to_string(),
+        "--parent-cpu-time-us".into(),
+        clock_us(libc::CLOCK_PROCESS_CPUTIME_ID).to_string(),
+    ];
+    if s.profile.seccomp.mode == SeccompMode::Off {
+        log::warn!(
+            "seccomp is off for VM {}: passing --no-seccomp to the VMM",
+            s.id
+        );
+        v.push("--no-seccomp".into());
+    }
+    v.extend(extra.iter().cloned());
+    v.into_iter()
+        .map(|a| CString::new(a.clone()).map_err(|_| JailError::Nul { value: a }))
+        .collect()
+}
+
+fn cgroup_limits(s: &Settings, res: &Resources) -> Limits {
+    let c = &s.profile.cgroup;
+    let memory_mib = c
+        .memory_max_mib
+        .unwrap_or(res.mem_size_mib.saturating_add(c.memory_overhead_mib));
+    Limits {
+        memory_bytes: memory_mib.saturating_mul(1 << 20),
+        cpu_quota_us: c
+            .cpu_quota_us
+            .unwrap_or(res.vcpu_count.max(1).saturating_mul(c.cpu_period_us)),
+        cpu_period_us: c.cpu_period_us,
+        pids_max: c.pids_max,
+        extra: s.extra_cgroups.clone(),
+    }
+}
+
+/// The cgroup2 mount: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones.
+fn v2_root() -> PathBuf {
+    if CgroupVersion::detect() == CgroupVersion::V2 {
+        PathBuf::from(cgroup::CGROUP_ROOT)
+    } else {
+        Path::new(cgroup::CGROUP_ROOT).join("unified")
+    }
+}
+
+fn expected_landlock(p: &Profile) -> LandlockStatus {
+    let abi = landlock_rules::kernel_abi();
+    let status = match p.landlock.mode {
+        LandlockMode::Off => "off",
+        _ if abi >= 6 => "fully-enforced",
+        _ if abi >= 1 => "partially-enforced",
+        _ => "not-enforced",
+    };
+    LandlockStatus {
+        kernel_abi: abi,
+        status: status.into(),
+    }
+}
+
+fn selinux_enabled(backend: &dyn SelinuxBackend, mode: SelinuxMode) -> Result<bool, JailError> {
+    match mode {
+        SelinuxMode::Off => Ok(false),
+        _ if backend.enabled() => Ok(true),
+        SelinuxMode::Require => Err(JailError::SelinuxRequired),
+        SelinuxMode::Auto => {
+            log::info!(
+                "SELinux is not enabled on this host: skipping the sVirt labels (--selinux=auto)"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// Step 1: close every fd above 2 and clear the environment.
+pub fn sanitize() -> Result<(), JailError> {
+    // SAFETY: close_range only closes descriptors; nothing in this process holds an
+    // fd above 2 at this point (nothing has been opened yet).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r != 0 {
+        return Err(JailError::Sanitize(format!(
+            "close_range(3, ~0): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let keys: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in keys {
+        std::env::remove_var(k);
+    }
+    Ok(())
+}
+
+/// Rootless runtime dir: `/run/user/<uid>/caisson` when that exists, else
+/// `/tmp/caisson-<uid>`.
+pub fn rootless_runtime_dir() -> PathBuf {
+    let uid = nix::unistd::geteuid().as_raw();
+    let run_user = PathBuf::from(format!("/run/user/{uid}"));
+    if run_user.is_dir() {
+        run_user.join("caisson")
+    } else {
+        PathBuf::from(format!("/tmp/caisson-{uid}"))
+    }
+}
+
+fn require_root(rootless: bool) -> Result<(), JailError> {
+    if rootless {
+        return Ok(());
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if euid != 0 {
+        return Err(JailError::NotRoot { euid });
+    }
+    Ok(())
+}
+
+/// Firecracker's --daemonize: fork, new session, stdio to /dev/null.
+fn daemonize() -> Result<(), JailError> {
+    let err = |e: nix::Error| JailError::Daemonize(e.to_string());
+    // SAFETY: the process is single-threaded here; the parent only exits.
+    match unsafe { nix::unistd::fork() }.map_err(err)? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            // SAFETY: _exit ends the parent without running destructors twice.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Child => {}
+    }
+    nix::unistd::setsid().map_err(err)?;
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(err)?;
+    for fd in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors with a valid open fd.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
+            return Err(JailError::Daemonize(
+                std::io::Error::last_os_error().to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn clock_us(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000) + (ts.tv_nsec as u64) / 1000
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::selinux_backend::fake::FakeSelinux;
+
+    #[test]
+    fn selinux_modes() {
+        let off = FakeSelinux::default();
+        let on = FakeSelinux {
+            enabled: true,
+            ..Default::default()
+        };
+        assert!(!selinux_enabled(&off, SelinuxMode::Auto).unwrap());
+        assert!(matches!(
+            selinux_enabled(&off, SelinuxMode::Require),
+            Err(JailError::SelinuxRequired)
+        ));
+        assert!(selinux_enabled(&on, SelinuxMode::Auto).unwrap());
+        assert!(selinux_enabled(&on, SelinuxMode::Require).unwrap());
+        assert!(!selinux_enabled(&on, SelinuxMode::Off).unwrap());
+    }
+
+    fn args() -> RunArgs {
+        RunArgs {
+            id: Some("vm-1".into()),
+            exec_file: Some("/usr/bin/caisson".into()),
+            config_file: Some("/tmp/vm.json".into()),
+            profile: "strict".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flags_override_single_profile_values() {
+        let s = Settings::resolve(&args()).unwrap();
+        assert_eq!(s.profile.seccomp.mode, SeccompMode::On);
+        assert_eq!(s.cgroup_parent, "caisson");
+        let mut a = args();
+        a.profile = "dev".into();
+        a.new_pid_ns = true;
+        a.seccomp = Some(SeccompFlag::On);
+        a.landlock = Some(LandlockFlag::Require);
+        a.selinux = Some(SelinuxFlag::Require);
+        a.parent_cgroup = Some("machine/vms".into());
+        a.cgroup_version = Some("2".into());
+        a.cgroups = vec!["cpuset.cpus=0".into()];
+        a.mcs_range = Some("c10.c20".into());
+        let s = Settings::resolve(&a).unwrap();
+        assert!(s.profile.namespaces.pid);
+        assert_eq!(s.profile.seccomp.mode, SeccompMode::On);
+        assert_eq!(s.profile.landlock.mode, LandlockMode::Require);
+        assert_eq!(s.profile.selinux.mode, SelinuxMode::Require);
+        assert_eq!(s.cgroup_parent, "machine/vms");
+        assert_eq!(s.cgroup_version, CgroupVersion::V2);
+        assert_eq!(
+            s.extra_cgroups,
+            vec![("cpuset.cpus".to_string(), "0".to_string())]
+        );
+        assert_eq!(s.mcs_range, CategoryRange { lo: 10, hi: 20 });
+        // Other dev values stay.
+        assert_eq!(s.profile.rlimits.nofile, 4096);
+    }
+
+    #[test]
+    fn missing_flags_and_bad_ids_are_named() {
+        let mut a = args();
+        a.id = None;
+        assert!(Settings::resolve(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("--id"));
+        let mut a = args();
+        a.id = Some("bad id".into());
+        assert!(Settings::resolve(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("bad id"));
+        let mut a = args();
+        a.config_file = None;
+        assert!(Settings::resolve(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("--config-file"));
+    }
+
+    #[test]
+    fn limits_follow_the_guest() {
+        let s = Settings::resolve(&args()).unwrap();
+        let res = Resources {
+            files: Vec::new(),
+            taps: Vec::new(),
+            vsock_name: None,
+            jail_config: String::new(),
+            mem_size_mib: 512,
+            vcpu_count: 2,
+        };
+        let l = cgroup_limits(&s, &res);
+        assert_eq!(l.memory_bytes, (512 + 128) << 20);
+        assert_eq!(l.cpu_quota_us, 200_000);
+        assert_eq!(l.cpu_period_us, 100_000);
+        assert_eq!(l.pids_max, 64);
+    }
+}

@@ -1,0 +1,449 @@
+//! The jail's filesystem, `<chroot-base-dir>/<exec-file name>/<id>/root` as in
+//! Firecracker: prepared on the host by the jailer ([`prepare`]), then mounted and
+//! pivoted into by the child in its own mount namespace ([`enter_root`]).
+//!
+//! Layout inside the jail:
+//! `/<exec-file name>` (the VMM, 0755 root), `/config.json` (0444), `/res/*` (bind
+//! mounts of kernel, initrd and disks; ro ones read-only), `/out/*` (log and serial
+//! files, rw), `/vsock/` (rw dir owned by the VM for its unix socket),
+//! `/dev/kvm`, `/dev/urandom`, `/dev/net/tun` (only with a net device), owned by the
+//! VM's uid, mode 0600. `/` itself is remounted read-only and nosuid.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::unistd::{chown, pivot_root, Gid, Uid};
+
+use crate::resources::{Resource, JAIL_CONFIG, JAIL_OUT_DIR, JAIL_RES_DIR, JAIL_VSOCK_DIR};
+
+/// A filesystem step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JailFsError {
+    #[error("jail directory {path} already exists (another VM with this id, or run `caisson-jailer cleanup --id {id}`)")]
+    Exists { path: PathBuf, id: String },
+    #[error("invalid --exec-file {path}: {reason}")]
+    ExecFile { path: PathBuf, reason: String },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot {action} {path}: {errno}")]
+    Sys {
+        action: &'static str,
+        path: PathBuf,
+        errno: nix::Error,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JailFsError {
+    let path = path.to_path_buf();
+    move |source| JailFsError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn sys(action: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> JailFsError {
+    let path = path.to_path_buf();
+    move |errno| JailFsError::Sys {
+        action,
+        path,
+        errno,
+    }
+}
+
+/// Where a VM's jail lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailPaths {
+    /// `<base>/<exec name>/<id>`
+    pub jail_dir: PathBuf,
+    /// `<jail_dir>/root`
+    pub root: PathBuf,
+    pub exec_name: String,
+}
+
+/// Firecracker's layout.
+pub fn jail_paths(base: &Path, exec_file: &Path, id: &str) -> Result<JailPaths, JailFsError> {
+    let exec_name = exec_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                && !n.starts_with('.')
+        })
+        .ok_or_else(|| JailFsError::ExecFile {
+            path: exec_file.to_path_buf(),
+            reason: "its file name must be [A-Za-z0-9._-] and not start with '.'".into(),
+        })?;
+    let jail_dir = base.join(&exec_name).join(id);
+    Ok(JailPaths {
+        root: jail_dir.join("root"),
+        jail_dir,
+        exec_name,
+    })
+}
+
+/// The devices a jail gets.
+pub fn devices(with_tun: bool) -> Vec<(&'static str, u64, u64)> {
+    let mut d = vec![("dev/kvm", 10, 232), ("dev/urandom", 1, 9)];
+    if with_tun {
+        d.push(("dev/net/tun", 10, 200));
+    }
+    d
+}
+
+fn placeholder(path: &Path) -> Result<(), JailFsError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
+        .map_err(io("create", path))
+}
+
+/// On the host: creates the jail directory (refusing an existing one), copies the
+/// exec file, writes the rewritten config and creates the mount points. The vsock
+/// directory is given to `vm_owner` (`None` in rootless mode, where the caller is the VM).
+pub fn prepare(
+    paths: &JailPaths,
+    id: &str,
+    exec_file: &Path,
+    files: &[Resource],
+    config_json: &str,
+    vm_owner: Option<(u32, u32)>,
+) -> Result<(), JailFsError> {
+    if let Some(parent) = paths.jail_dir.parent() {
+        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    match std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&paths.jail_dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(JailFsError::Exists {
+                path: paths.jail_dir.clone(),
+                id: id.to_string(),
+            })
+        }
+        Err(e) => return Err(io("create", &paths.jail_dir)(e)),
+    }
+    let mkdir = |rel: &str, mode: u32| -> Result<PathBuf, JailFsError> {
+        let p = paths.root.join(rel.trim_start_matches('/'));
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .recursive(true)
+            .create(&p)
+            .map_err(io("create", &p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .map_err(io("chmod", &p))?;
+        Ok(p)
+    };
+    mkdir("", 0o755)?;
+    mkdir(JAIL_RES_DIR, 0o755)?;
+    mkdir(JAIL_OUT_DIR, 0o755)?;
+    mkdir("dev/net", 0o755)?;
+    let vsock = mkdir(JAIL_VSOCK_DIR, 0o700)?;
+    if let Some((uid, gid)) = vm_owner {
+        chown(&vsock, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(sys("chown", &vsock))?;
+    }
+
+    // The exec file: copied (never linked), root-owned, 0755.
+    let meta = std::fs::metadata(exec_file).map_err(|e| JailFsError::ExecFile {
+        path: exec_file.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if !meta.is_file() {
+        return Err(JailFsError::ExecFile {
+            path: exec_file.to_path_buf(),
+            reason: "not a regular file".into(),
+        });
+    }
+    let target = paths.root.join(&paths.exec_name);
+    std::fs::copy(exec_file, &target).map_err(io("copy the exec file to", &target))?;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+        .map_err(io("chmod", &target))?;
+
+    let cfg = paths.root.join(JAIL_CONFIG.trim_start_matches('/'));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&cfg)
+        .map_err(io("create", &cfg))?;
+    f.write_all(config_json.as_bytes())
+        .map_err(io("write", &cfg))?;
+
+    for r in files {
+        placeholder(
+            &paths
+                .root
+                .join(r.jail_path.strip_prefix("/").unwrap_or(&r.jail_path)),
+        )?;
+    }
+    Ok(())
+}
+
+/// In the child's new mount namespace: bind the resources, create the devices,
+/// pivot_root into the jail, detach the old root and make `/` read-only.
+pub fn enter_root(
+    root: &Path,
+    files: &[Resource],
+    with_tun: bool,
+    uid: u32,
+    gid: u32,
+    rootless: bool,
+) -> Result<(), JailFsError> {
+    let none: Option<&str> = None;
+    // Nothing mounted in here propagates back to the host, nor the other way.
+    mount(none, "/", none, MsFlags::MS_PRIVATE | MsFlags::MS_REC, none)
+        .map_err(sys("make private", Path::new("/")))?;
+    mount(Some(root), root, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", root))?;
+
+    let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for r in files {
+        let target = root.join(r.jail_path.strip_prefix("/").unwrap_or(&r.jail_path));
+        match &r.tree {
+            Some(tree) => {
+                attach_tree(tree, &target, !r.writable).map_err(|source| JailFsError::Io {
+                    action: "attach the bind mount of",
+                    path: r.host_path.clone(),
+                    source,
+                })?
+            }
+            None => bind_verified(r, &target)?,
+        }
+    }
+
+    // The vsock directory stays writable when / becomes read-only.
+    let vsock = root.join(JAIL_VSOCK_DIR.trim_start_matches('/'));
+    mount(Some(&vsock), &vsock, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", &vsock))?;
+    mount(
+        none,
+        &vsock,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | hardening,
+        none,
+    )
+    .map_err(sys("remount", &vsock))?;
+
+    for (rel, major, minor) in devices(with_tun) {
+        let p = root.join(rel);
+        if rootless {
+            // No mknod in a user namespace: bind the host's node (its owner and
+            // mode decide whether the caller may use it).
+            placeholder(&p)?;
+            let host = Path::new("/").join(rel);
+            mount(Some(&host), &p, none, MsFlags::MS_BIND, none)
+                .map_err(sys("bind-mount", &host))?;
+            continue;
+        }
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            makedev(major, minor),
+        )
+        .map_err(sys("mknod", &p))?;
+        chown(&p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(sys("chown", &p))?;
+    }
+
+    std::env::set_current_dir(root).map_err(io("chdir", root))?;
+    let old = root.join("old_root");
+    std::fs::create_dir(&old).map_err(io("create", &old))?;
+    pivot_root(".", "old_root").map_err(sys("pivot_root into", root))?;
+    std::env::set_current_dir("/").map_err(io("chdir", Path::new("/")))?;
+    umount2("/old_root", MntFlags::MNT_DETACH).map_err(sys("detach", Path::new("/old_root")))?;
+    std::fs::remove_dir("/old_root").map_err(io("remove", Path::new("/old_root")))?;
+    mount(
+        none,
+        "/",
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
+        none,
+    )
+    .map_err(sys("remount read-only", Path::new("/")))?;
+    Ok(())
+}
+
+/// Rootless: reopens the canonical path in this mount namespace, checks it is the
+/// file opened before (device and inode), and bind-mounts that fd.
+fn bind_verified(r: &Resource, target: &Path) -> Result<(), JailFsError> {
+    use nix::fcntl::{open, OFlag};
+    let fd = open(
+        &r.host_path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("reopen", &r.host_path))?;
+    let st = nix::sys::stat::fstat(&fd).map_err(sys("stat", &r.host_path))?;
+    if (st.st_dev, st.st_ino) != r.dev_ino {
+        return Err(JailFsError::Io {
+            action: "bind (the file changed since it was checked)",
+            path: r.host_path.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        });
+    }
+    let none: Option<&str> = None;
+    let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    mount(Some(&src), target, none, MsFlags::MS_BIND, none)
+        .map_err(sys("bind-mount", &r.host_path))?;
+    let mut flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    if !r.writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(none, target, none, flags, none).map_err(sys("remount", target))?;
+    Ok(())
+}
+
+/// Sets nosuid/nodev/noexec (and rdonly) on a detached mount and attaches it at `target`.
+fn attach_tree(tree: &impl AsRawFd, target: &Path, read_only: bool) -> std::io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let mut attr = MountAttr {
+        attr_set: MOUNT_ATTR_NOSUID
+            | MOUNT_ATTR_NODEV
+            | MOUNT_ATTR_NOEXEC
+            | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: tree is an open_tree descriptor, `empty` a C string, attr a valid
+    // mount_attr of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &mut attr as *mut MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let c_target = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: tree is a detached mount descriptor; both strings are valid C strings.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes a jail directory after the VM is gone. Refuses paths that do not look
+/// like `<base>/<exec name>/<id>`.
+pub fn remove_jail_dir(jail_dir: &Path, id: &str) -> Result<(), JailFsError> {
+    let looks_right = jail_dir.is_absolute()
+        && jail_dir.file_name().map(|n| n == id).unwrap_or(false)
+        && jail_dir.components().count() >= 4;
+    if !looks_right {
+        return Err(JailFsError::Io {
+            action: "remove (not a jail directory)",
+            path: jail_dir.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
+    }
+    match std::fs::remove_dir_all(jail_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("remove", jail_dir)(e)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_firecrackers() {
+        let p = jail_paths(
+            Path::new("/srv/jailer"),
+            Path::new("/usr/bin/caisson"),
+            "vm1",
+        )
+        .unwrap();
+        assert_eq!(p.jail_dir, Path::new("/srv/jailer/caisson/vm1"));
+        assert_eq!(p.root, Path::new("/srv/jailer/caisson/vm1/root"));
+        assert_eq!(p.exec_name, "caisson");
+        assert!(jail_paths(Path::new("/srv"), Path::new("/"), "vm1").is_err());
+        assert!(jail_paths(Path::new("/srv"), Path::new("/bin/.hidden"), "vm1").is_err());
+    }
+
+    #[test]
+    fn tun_only_with_a_net_device() {
+        assert_eq!(devices(false).len(), 2);
+        assert!(devices(true).iter().any(|d| d.0 == "dev/net/tun"));
+    }
+
+    #[test]
+    fn remove_refuses_odd_paths() {
+        assert!(remove_jail_dir(Path::new("/"), "vm1").is_err());
+        assert!(remove_jail_dir(Path::new("/srv/vm1"), "vm1").is_err());
+        assert!(remove_jail_dir(Path::new("/srv/jailer/caisson/other"), "vm1").is_err());
+        assert!(remove_jail_dir(Path::new("/srv/jailer/caisson/vm1-none"), "vm1-none").is_ok());
+    }
+
+    #[test]
+    fn prepare_builds_the_layout_and_refuses_reuse() {
+        let base = crate::mcs::tests::tempdir("jailfs");
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        let exe = base.join("bin/probe");
+        std::fs::write(&exe, b"#!").unwrap();
+        let p = jail_paths(&base, &exe, "vm1").unwrap();
+        prepare(&p, "vm1", &exe, &[], "{}", Some((4242, 4343))).unwrap();
+        let meta = |rel: &str| std::fs::metadata(p.root.join(rel)).unwrap();
+        assert_eq!(meta("probe").permissions().mode() & 0o7777, 0o755);
+        assert_eq!(meta("config.json").permissions().mode() & 0o7777, 0o444);
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta("vsock").uid(), 4242);
+        assert_eq!(meta("vsock").permissions().mode() & 0o777, 0o700);
+        let err = prepare(&p, "vm1", &exe, &[], "{}", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("already exists") && err.contains("vm1"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -1,0 +1,225 @@
+//! sVirt labels: the per-VM process label and the image-labelling plan.
+//!
+//! Writable images get `system_u:object_r:<image_type>:<level>:cA,cB`, so only the VM
+//! holding cA,cB may open them; read-only or shared images (kernel, initrd, ro disks)
+//! get `<image_ro_type>:<level>` with no categories. The original labels are
+//! recorded (in the VM's state file) and restored when the VM ends.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::mcs::Categories;
+use crate::profile::SelinuxSettings;
+use crate::selinux_backend::{SelinuxBackend, SelinuxError};
+
+/// A failed labelling step.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    #[error(transparent)]
+    Selinux(#[from] SelinuxError),
+    #[error("{path} has no SELinux label to restore later; refusing to relabel it")]
+    NoOriginal { path: PathBuf },
+}
+
+/// The process label for a VM holding `cats`.
+pub fn process_label(s: &SelinuxSettings, cats: Categories) -> String {
+    format!(
+        "{}:{}:{}:{}:{}",
+        s.user, s.role, s.process_type, s.level, cats
+    )
+}
+
+/// One image to label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub path: PathBuf,
+    pub writable: bool,
+}
+
+/// One planned relabel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelChange {
+    pub path: PathBuf,
+    pub label: String,
+}
+
+/// A relabel done, with the label to put back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelRecord {
+    pub path: PathBuf,
+    pub original: String,
+}
+
+/// The labels each image gets.
+pub fn plan(s: &SelinuxSettings, cats: Categories, images: &[Image]) -> Vec<LabelChange> {
+    images
+        .iter()
+        .map(|img| LabelChange {
+            path: img.path.clone(),
+            label: if img.writable {
+                format!("system_u:object_r:{}:{}:{}", s.image_type, s.level, cats)
+            } else {
+                format!("system_u:object_r:{}:{}", s.image_ro_type, s.level)
+            },
+        })
+        .collect()
+}
+
+/// Applies `plan`, returning the records needed to undo it. On failure, what was
+/// already relabelled is restored before the error is returned.
+pub fn apply(
+    backend: &dyn SelinuxBackend,
+    plan: &[LabelChange],
+) -> Result<Vec<LabelRecord>, LabelError> {
+    let mut done: Vec<LabelRecord> = Vec::new();
+    for change in plan {
+        // The same file may appear twice (a disk also used as initrd): keep the first original.
+        if done.iter().any(|r| r.path == change.path) {
+            continue;
+        }
+        let step = || -> Result<LabelRecord, LabelError> {
+            let original =
+                backend
+                    .file_label(&change.path)?
+                    .ok_or_else(|| LabelError::NoOriginal {
+                        path: change.path.clone(),
+                    })?;
+            backend.set_file_label(&change.path, &change.label)?;
+            Ok(LabelRecord {
+                path: change.path.clone(),
+                original,
+            })
+        };
+        match step() {
+            Ok(rec) => done.push(rec),
+            Err(e) => {
+                for err in restore(backend, &done) {
+                    log::error!("{err}");
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Puts the original labels back; returns the failures (each restore is tried).
+pub fn restore(backend: &dyn SelinuxBackend, records: &[LabelRecord]) -> Vec<SelinuxError> {
+    records
+        .iter()
+        .rev()
+        .filter_map(|r| backend.set_file_label(&r.path, &r.original).err())
+        .collect()
+}
+
+/// True when `path` is one of the records (for tests and audit).
+pub fn is_recorded(records: &[LabelRecord], path: &Path) -> bool {
+    records.iter().any(|r| r.path == path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::profile::Profile;
+    use crate::selinux_backend::fake::FakeSelinux;
+
+    fn settings() -> SelinuxSettings {
+        Profile::load("strict").unwrap().selinux
+    }
+
+    fn images() -> Vec<Image> {
+        vec![
+            Image {
+                path: "/img/vmlinux".into(),
+                writable: false,
+            },
+            Image {
+                path: "/img/root.ext4".into(),
+                writable: true,
+            },
+            Image {
+                path: "/img/shared.ext4".into(),
+                writable: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn process_label_carries_the_pair() {
+        let cats = Categories { a: 4, b: 900 };
+        assert_eq!(
+            process_label(&settings(), cats),
+            "system_u:system_r:caisson_vm_t:s0:c4,c900"
+        );
+    }
+
+    #[test]
+    fn plan_gives_categories_only_to_writable_images() {
+        let p = plan(&settings(), Categories { a: 1, b: 2 }, &images());
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].label, "system_u:object_r:caisson_image_ro_t:s0");
+        assert_eq!(p[1].label, "system_u:object_r:caisson_image_t:s0:c1,c2");
+        assert_eq!(p[2].label, "system_u:object_r:caisson_image_ro_t:s0");
+    }
+
+    #[test]
+    fn apply_then_restore_round_trips() {
+        let fake = FakeSelinux {
+            enabled: true,
+            ..Default::default()
+        };
+        for img in images() {
+            fake.files.borrow_mut().insert(
+                img.path.clone(),
+                format!("system_u:object_r:user_home_t:s0#{}", img.path.display()),
+            );
+        }
+        let before = fake.files.borrow().clone();
+        let p = plan(&settings(), Categories { a: 1, b: 2 }, &images());
+        let records = apply(&fake, &p).unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(
+            fake.files.borrow()[Path::new("/img/root.ext4")],
+            "system_u:object_r:caisson_image_t:s0:c1,c2"
+        );
+        assert!(is_recorded(&records, Path::new("/img/shared.ext4")));
+        assert!(restore(&fake, &records).is_empty());
+        assert_eq!(*fake.files.borrow(), before);
+    }
+
+    #[test]
+    fn failure_midway_restores_what_was_done() {
+        let fake = FakeSelinux {
+            enabled: true,
+            fail_on: Some("/img/shared.ext4".into()),
+            ..Default::default()
+        };
+        for img in images() {
+            fake.files
+                .borrow_mut()
+                .insert(img.path.clone(), "system_u:object_r:etc_t:s0".into());
+        }
+        let before = fake.files.borrow().clone();
+        let p = plan(&settings(), Categories { a: 1, b: 2 }, &images());
+        let err = apply(&fake, &p).unwrap_err().to_string();
+        assert!(
+            err.contains("/img/shared.ext4") && err.contains("caisson_image_ro_t"),
+            "{err}"
+        );
+        assert_eq!(*fake.files.borrow(), before);
+    }
+
+    #[test]
+    fn unlabelled_file_is_refused() {
+        let fake = FakeSelinux {
+            enabled: true,
+            ..Default::default()
+        };
+        let p = plan(&settings(), Categories { a: 1, b: 2 }, &images());
+        let err = apply(&fake, &p).unwrap_err().to_string();
+        assert!(err.contains("/img/vmlinux"), "{err}");
+        assert!(fake.files.borrow().is_empty());
+    }
+}

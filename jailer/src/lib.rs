@@ -1,0 +1,21 @@
+//! caisson-jailer: takes one guest from an untrusted config to a uniquely confined
+//! `caisson` process. [`jail::run`] is the whole sequence, one step per call.
+
+pub mod audit;
+pub mod cgroup;
+pub mod cleanup;
+pub mod cli;
+pub mod identity;
+pub mod jail;
+pub mod jailfs;
+pub mod labels;
+pub mod landlock_rules;
+pub mod mcs;
+pub mod namespaces;
+pub mod profile;
+pub mod resources;
+pub mod rlimits;
+pub mod selinux_backend;
+pub mod state;
+pub mod supervise;
+pub mod tap;

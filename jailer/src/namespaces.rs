@@ -1,0 +1,180 @@
+//! Namespaces of the jailed process: new mount, ipc, uts and cgroup namespaces, the
+//! network namespace joined from `--netns` or a new empty one. The pid namespace
+//! is created by the `clone` in [`crate::supervise`] (only children enter a new pid
+//! namespace), the user namespace too in rootless mode.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::stat::Mode;
+
+use crate::profile::Namespaces;
+
+/// A namespace step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("cannot open network namespace {path}: {errno}")]
+    OpenNetns { path: String, errno: nix::Error },
+    #[error("cannot unshare namespaces {flags}: {errno}")]
+    Unshare { flags: String, errno: nix::Error },
+    #[error("cannot join network namespace {path}: {errno}")]
+    Setns { path: String, errno: nix::Error },
+    #[error("cannot set hostname {name:?}: {errno}")]
+    Hostname { name: String, errno: nix::Error },
+    #[error("cannot write {path}: {source}")]
+    IdMap {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// An opened `--netns` file, to join in the child.
+#[derive(Debug)]
+pub struct Netns {
+    pub path: String,
+    pub fd: OwnedFd,
+}
+
+/// Opens `--netns` before anything else changes.
+pub fn open_netns(path: &Path) -> Result<Netns, NamespaceError> {
+    let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|errno| {
+        NamespaceError::OpenNetns {
+            path: path.display().to_string(),
+            errno,
+        }
+    })?;
+    Ok(Netns {
+        path: path.display().to_string(),
+        fd,
+    })
+}
+
+/// The flags for the `clone` that starts the jailed child.
+pub fn clone_flags(ns: &Namespaces, rootless: bool) -> CloneFlags {
+    let mut f = CloneFlags::empty();
+    if ns.pid {
+        f |= CloneFlags::CLONE_NEWPID;
+    }
+    if rootless {
+        f |= CloneFlags::CLONE_NEWUSER;
+    }
+    f
+}
+
+/// The flags `enter` unshares (the mount namespace always).
+pub fn unshare_flags(ns: &Namespaces, join_netns: bool) -> CloneFlags {
+    let mut f = CloneFlags::CLONE_NEWNS;
+    if ns.ipc {
+        f |= CloneFlags::CLONE_NEWIPC;
+    }
+    if ns.uts {
+        f |= CloneFlags::CLONE_NEWUTS;
+    }
+    if ns.cgroup {
+        f |= CloneFlags::CLONE_NEWCGROUP;
+    }
+    if ns.net && !join_netns {
+        f |= CloneFlags::CLONE_NEWNET;
+    }
+    f
+}
+
+/// The names (as in `/proc/<pid>/ns/`) of the namespaces the VM gets of its own.
+pub fn new_namespace_names(ns: &Namespaces, join_netns: bool, rootless: bool) -> Vec<String> {
+    let mut v = vec!["mnt".to_string()];
+    let mut add = |on: bool, name: &str| {
+        if on {
+            v.push(name.to_string());
+        }
+    };
+    add(ns.pid, "pid");
+    add(ns.ipc, "ipc");
+    add(ns.uts, "uts");
+    add(ns.cgroup, "cgroup");
+    add(ns.net && !join_netns, "net");
+    add(rootless, "user");
+    v
+}
+
+/// In the child, after it entered its cgroup: unshares the namespaces, joins the
+/// network namespace and names the host after the VM.
+pub fn enter(ns: &Namespaces, netns: Option<&Netns>, hostname: &str) -> Result<(), NamespaceError> {
+    let flags = unshare_flags(ns, netns.is_some());
+    unshare(flags).map_err(|errno| NamespaceError::Unshare {
+        flags: format!("{flags:?}"),
+        errno,
+    })?;
+    if let Some(n) = netns {
+        setns(n.fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| NamespaceError::Setns {
+            path: n.path.clone(),
+            errno,
+        })?;
+    }
+    if ns.uts {
+        nix::unistd::sethostname(hostname).map_err(|errno| NamespaceError::Hostname {
+            name: hostname.to_string(),
+            errno,
+        })?;
+    }
+    Ok(())
+}
+
+/// Rootless: maps the VM's uid/gid to the caller's ids in the child's user namespace
+/// (one id each; `setgroups` denied, as an unprivileged writer must).
+pub fn write_id_maps(
+    child: i32,
+    uid: u32,
+    gid: u32,
+    outside_uid: u32,
+    outside_gid: u32,
+) -> Result<(), NamespaceError> {
+    let w = |file: &str, text: String| {
+        let path = format!("/proc/{child}/{file}");
+        std::fs::write(&path, text).map_err(|source| NamespaceError::IdMap { path, source })
+    };
+    w("setgroups", "deny".into())?;
+    w("uid_map", format!("{uid} {outside_uid} 1\n"))?;
+    w("gid_map", format!("{gid} {outside_gid} 1\n"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::profile::Profile;
+
+    #[test]
+    fn flags_follow_the_profile() {
+        let strict = Profile::load("strict").unwrap().namespaces;
+        let f = unshare_flags(&strict, false);
+        assert!(f.contains(
+            CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWUTS
+                | CloneFlags::CLONE_NEWCGROUP
+                | CloneFlags::CLONE_NEWNET
+        ));
+        // Joining --netns: no new network namespace.
+        assert!(!unshare_flags(&strict, true).contains(CloneFlags::CLONE_NEWNET));
+        assert_eq!(clone_flags(&strict, false), CloneFlags::CLONE_NEWPID);
+        assert!(clone_flags(&strict, true).contains(CloneFlags::CLONE_NEWUSER));
+        let dev = Profile::load("dev").unwrap().namespaces;
+        assert_eq!(clone_flags(&dev, false), CloneFlags::empty());
+        assert_eq!(
+            new_namespace_names(&strict, false, false),
+            ["mnt", "pid", "ipc", "uts", "cgroup", "net"]
+        );
+        assert!(!new_namespace_names(&dev, false, false).contains(&"pid".to_string()));
+    }
+
+    #[test]
+    fn missing_netns_is_named() {
+        let err = open_netns(Path::new("/run/netns/does-not-exist"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/run/netns/does-not-exist"), "{err}");
+    }
+}

@@ -1,0 +1,138 @@
+//! The per-VM state file, `<runtime dir>/vms/<id>.json`: what the jailer applied,
+//! so that `audit` can compare it with /proc and `cleanup` can undo it even when the
+//! jailer itself was killed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{CgroupVersion, Limits};
+use crate::labels::LabelRecord;
+use crate::landlock_rules::LandlockStatus;
+use crate::mcs::Categories;
+use crate::profile::SeccompMode;
+use crate::rlimits::Rlimits;
+
+/// The default runtime directory.
+pub const RUNTIME_DIR: &str = "/run/caisson";
+
+/// A state file that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {action} state file {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid state file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// A file whose owner the jailer changed, with the owner to put back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRecord {
+    pub path: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Everything the jailer did for one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailState {
+    pub id: String,
+    pub profile: String,
+    pub jailer_pid: i32,
+    /// The VMM's pid in the host's pid namespace (0 until started).
+    pub vm_pid: i32,
+    pub exec_file_name: String,
+    /// `<chroot-base-dir>/<exec-file name>/<id>`.
+    pub jail_dir: PathBuf,
+    pub root: PathBuf,
+    /// The VM's uid/gid (inside its user namespace in rootless mode).
+    pub uid: u32,
+    pub gid: u32,
+    /// The same ids as the host sees them (the caller's ids in rootless mode).
+    #[serde(default)]
+    pub host_uid: u32,
+    #[serde(default)]
+    pub host_gid: u32,
+    /// Supplementary groups the VM keeps (none, except the caller's in rootless mode).
+    #[serde(default)]
+    pub groups: Vec<u32>,
+    pub categories: Categories,
+    /// The process label (set when SELinux was applied).
+    pub selinux_label: Option<String>,
+    pub cgroup_version: CgroupVersion,
+    pub cgroup_leaves: Vec<PathBuf>,
+    pub cgroup_limits: Limits,
+    pub rlimits: Rlimits,
+    /// Namespaces created for the VM (names as in /proc/<pid>/ns).
+    pub new_namespaces: Vec<String>,
+    /// The network namespace joined, if `--netns` was given.
+    pub netns: Option<PathBuf>,
+    pub seccomp: SeccompMode,
+    pub landlock: Option<LandlockStatus>,
+    pub image_labels: Vec<LabelRecord>,
+    pub owners: Vec<OwnerRecord>,
+    /// The vsock socket's host path (inside the jail), if any.
+    pub vsock_host_path: Option<PathBuf>,
+}
+
+/// The state file of `id`.
+pub fn path_for(runtime_dir: &Path, id: &str) -> PathBuf {
+    runtime_dir.join("vms").join(format!("{id}.json"))
+}
+
+impl JailState {
+    /// Writes atomically (temp file + rename).
+    pub fn save(&self, runtime_dir: &Path) -> Result<(), StateError> {
+        let path = path_for(runtime_dir, &self.id);
+        let io = |action: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| StateError::Io {
+                action,
+                path: p,
+                source,
+            }
+        };
+        let dir = runtime_dir.join("vms");
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let text = serde_json::to_string_pretty(self).map_err(|source| StateError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        let tmp = dir.join(format!(".{}.tmp", self.id));
+        std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+        Ok(())
+    }
+
+    /// Reads the state of `id`.
+    pub fn load(runtime_dir: &Path, id: &str) -> Result<Self, StateError> {
+        let path = path_for(runtime_dir, id);
+        let text = std::fs::read_to_string(&path).map_err(|source| StateError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| StateError::Parse { path, source })
+    }
+
+    /// Deletes the state file (a missing one is fine).
+    pub fn remove(runtime_dir: &Path, id: &str) -> Result<(), StateError> {
+        let path = path_for(runtime_dir, id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Io {
+                action: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The probe, run as the jailed exec file, tries to break each layer; every attempt
+//! must be denied, by the layer expected.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+
+fn probe_args(vm: &Vm, sleep_pid: u32, port: u16, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--host-file",
+        "/etc/hostname",
+        "--proc-file",
+        "/proc/1/root/etc/hostname",
+        "--read-ok",
+        "/res/kernel-vmlinux",
+        "--rw-file",
+        "/res/drive0-root.ext4",
+        "--ro-file",
+        "/res/drive1-ro.img",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend([
+        "--other-disk".into(),
+        vm.dir.join("img/root.ext4").display().to_string(),
+    ]);
+    v.extend(["--tcp-port".into(), port.to_string()]);
+    v.extend(["--kill-pid".into(), sleep_pid.to_string()]);
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn every_layer_denies_the_probe() {
+    let mut vm = Vm::new("attack");
+    // The cgroup's pids limit (32) is below RLIMIT_NPROC (1000) here, so EAGAIN comes from the cgroup.
+    let profile = profile_with(
+        &vm.dir,
+        "p",
+        &[
+            ("pids_max = 64", "pids_max = 32"),
+            ("nproc = 64", "nproc = 1000"),
+        ],
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sleep = sleeper();
+    vm.extra_pids.push(sleep.id());
+    let out = vm.run(
+        &["--profile", profile.to_str().unwrap()],
+        &probe_args(&vm, sleep.id(), port, &["--mem-mib", "400", "--pids"]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let a = attempts(&out.stdout);
+
+    // Who the probe is: the derived uid, no capabilities, no new privileges, pid 1
+    // of its own pid namespace, its own hostname, no /proc.
+    let me = &a["identity"];
+    let uid = me["uid"].as_u64().unwrap();
+    assert!(uid > 100_000 && uid < 100_000 + 1024 * 1024, "{me}");
+    assert_eq!(me["gid"], me["uid"]);
+    assert_eq!(me["capeff"], 0);
+    assert_eq!(me["no_new_privs"], 1);
+    assert_eq!(me["pid"], 1);
+    assert_eq!(me["hostname"], vm.id.as_str());
+    assert_eq!(me["proc_visible"], false);
+
+    // Positive controls: the VMM's own files work.
+    allowed(&a, "read-allowed");
+    allowed(&a, "write-allowed");
+    allowed(&a, "open-kvm");
+
+    // Filesystem: the host is not in the mount namespace at all.
+    denied_with(&a, "read-host-file", libc::ENOENT);
+    denied_with(&a, "read-via-proc1-root", libc::ENOENT);
+    denied_with(&a, "read-other-vm-disk", libc::ENOENT);
+    denied_with(&a, "exec-host-shell", libc::ENOENT);
+    // Read-only bind mount and read-only root.
+    denied_with(&a, "write-readonly-resource", libc::EROFS);
+    denied_with(&a, "create-file-in-root", libc::EROFS);
+    // No CAP_SYS_ADMIN.
+    denied_with(&a, "mount-tmpfs", libc::EPERM);
+    // Landlock (MakeChar not granted) answers before the capability check.
+    denied_with(&a, "mknod", libc::EACCES);
+    // Landlock's TCP rules.
+    denied_with(&a, "tcp-connect", libc::EACCES);
+    denied_with(&a, "tcp-bind", libc::EACCES);
+    // No CAP_NET_RAW.
+    denied_with(&a, "raw-socket", libc::EPERM);
+    // The pid namespace hides the sleep.
+    denied_with(&a, "ptrace-outside", libc::ESRCH);
+    denied_with(&a, "kill-outside", libc::ESRCH);
+    // No CAP_SETUID, no CAP_SYS_RESOURCE.
+    denied_with(&a, "setuid-0", libc::EPERM);
+    denied_with(&a, "raise-rlimit", libc::EPERM);
+    // No CAP_SYS_MODULE (ENOSYS on kernels built without module support).
+    for m in ["init-module", "finit-module"] {
+        let e = a[m]["errno"].as_i64().unwrap() as i32;
+        assert!(
+            a[m]["denied"] == true && (e == libc::EPERM || e == libc::ENOSYS),
+            "{m}: {}",
+            a[m]
+        );
+    }
+    // cgroup memory limit (16 + 128 MiB): the 400 MiB child is OOM-killed.
+    assert_eq!(a["memory-limit"]["denied"], true, "{}", a["memory-limit"]);
+    // cgroup pids limit 32: the probe itself + 31 children.
+    denied_with(&a, "pids-limit", libc::EAGAIN);
+    assert!(
+        a["pids-limit"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("31 children"),
+        "{}",
+        a["pids-limit"]
+    );
+
+    // The sleep outside survived.
+    assert!(
+        sleep.try_wait().unwrap().is_none(),
+        "the probe killed a host process"
+    );
+    let _ = sleep.kill();
+    // Everything was undone.
+    vm.assert_cleaned("caisson");
+    // The writable disk got its owner back.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(vm.dir.join("img/root.ext4"))
+            .unwrap()
+            .uid(),
+        0
+    );
+}
+
+/// With Landlock off, the same attempts fail differently: the EACCES above came
+/// from Landlock, and the layers underneath still hold.
+#[test]
+fn landlock_is_the_layer_that_said_eacces() {
+    let mut vm = Vm::new("noll");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sleep = sleeper();
+    vm.extra_pids.push(sleep.id());
+    let out = vm.run(
+        &["--landlock", "off"],
+        &probe_args(&vm, sleep.id(), port, &[]),
+    );
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = attempts(&out.stdout);
+    // The new network namespace has only a down loopback.
+    denied_with(&a, "tcp-connect", libc::ENETUNREACH);
+    // mknod now meets the capability check.
+    denied_with(&a, "mknod", libc::EPERM);
+    denied_with(&a, "write-readonly-resource", libc::EROFS);
+    vm.assert_cleaned("caisson");
+}
+
+/// Without a pid namespace (dev profile), the host's processes are visible but the
+/// uid change and the capability drop still stop ptrace and kill.
+#[test]
+fn without_pid_namespace_uid_and_caps_stop_ptrace_and_kill() {
+    let mut vm = Vm::new("dev");
+    let mut sleep = sleeper();
+    vm.extra_pids.push(sleep.id());
+    let out = vm.run(
+        &["--profile", "dev", "--landlock", "off"],
+        &probe_args(&vm, sleep.id(), 9, &[]),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = attempts(&out.stdout);
+    assert_ne!(a["identity"]["pid"], 1);
+    denied_with(&a, "ptrace-outside", libc::EPERM);
+    denied_with(&a, "kill-outside", libc::EPERM);
+    assert!(sleep.try_wait().unwrap().is_none());
+    let _ = sleep.kill();
+    vm.assert_cleaned("caisson-dev");
+}
+
+/// Landlock's scope denies signals and ptrace to processes outside the jail even
+/// with the same uid and no pid namespace; the control without Landlock shows the
+/// same target is otherwise reachable.
+#[test]
+fn landlock_scope_denies_signals_outside() {
+    use std::os::unix::process::CommandExt;
+    let same_uid = 4_242_424u32;
+    let spawn_target = || {
+        std::process::Command::new("sleep")
+            .arg("120")
+            .uid(same_uid)
+            .gid(same_uid)
+            .spawn()
+            .unwrap()
+    };
+    let ids = same_uid.to_string();
+    let flags = [
+        "--profile",
+        "dev",
+        "--uid",
+        ids.as_str(),
+        "--gid",
+        ids.as_str(),
+    ];
+
+    let mut vm = Vm::new("scope");
+    let mut target = spawn_target();
+    vm.extra_pids.push(target.id());
+    let out = vm.run(&flags, &probe_args(&vm, target.id(), 9, &[]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = attempts(&out.stdout);
+    assert_eq!(a["identity"]["uid"], same_uid);
+    denied_with(&a, "kill-outside", libc::EPERM);
+    denied_with(&a, "ptrace-outside", libc::EPERM);
+    assert!(target.try_wait().unwrap().is_none());
+    drop(vm);
+
+    let mut vm = Vm::new("noscope");
+    let mut target2 = spawn_target();
+    vm.extra_pids.push(target2.id());
+    let mut f = flags.to_vec();
+    f.extend(["--landlock", "off"]);
+    let out = vm.run(&f, &probe_args(&vm, target2.id(), 9, &[]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = attempts(&out.stdout);
+    allowed(&a, "kill-outside");
+    let status = target2.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    let _ = target.kill();
+    let _ = target.wait();
+}
+
+/// RLIMIT_NPROC below the cgroup's pids limit: fork fails at the rlimit.
+#[test]
+fn nproc_rlimit_stops_forks() {
+    let vm = Vm::new("nproc");
+    let out = vm.run(&["--resource-limit", "nproc=8"], &["--pids".to_string()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = attempts(&out.stdout);
+    denied_with(&a, "pids-limit", libc::EAGAIN);
+    let n: u32 = a["pids-limit"]["detail"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n < 8, "{}", a["pids-limit"]);
+}
+
+#[test]
+fn probe_refuses_to_run_unconfined() {
+    let out = std::process::Command::new(probe()).output().unwrap();
+    assert_eq!(out.status.code(), Some(100));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing"));
+    assert!(out.stdout.is_empty());
+}
+
+/// Joined to the test's own network namespace, the listener and an abstract unix
+/// socket are reachable; Landlock's TCP rules and abstract-socket scope are what
+/// deny them (the control with Landlock off connects to both).
+#[test]
+fn landlock_denies_tcp_and_abstract_sockets_in_a_shared_netns() {
+    use std::os::linux::net::SocketAddrExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let name = format!("caisson-jailer-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _unix = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let netns = format!("/proc/{}/ns/net", std::process::id());
+    let args: Vec<String> = ["--tcp-port", &port, "--abstract", &name]
+        .map(String::from)
+        .to_vec();
+
+    let vm = Vm::new("sharednet");
+    let out = vm.run(&["--netns", &netns], &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = attempts(&out.stdout);
+    denied_with(&a, "tcp-connect", libc::EACCES);
+    denied_with(&a, "abstract-unix-connect", libc::EPERM);
+    drop(vm);
+
+    let vm = Vm::new("sharednet-off");
+    let out = vm.run(&["--netns", &netns, "--landlock", "off"], &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = attempts(&out.stdout);
+    allowed(&a, "tcp-connect");
+    allowed(&a, "abstract-unix-connect");
+}

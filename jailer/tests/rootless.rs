@@ -1,0 +1,164 @@
+//! `--rootless`: an unprivileged user gets the same jail through a user namespace
+//! (no cgroup without delegation, no SELinux relabelling, no chown).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use common::*;
+
+const NOBODY: u32 = 65534;
+
+fn chown_r(path: &std::path::Path) {
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn rootless_jail_confines_without_root() {
+    let vm = Vm::new("rootless");
+    let exe = vm.dir.join("caisson-probe");
+    std::fs::copy(probe(), &exe).unwrap();
+    chown_r(&vm.dir);
+    let runtime = vm.dir.join("run");
+    let out = Command::new(JAILER)
+        .args(["--rootless", "--id", &vm.id, "--exec-file"])
+        .arg(&exe)
+        .arg("--config-file")
+        .arg(&vm.config)
+        .arg("--chroot-base-dir")
+        .arg(&vm.base)
+        .arg("--resource-root")
+        .arg(&vm.dir)
+        .arg("--runtime-dir")
+        .arg(&runtime)
+        .args([
+            "--",
+            "--read-ok",
+            "/res/kernel-vmlinux",
+            "--rw-file",
+            "/res/drive0-root.ext4",
+            "--ro-file",
+            "/res/drive1-ro.img",
+            "--host-file",
+            "/etc/hostname",
+            "--tcp-port",
+            "9",
+        ])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("rootless: cgroup limits skipped"), "{err}");
+    let a = attempts(&out.stdout);
+    let me = &a["identity"];
+    assert!(me["uid"].as_u64().unwrap() > 100_000, "{me}");
+    assert_eq!(me["capeff"], 0);
+    assert_eq!(me["no_new_privs"], 1);
+    assert_eq!(me["pid"], 1);
+    allowed(&a, "read-allowed");
+    allowed(&a, "write-allowed");
+    denied_with(&a, "read-host-file", libc::ENOENT);
+    denied_with(&a, "write-readonly-resource", libc::EROFS);
+    denied_with(&a, "create-file-in-root", libc::EROFS);
+    denied_with(&a, "tcp-connect", libc::EACCES);
+    denied_with(&a, "mount-tmpfs", libc::EPERM);
+    // uid 0 is not even mapped in the VM's user namespace.
+    denied_with(&a, "setuid-0", libc::EINVAL);
+    // Cleaned up in the rootless runtime dir too.
+    assert!(!vm.jail_dir().exists());
+    assert_eq!(std::fs::read_dir(runtime.join("vms")).unwrap().count(), 0);
+    assert!(!runtime.join("mcs").join(&vm.id).exists());
+}
+
+#[test]
+fn rootless_refuses_what_needs_root() {
+    let vm = Vm::new("rootless-no");
+    chown_r(&vm.dir);
+    for (flags, want) in [
+        (vec!["--selinux", "require"], "--selinux=require"),
+        (vec!["--netns", "/var/run/netns/x"], "--netns"),
+    ] {
+        let out = Command::new(JAILER)
+            .args(["--rootless", "--id", &vm.id, "--exec-file"])
+            .arg(probe())
+            .arg("--config-file")
+            .arg(&vm.config)
+            .arg("--chroot-base-dir")
+            .arg(&vm.base)
+            .arg("--resource-root")
+            .arg(&vm.dir)
+            .arg("--runtime-dir")
+            .arg(vm.dir.join("run"))
+            .args(&flags)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+#[test]
+fn rootless_vm_audits_clean() {
+    let vm = Vm::new("rootless-audit");
+    let exe = vm.dir.join("caisson-probe");
+    std::fs::copy(probe(), &exe).unwrap();
+    chown_r(&vm.dir);
+    let runtime = vm.dir.join("run");
+    let mut child = Command::new(JAILER)
+        .args(["--rootless", "--id", &vm.id, "--exec-file"])
+        .arg(&exe)
+        .arg("--config-file")
+        .arg(&vm.config)
+        .arg("--chroot-base-dir")
+        .arg(&vm.base)
+        .arg("--resource-root")
+        .arg(&vm.dir)
+        .arg("--runtime-dir")
+        .arg(&runtime)
+        .args(["--", "--hold-ms", "3000"])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_holding(&mut child);
+    let out = Command::new(JAILER)
+        .args([
+            "audit",
+            "--id",
+            &vm.id,
+            "--expect-seccomp",
+            "0",
+            "--runtime-dir",
+        ])
+        .arg(&runtime)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let checks = report["checks"].as_array().unwrap();
+    let uid = checks.iter().find(|c| c["item"] == "Uid").unwrap();
+    assert_eq!(uid["actual"], "65534 65534 65534 65534");
+    let user = checks.iter().find(|c| c["item"] == "user").unwrap();
+    assert_eq!(user["ok"], true);
+    assert!(
+        user["expected"].as_str().unwrap().starts_with("not "),
+        "{user}"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
