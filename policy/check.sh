@@ -380,5 +380,38 @@ while IFS= read -r line; do
 done <"$WORK/mcs-eval.txt"
 grep -q '^\(ok\|FAIL\)|' "$WORK/mcs-eval.txt" || bad "libsepol evaluation ran" "$(cat "$WORK/mcs-eval.txt")"
 
+# ---------------------------------------------------------------- interfaces
+# Last, because it adds rules to the policy: a second module that uses every
+# interface of caisson.if must build, link (neverallows on) and grant.
+echo "== interfaces (caisson.if)"
+cat >"$WORK/src/caissontest.te" <<'TEEOF'
+policy_module(caissontest, 1.0.0)
+gen_require(`
+	type sysadm_t, unconfined_t;
+	role sysadm_r;
+')
+caisson_admin(sysadm_t, sysadm_r)
+caisson_run_jailer(sysadm_t, sysadm_r)
+caisson_domtrans_jailer(unconfined_t)
+caisson_exec(sysadm_t)
+caisson_read_images(sysadm_t)
+caisson_stream_connect_vm(unconfined_t)
+caisson_vm_stream_connect_to(unconfined_t)
+TEEOF
+: >"$WORK/src/caissontest.fc"
+if (cd "$WORK/src" && make -f /usr/share/selinux/devel/Makefile caissontest.pp) >"$WORK/iftest.log" 2>&1 \
+   && semodule -p "$ROOT" -s default -n -X 400 -i "$WORK/src/caissontest.pp" >>"$WORK/iftest.log" 2>&1; then
+    m=()
+    for rule in 'caisson_vm_t unconfined_t unix_stream_socket connectto' 'unconfined_t caisson_vm_t unix_stream_socket connectto' \
+                'sysadm_t caisson_image_t file read' 'sysadm_t caisson_exec_t file execute_no_trans' \
+                'unconfined_t caisson_jailer_t process transition' 'sysadm_t caisson_vm_t process sigkill'; do
+        read -r s t c p <<<"$rule"
+        sesearch -A -s "$s" -t "$t" -c "$c" -p "$p" "$POL" | qgrep . || m+=("missing: allow $s $t:$c $p")
+    done
+    none "a module using every caisson.if interface builds, links and grants what they promise" "${m[@]}"
+else
+    bad "a module using every caisson.if interface builds and links" "$(grep -v 'not in password file' "$WORK/iftest.log" | tail -n 20)"
+fi
+
 summary
 ((FAIL == 0))

@@ -31,6 +31,7 @@ END
 #   kind te+ : append argument to caisson.te
 #   kind te- : delete lines of caisson.te matching the (ERE) argument
 #   kind te~ : sed -E expression applied to caisson.te
+#   kind if~ : sed -E expression applied to caisson.if
 #   kind fc  : sed -E expression applied to caisson.fc
 #   kind exp : delete lines of expected-vm-access.txt matching the argument
 MUTATIONS=(
@@ -70,6 +71,8 @@ allow unconfined_t caisson_vm_t:process transition;"
 allow caisson_vm_t bin_t:file entrypoint;"
 "M29|jailer loses setexec|te-|^allow caisson_jailer_t self:process"
 "M30|VM loses tap/urandom/fd use|te-|^allow caisson_vm_t (urandom_device_t|tun_tap_device_t):chr_file"
+"M31|interface loses its rule|if~|/allow caisson_vm_t \\\$1:unix_stream_socket connectto;/d"
+"M32|apostrophe in an interface body (m4 quoting)|if~|s/^(interface\\(.caisson_vm_stream_connect_to.,.)\$/\\1\\n\\t# it's broken/"
 )
 
 missed=0
@@ -82,10 +85,12 @@ for m in "${MUTATIONS[@]}"; do
         te+) printf '\n%s\n' "$arg" >>"$P/caisson.te" ;;
         te-) grep -Ev "$arg" "$HERE/caisson.te" >"$P/caisson.te" ;;
         te~) sed -E -e "$arg" "$HERE/caisson.te" >"$P/caisson.te" ;;
+        if~) sed -E -e "$arg" "$HERE/caisson.if" >"$P/caisson.if" ;;
         fc)  sed -E -e "$arg" "$HERE/caisson.fc" >"$P/caisson.fc" ;;
         exp) grep -v -- "$arg" "$HERE/expected-vm-access.txt" >"$P/expected-vm-access.txt" ;;
     esac
     if cmp -s "$P/caisson.te" "$HERE/caisson.te" && cmp -s "$P/caisson.fc" "$HERE/caisson.fc" \
+       && cmp -s "$P/caisson.if" "$HERE/caisson.if" \
        && cmp -s "$P/expected-vm-access.txt" "$HERE/expected-vm-access.txt"; then
         echo "$id $what: mutation did not apply"; missed=$((missed + 1)); continue
     fi
