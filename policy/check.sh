@@ -37,8 +37,13 @@ if ((${#missing[@]})); then
         exit 2
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    aptlog="$(mktemp /tmp/caisson-policy-apt.XXXXXX)"
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$aptlog" 2>&1; then
+        tail -n 30 "$aptlog" >&2; rm -f "$aptlog"
+        echo "check.sh: package installation failed" >&2
+        exit 2
+    fi
+    rm -f "$aptlog"
 fi
 
 # ---------------------------------------------------------------- harness
