@@ -13,15 +13,25 @@ fn main() {
         println!("cargo::error=cannot create {}: {e}", out.display());
         return;
     }
-    let status = Command::new("make")
+    let result = Command::new("make")
         .arg("-s")
         .arg("-C")
         .arg("tests/guests")
         .arg(format!("OUT={}", out.display()))
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => println!("cargo::error=building the guests in tests/guests failed ({s})"),
-        Err(e) => println!("cargo::error=cannot run make for tests/guests: {e}"),
+        .output();
+    match result {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            println!(
+                "cargo::error=building the guests in tests/guests failed ({})",
+                o.status
+            );
+            for line in String::from_utf8_lossy(&o.stderr).lines() {
+                println!("cargo::error={line}");
+            }
+        }
+        Err(e) => {
+            println!("cargo::error=cannot run make for tests/guests (is make installed?): {e}")
+        }
     }
 }

@@ -4,7 +4,9 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -68,7 +70,14 @@ fn eventfd(what: &'static str) -> Result<EventFd, BuildError> {
 /// Opens /dev/kvm and checks the capabilities the VMM relies on.
 pub fn open_kvm() -> Result<Kvm, BuildError> {
     let kvm = Kvm::new().map_err(BuildError::Kvm)?;
-    for cap in [Cap::Irqchip, Cap::Ioeventfd, Cap::Irqfd, Cap::ImmediateExit, Cap::Pit2, Cap::UserMemory] {
+    for cap in [
+        Cap::Irqchip,
+        Cap::Ioeventfd,
+        Cap::Irqfd,
+        Cap::ImmediateExit,
+        Cap::Pit2,
+        Cap::UserMemory,
+    ] {
         if !kvm.check_extension(cap) {
             return Err(BuildError::MissingCap(cap));
         }
@@ -92,13 +101,18 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
         };
         // SAFETY: the region is a live mapping of exactly `memory_size` bytes owned
         // by `mem`, which the VM keeps alive for as long as the VM fd exists.
-        kvm_call("KVM_SET_USER_MEMORY_REGION", unsafe { vm.set_user_memory_region(r) })?;
+        kvm_call("KVM_SET_USER_MEMORY_REGION", unsafe {
+            vm.set_user_memory_region(r)
+        })?;
     }
     Ok(())
 }
 
 fn setup_irqchip(vm: &VmFd) -> Result<(), BuildError> {
-    kvm_call("KVM_SET_TSS_ADDR", vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize))?;
+    kvm_call(
+        "KVM_SET_TSS_ADDR",
+        vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize),
+    )?;
     kvm_call("KVM_CREATE_IRQCHIP", vm.create_irq_chip())?;
     let pit = kvm_pit_config {
         flags: KVM_PIT_SPEAKER_DUMMY,
@@ -131,8 +145,14 @@ fn setup_legacy_devices(
     exit: &Arc<ExitSignal>,
 ) -> Result<(Bus, Arc<Mutex<SerialDevice>>), BuildError> {
     let irq = eventfd("the serial IRQ")?;
-    kvm_call("KVM_IRQFD (serial)", vm.register_irqfd(&irq, layout::SERIAL_IRQ))?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(irq, serial_output(&cfg.serial)?)));
+    kvm_call(
+        "KVM_IRQFD (serial)",
+        vm.register_irqfd(&irq, layout::SERIAL_IRQ),
+    )?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        irq,
+        serial_output(&cfg.serial)?,
+    )));
     let mut pio = Bus::new();
     pio.insert(
         u64::from(layout::SERIAL_PORT_BASE),
@@ -185,7 +205,10 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
     let pio = Arc::new(pio);
     let mmio = Arc::new(Bus::new());
 
-    let supported = kvm_call("KVM_GET_SUPPORTED_CPUID", kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES))?;
+    let supported = kvm_call(
+        "KVM_GET_SUPPORTED_CPUID",
+        kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
+    )?;
     let emulator_safe = !cpuid::host_has_hardware_virtualization();
     if emulator_safe {
         log::info!("host has no VMX/SVM: hiding CPUID features KVM's emulator cannot run");
@@ -204,7 +227,14 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
                 emulator_safe,
             },
         );
-        let v = Vcpu::new(index, fd, pio.clone(), mmio.clone(), exit.clone(), stop.clone());
+        let v = Vcpu::new(
+            index,
+            fd,
+            pio.clone(),
+            mmio.clone(),
+            exit.clone(),
+            stop.clone(),
+        );
         v.configure(&vcpu_cpuid, kernel.entry)?;
         handles.push(v.spawn()?);
     }

@@ -47,7 +47,9 @@ pub enum ConfigError {
         path: PathBuf,
         reason: String,
     },
-    #[error("boot-source.kernel_image_path: {path} is not an ELF64 x86-64 image or a bzImage: {reason}")]
+    #[error(
+        "boot-source.kernel_image_path: {path} is not an ELF64 x86-64 image or a bzImage: {reason}"
+    )]
     KernelFormat { path: PathBuf, reason: String },
     #[error("machine-config.vcpu_count: {value} is out of range 1..={max}")]
     VcpuCount { value: u64, max: u64 },
@@ -363,10 +365,8 @@ impl VmConfig {
             kernel_format,
             initrd,
             cmdline,
-            vcpu_count: u8::try_from(vcpus).map_err(|_| ConfigError::VcpuCount {
-                value: vcpus,
-                max,
-            })?,
+            vcpu_count: u8::try_from(vcpus)
+                .map_err(|_| ConfigError::VcpuCount { value: vcpus, max })?,
             mem_size_mib: mem,
             serial,
         })
@@ -406,10 +406,22 @@ impl VmConfig {
             ("network-interfaces", !self.network_interfaces.is_empty()),
             ("vsock", self.vsock.is_some()),
             ("entropy", self.entropy.is_some()),
-            ("metrics", self.metrics.as_ref().is_some_and(|v| !v.is_null())),
-            ("cpu-config", self.cpu_config.as_ref().is_some_and(|v| !v.is_null())),
-            ("balloon", self.balloon.as_ref().is_some_and(|v| !v.is_null())),
-            ("mmds-config", self.mmds_config.as_ref().is_some_and(|v| !v.is_null())),
+            (
+                "metrics",
+                self.metrics.as_ref().is_some_and(|v| !v.is_null()),
+            ),
+            (
+                "cpu-config",
+                self.cpu_config.as_ref().is_some_and(|v| !v.is_null()),
+            ),
+            (
+                "balloon",
+                self.balloon.as_ref().is_some_and(|v| !v.is_null()),
+            ),
+            (
+                "mmds-config",
+                self.mmds_config.as_ref().is_some_and(|v| !v.is_null()),
+            ),
         ];
         match unsupported.iter().find(|(_, set)| *set) {
             Some((key, _)) => Err(ConfigError::Unsupported { key }),
@@ -445,7 +457,10 @@ fn check_cmdline(cmdline: &str) -> Result<(), ConfigError> {
             ),
         });
     }
-    if let Some(c) = cmdline.chars().find(|c| !c.is_ascii() || c.is_ascii_control()) {
+    if let Some(c) = cmdline
+        .chars()
+        .find(|c| !c.is_ascii() || c.is_ascii_control())
+    {
         return Err(ConfigError::Cmdline {
             reason: format!("contains the character {c:?}; only printable ASCII is allowed"),
         });
@@ -548,8 +563,8 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named() {
-        let err = VmConfig::from_json(r#"{"machine-config": {"vcpus": 2}}"#)
-            .expect_err("unknown field");
+        let err =
+            VmConfig::from_json(r#"{"machine-config": {"vcpus": 2}}"#).expect_err("unknown field");
         assert!(err.to_string().contains("vcpus"), "{err}");
     }
 

@@ -38,7 +38,9 @@ pub enum ExitReason {
 impl ExitReason {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::GuestReset | Self::SystemEvent(_) | Self::ExitPort(0) | Self::Signal(_) => code::OK,
+            Self::GuestReset | Self::SystemEvent(_) | Self::ExitPort(0) | Self::Signal(_) => {
+                code::OK
+            }
             Self::ExitPort(_) => code::GUEST_FAILURE,
             Self::TripleFault { .. } => code::TRIPLE_FAULT,
             Self::KvmError { .. } => code::KVM_ERROR,
@@ -54,7 +56,10 @@ impl std::fmt::Display for ExitReason {
             Self::SystemEvent(t) => write!(f, "guest system event {t}"),
             Self::ExitPort(s) => write!(f, "guest wrote status {s} to the exit port"),
             Self::TripleFault { vcpu, rip } => {
-                write!(f, "vCPU {vcpu} triple faulted (KVM_EXIT_SHUTDOWN) at RIP {rip:#x}")
+                write!(
+                    f,
+                    "vCPU {vcpu} triple faulted (KVM_EXIT_SHUTDOWN) at RIP {rip:#x}"
+                )
             }
             Self::KvmError { vcpu, reason, rip } => {
                 write!(f, "vCPU {vcpu}: KVM {reason} at RIP {rip:#x}")

@@ -56,7 +56,11 @@ impl Log for Logger {
             line.push_str(&format!(":{}", r.level()));
         }
         if self.show_origin {
-            line.push_str(&format!(":{}:{}", r.file().unwrap_or("?"), r.line().unwrap_or(0)));
+            line.push_str(&format!(
+                ":{}:{}",
+                r.file().unwrap_or("?"),
+                r.line().unwrap_or(0)
+            ));
         }
         line.push_str(&format!("] {}\n", r.args()));
         let mut out = crate::devices::lock(&self.out);
@@ -86,16 +90,12 @@ pub fn init(
     show_origin: bool,
 ) -> Result<(), LoggerError> {
     let out: Box<dyn Write + Send> = match path {
-        Some(p) => Box::new(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|source| LoggerError::Open {
-                    path: p.to_path_buf(),
-                    source,
-                })?,
-        ),
+        Some(p) => Box::new(File::options().create(true).append(true).open(p).map_err(
+            |source| LoggerError::Open {
+                path: p.to_path_buf(),
+                source,
+            },
+        )?),
         None => Box::new(std::io::stderr()),
     };
     let logger = Logger {

@@ -10,7 +10,12 @@ use caisson::{builder, demo, logger};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "caisson", version, about = "A security-hardened sandbox VMM", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "caisson",
+    version,
+    about = "A security-hardened sandbox VMM",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -127,7 +132,12 @@ fn init_logging(args: &RunArgs, file: Option<&config::LoggerConfig>) -> Result<(
 }
 
 fn run_vm(cfg: &config::ValidConfig) -> Result<i32, Failure> {
-    log::info!("starting VM {}: {} vCPUs, {} MiB", cfg.id, cfg.vcpu_count, cfg.mem_size_mib);
+    log::info!(
+        "starting VM {}: {} vCPUs, {} MiB",
+        cfg.id,
+        cfg.vcpu_count,
+        cfg.mem_size_mib
+    );
     let vm = builder::build_vm(cfg).map_err(Failure::vmm)?;
     let reason = vm.run().map_err(Failure::vmm)?;
     let exit_code = reason.exit_code();
@@ -155,7 +165,10 @@ fn run(args: RunArgs) -> Result<i32, Failure> {
         ));
     }
     if let (Some(sock), false) = (&args.api_sock, args.no_api) {
-        log::warn!("--api-sock {}: the API server is not implemented; ignoring it", sock.display());
+        log::warn!(
+            "--api-sock {}: the API server is not implemented; ignoring it",
+            sock.display()
+        );
     }
     if args.no_seccomp {
         log::warn!("--no-seccomp: seccomp filters are not installed");
@@ -170,7 +183,9 @@ fn run(args: RunArgs) -> Result<i32, Failure> {
     });
     // Without /dev/kvm the static checks still run; building then reports KVM's error.
     let max_vcpus = builder::kvm_max_vcpus().unwrap_or(config::MAX_VCPUS_MPTABLE);
-    let cfg = vm_config.validate(&args.id, max_vcpus).map_err(Failure::input)?;
+    let cfg = vm_config
+        .validate(&args.id, max_vcpus)
+        .map_err(Failure::input)?;
     run_vm(&cfg)
 }
 

@@ -42,7 +42,7 @@ pub fn create_guest_memory(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{GuestMemory, GuestMemoryRegion};
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
     #[test]
     fn splits_at_the_gap() {

@@ -158,7 +158,10 @@ impl Vcpu {
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || self.thread_main(resumed))
-            .map_err(|source| VcpuError::Spawn { vcpu: index, source })?;
+            .map_err(|source| VcpuError::Spawn {
+                vcpu: index,
+                source,
+            })?;
         Ok(VcpuHandle {
             index,
             thread,

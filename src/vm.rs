@@ -121,8 +121,11 @@ impl Vm {
     ) -> Result<Self, VmError> {
         let mut events = EventManager::<Subscriber>::new().map_err(VmError::EventManager)?;
         events.add_subscriber(Arc::new(Mutex::new(ExitWaker(exit.clone()))));
-        let fd = SignalFd::with_flags(&stop_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(VmError::Signals)?;
+        let fd = SignalFd::with_flags(
+            &stop_signals(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(VmError::Signals)?;
         events.add_subscriber(Arc::new(Mutex::new(SignalWatcher {
             fd,
             exit: exit.clone(),

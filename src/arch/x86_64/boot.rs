@@ -41,7 +41,11 @@ pub enum BootError {
     #[error("the bzImage has no 64-bit entry point (xloadflags {0:#x})")]
     No64BitEntry(u16),
     #[error("the initrd ({size} bytes) does not fit in guest memory below {limit:#x} above the kernel end {kernel_end:#x}")]
-    InitrdTooBig { size: u64, limit: u64, kernel_end: u64 },
+    InitrdTooBig {
+        size: u64,
+        limit: u64,
+        kernel_end: u64,
+    },
     #[error("cannot copy the initrd into guest memory at {addr:#x}: {source}")]
     InitrdCopy {
         addr: u64,
@@ -240,12 +244,27 @@ mod tests {
     #[test]
     fn zero_page_fields() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("mem");
-        let k = LoadedKernel { entry: 0x100000, end: 0x200000, setup_header: None };
-        let i = LoadedInitrd { addr: 0xf00000, size: 0x1000 };
+        let k = LoadedKernel {
+            entry: 0x100000,
+            end: 0x200000,
+            setup_header: None,
+        };
+        let i = LoadedInitrd {
+            addr: 0xf00000,
+            size: 0x1000,
+        };
         write_zero_page(&mem, 16 << 20, &k, 12, Some(i)).expect("zero page");
         let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_START)).expect("read");
-        let (ptr, size, img, flag) = (p.hdr.cmd_line_ptr, p.hdr.ramdisk_size, p.hdr.ramdisk_image, p.hdr.boot_flag);
-        assert_eq!((ptr, size, img, flag), (CMDLINE_START as u32, 0x1000, 0xf00000, 0xaa55));
+        let (ptr, size, img, flag) = (
+            p.hdr.cmd_line_ptr,
+            p.hdr.ramdisk_size,
+            p.hdr.ramdisk_image,
+            p.hdr.boot_flag,
+        );
+        assert_eq!(
+            (ptr, size, img, flag),
+            (CMDLINE_START as u32, 0x1000, 0xf00000, 0xaa55)
+        );
         assert_eq!(p.e820_entries, 2);
     }
 }

@@ -25,11 +25,26 @@ const ECX_HYPERVISOR: u32 = 1 << 31;
 // Leaf 1 EDX.
 const EDX_HTT: u32 = 1 << 28;
 // Leaf 7.0: features whose state lives in XSAVE areas (AVX2, AVX-512, AMX, PKU).
-const L7_EBX_XSAVE_DEPENDENT: u32 =
-    (1 << 5) | (1 << 16) | (1 << 17) | (1 << 21) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 30) | (1 << 31);
-const L7_ECX_XSAVE_DEPENDENT: u32 =
-    (1 << 1) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 14);
-const L7_EDX_XSAVE_DEPENDENT: u32 = (1 << 2) | (1 << 3) | (1 << 8) | (1 << 22) | (1 << 24) | (1 << 25);
+const L7_EBX_XSAVE_DEPENDENT: u32 = (1 << 5)
+    | (1 << 16)
+    | (1 << 17)
+    | (1 << 21)
+    | (1 << 26)
+    | (1 << 27)
+    | (1 << 28)
+    | (1 << 30)
+    | (1 << 31);
+const L7_ECX_XSAVE_DEPENDENT: u32 = (1 << 1)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 6)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 12)
+    | (1 << 14);
+const L7_EDX_XSAVE_DEPENDENT: u32 =
+    (1 << 2) | (1 << 3) | (1 << 8) | (1 << 22) | (1 << 24) | (1 << 25);
 const L7_1_EAX_XSAVE_DEPENDENT: u32 = (1 << 4) | (1 << 5);
 
 /// Smallest `s` with `1 << s >= n`.
@@ -150,9 +165,17 @@ mod tests {
 
     #[test]
     fn apic_ids_and_topology() {
-        let mut c = CpuId::from_entries(&[entry(1, 0), entry(0xb, 0), entry(0xb, 1), entry(0xb, 2)])
-            .expect("cpuid");
-        normalize(&mut c, CpuidPlan { vcpu_id: 3, vcpu_count: 4, emulator_safe: false });
+        let mut c =
+            CpuId::from_entries(&[entry(1, 0), entry(0xb, 0), entry(0xb, 1), entry(0xb, 2)])
+                .expect("cpuid");
+        normalize(
+            &mut c,
+            CpuidPlan {
+                vcpu_id: 3,
+                vcpu_count: 4,
+                emulator_safe: false,
+            },
+        );
         let l1 = find(&c, 1, 0);
         assert_eq!(l1.ebx >> 24, 3);
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
@@ -166,7 +189,14 @@ mod tests {
     #[test]
     fn emulator_safe_hides_cx16_and_xsave() {
         let mut c = CpuId::from_entries(&[entry(1, 0), entry(7, 0), entry(0xd, 0)]).expect("cpuid");
-        normalize(&mut c, CpuidPlan { vcpu_id: 0, vcpu_count: 1, emulator_safe: true });
+        normalize(
+            &mut c,
+            CpuidPlan {
+                vcpu_id: 0,
+                vcpu_count: 1,
+                emulator_safe: true,
+            },
+        );
         let l1 = find(&c, 1, 0);
         assert_eq!(l1.ecx & (ECX_CX16 | ECX_XSAVE | ECX_AVX), 0);
         assert_eq!(l1.edx & EDX_HTT, 0);

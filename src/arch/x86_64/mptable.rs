@@ -69,7 +69,16 @@ pub fn build(num_cpus: u8, base: u64) -> Result<Vec<u8>, MptableError> {
     count += 1;
     for irq in 0..=IRQ_MAX {
         // Conforming polarity and trigger: ISA defaults.
-        entries.extend_from_slice(&[ENTRY_INTSRC, IRQ_TYPE_INT, 0, 0, BUS_ISA, irq, ioapic_id, irq]);
+        entries.extend_from_slice(&[
+            ENTRY_INTSRC,
+            IRQ_TYPE_INT,
+            0,
+            0,
+            BUS_ISA,
+            irq,
+            ioapic_id,
+            irq,
+        ]);
         count += 1;
     }
     entries.extend_from_slice(&[ENTRY_LINTSRC, IRQ_TYPE_EXTINT, 0, 0, BUS_ISA, 0, 0, 0]);
@@ -79,7 +88,8 @@ pub fn build(num_cpus: u8, base: u64) -> Result<Vec<u8>, MptableError> {
     let table_addr = base + 16;
     let mut header = Vec::with_capacity(44);
     header.extend_from_slice(b"PCMP");
-    let length = u16::try_from(44 + entries.len()).map_err(|_| MptableError::TooManyCpus(num_cpus))?;
+    let length =
+        u16::try_from(44 + entries.len()).map_err(|_| MptableError::TooManyCpus(num_cpus))?;
     header.extend_from_slice(&length.to_le_bytes());
     header.push(MPC_SPEC);
     header.push(0); // checksum, below

@@ -101,14 +101,18 @@ mod tests {
 
     #[test]
     fn tables_are_written() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)])
-            .expect("memory");
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("memory");
         write_boot_tables(&mem).expect("tables");
         let pml4: u64 = mem.read_obj(GuestAddress(PML4_START)).expect("read");
         assert_eq!(pml4, PDPTE_START | 3);
-        let last_pde: u64 = mem.read_obj(GuestAddress(PDE_START + 511 * 8)).expect("read");
+        let last_pde: u64 = mem
+            .read_obj(GuestAddress(PDE_START + 511 * 8))
+            .expect("read");
         assert_eq!(last_pde, (511 << 21) | 0x83);
-        let code: u64 = mem.read_obj(GuestAddress(BOOT_GDT_START + 8)).expect("read");
+        let code: u64 = mem
+            .read_obj(GuestAddress(BOOT_GDT_START + 8))
+            .expect("read");
         assert_eq!(code, BOOT_GDT[1]);
     }
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian machine of this kind, as root:
+# installs what the tests need, then format, lint, unit and integration tests,
+# the SELinux policy analysis and a short fuzzing pass. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages the build and the tests need (skipped when already installed).
+need_pkgs=(make gcc binutils iproute2 libselinux1-dev libclang-dev pkg-config)
+missing=()
+for p in "${need_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  step "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+step "rust components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build (all binaries, used by the integration tests)"
+cargo build --workspace --all-targets
+
+step "cargo test"
+cargo test --workspace -- --test-threads=2
