@@ -20,5 +20,6 @@ pub fn demo_config(id: &str, cmdline: &str, vcpus: u8) -> ValidConfig {
         vcpu_count: vcpus,
         mem_size_mib: 128,
         serial: SerialSink::Stdout,
+        virtio: Default::default(),
     }
 }
