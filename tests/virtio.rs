@@ -198,3 +198,109 @@ fn missing_drive_file_is_rejected_before_boot() {
         "the guest must not run: {out:?}"
     );
 }
+
+/// Spawns caisson on `cfg` with piped output.
+fn spawn(cfg: &str) -> std::process::Child {
+    require_kvm();
+    std::process::Command::new(CAISSON)
+        .args(["--config-file", cfg, "--serial", "stdout"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_path(p: &Path) {
+    let start = std::time::Instant::now();
+    while !p.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{} never appeared",
+            p.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn vsock_guest_and_host_initiated_echo_with_credit() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::time::Duration;
+
+    let dir = tempdir();
+    let uds = dir.path().join("v.sock");
+    // Guest-initiated connections to port 5000 land here.
+    let l5000 = UnixListener::bind(dir.path().join("v.sock_5000")).unwrap();
+    let cfg = config(
+        dir.path(),
+        "virtio_vsock",
+        "console=ttyS0",
+        serde_json::json!({"vsock": {"vsock_id": "vsock0", "guest_cid": 7, "uds_path": uds}}),
+    );
+    let child = spawn(&cfg);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = l5000.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            s.write_all(&buf[..n]).unwrap();
+        }
+        tx.send(got).unwrap();
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("guest-initiated connection");
+    echo.join().unwrap();
+    assert_eq!(got, b"hello from the guest over vsock");
+
+    // Host-initiated: CONNECT 6000, OK <port>, then 256 KiB echoed back.
+    wait_for_path(&uds);
+    let mut s = UnixStream::connect(&uds).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"CONNECT 6000\n").unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while b[0] != b'\n' {
+        s.read_exact(&mut b).unwrap();
+        line.push(b[0]);
+    }
+    let line = String::from_utf8(line).unwrap();
+    let port: u32 = line
+        .strip_prefix("OK ")
+        .and_then(|p| p.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("bad reply {line:?}"));
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 13 % 256) as u8).collect();
+    let mut w = s.try_clone().unwrap();
+    let d2 = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&d2).unwrap());
+    let mut echoed = vec![0u8; data.len()];
+    s.read_exact(&mut echoed).unwrap();
+    writer.join().unwrap();
+    assert!(echoed == data, "the echo differs from what was sent");
+    drop(s);
+
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.lines().contains(&"vsock: guest cid 7"), "{out:?}");
+    assert!(
+        out.lines().contains(&"vsock: guest-initiated echo ok"),
+        "{out:?}"
+    );
+    let accepted = format!("vsock: accepted host port {port}");
+    assert!(out.lines().contains(&accepted.as_str()), "{out:?}");
+    let ok = line_with(&out, "vsock: host-initiated echo ok ");
+    let w: Vec<&str> = ok.split_whitespace().collect();
+    assert_eq!(w[4], "262144", "{ok}");
+    let max: u32 = w[9].parse().unwrap();
+    assert!(max <= 65536, "device exceeded the guest's credit: {ok}");
+    assert!(!uds.exists(), "the VMM removes its socket on exit");
+}

@@ -560,6 +560,11 @@ pub mod testing {
         );
     }
 
+    /// Delivers a host fd event the way the event loop would.
+    pub fn host_fd(d: &mut MmioDevice, fd: RawFd) {
+        d.process_host_fd(fd);
+    }
+
     /// Delivers pending queue notifications the way the event loop would.
     pub fn run_notified(d: &mut MmioDevice) {
         for q in 0..d.queue_evts.len() {
