@@ -304,3 +304,283 @@ fn vsock_guest_and_host_initiated_echo_with_credit() {
     assert!(max <= 65536, "device exceeded the guest's credit: {ok}");
     assert!(!uds.exists(), "the VMM removes its socket on exit");
 }
+
+/// A network namespace of the test's own: a thread that unshared its network
+/// namespace runs closures in it. Interfaces made there vanish with it when the
+/// guard drops (and the last process in it exits).
+struct NetNs {
+    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NetNs {
+    fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let r = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET);
+            ready_tx.send(r).unwrap();
+            if r.is_err() {
+                return;
+            }
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        });
+        ready_rx
+            .recv()
+            .unwrap()
+            .expect("unshare(CLONE_NEWNET): the net tests need CAP_SYS_ADMIN");
+        Self {
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.jobs
+            .as_ref()
+            .unwrap()
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .unwrap();
+        rx.recv().unwrap()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+mod tap_host {
+    //! The host end of a tap, from inside the test's namespace.
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+    pub const ETH_P_ALL: u16 = 0x0003;
+
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: i16,
+        pad: [u8; 22],
+    }
+
+    fn ifreq(name: &str, flags: i16) -> IfReq {
+        let mut r = IfReq {
+            name: [0; 16],
+            flags,
+            pad: [0; 22],
+        };
+        r.name[..name.len()].copy_from_slice(name.as_bytes());
+        r
+    }
+
+    /// Creates tap `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR); persistent unless
+    /// the returned fd is kept.
+    pub fn create(name: &str, persist: bool) -> OwnedFd {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .unwrap();
+        let mut req = ifreq(name, 0x0002 | 0x1000 | 0x4000);
+        // SAFETY: TUNSETIFF on an open tun fd with a live ifreq.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF, &raw mut req) };
+        assert_eq!(
+            r,
+            0,
+            "TUNSETIFF {name}: {}",
+            std::io::Error::last_os_error()
+        );
+        if persist {
+            // SAFETY: TUNSETPERSIST takes an integer argument.
+            assert_eq!(unsafe { libc::ioctl(f.as_raw_fd(), TUNSETPERSIST, 1) }, 0);
+        }
+        set_up(name);
+        OwnedFd::from(f)
+    }
+
+    fn set_up(name: &str) {
+        // SAFETY: plain socket(2) call; the fd is owned right away.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        assert!(s >= 0);
+        // SAFETY: `s` is a new fd nobody else owns.
+        let s = unsafe { OwnedFd::from_raw_fd(s) };
+        let mut req = ifreq(name, 0);
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS with a live ifreq on a socket.
+        unsafe {
+            assert_eq!(
+                libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req),
+                0
+            );
+            req.flags |= libc::IFF_UP as i16;
+            assert_eq!(
+                libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &raw mut req),
+                0
+            );
+        }
+    }
+
+    /// A raw packet socket on interface `name`, with a 1 s receive timeout.
+    pub fn packet_socket(name: &str) -> OwnedFd {
+        // SAFETY: plain socket(2) call; the fd is owned right away.
+        let s = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from(ETH_P_ALL.to_be()),
+            )
+        };
+        assert!(s >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: `s` is a new fd nobody else owns.
+        let s = unsafe { OwnedFd::from_raw_fd(s) };
+        let cname = std::ffi::CString::new(name).unwrap();
+        // SAFETY: a NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        assert_ne!(index, 0);
+        // SAFETY: sockaddr_ll is plain old data; zero is a valid value.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_protocol = ETH_P_ALL.to_be();
+        sa.sll_ifindex = index as i32;
+        // SAFETY: bind with a live sockaddr_ll of the size given.
+        let r = unsafe {
+            libc::bind(
+                s.as_raw_fd(),
+                (&raw const sa).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: SO_RCVTIMEO with a live timeval of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        assert_eq!(r, 0);
+        s
+    }
+
+    pub fn send(s: &OwnedFd, frame: &[u8]) {
+        // SAFETY: send(2) from a live buffer of the length given.
+        let n = unsafe { libc::send(s.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// The next frame, or None after the receive timeout.
+    pub fn recv(s: &OwnedFd) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 2048];
+        // SAFETY: recv(2) into a live buffer of the length given.
+        let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        (n > 0).then(|| {
+            buf.truncate(n as usize);
+            buf
+        })
+    }
+
+    /// Lets a child process inherit `fd`.
+    pub fn inheritable(fd: RawFd) {
+        // SAFETY: F_SETFD on an open fd.
+        assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    }
+}
+
+const GUEST_MAC: [u8; 6] = [0x06, 0x00, 0xac, 0x10, 0x00, 0x02];
+const HOST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+
+/// The first 0x88b5 frame from the guest's MAC within `secs`.
+fn frame_from_guest(s: &std::os::fd::OwnedFd, secs: u64) -> Vec<u8> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if let Some(f) = tap_host::recv(s) {
+            if f.len() >= 14 && f[6..12] == GUEST_MAC && f[12..14] == [0x88, 0xb5] {
+                return f;
+            }
+        }
+    }
+    panic!("no frame from the guest within {secs} s");
+}
+
+fn net_echo(by_fd: bool) {
+    require_kvm();
+    let ns = NetNs::new();
+    let dir = tempdir();
+    let tap = format!("cstap{}", std::process::id() % 100_000);
+    let tap2 = tap.clone();
+    let (fd, sock) = ns.run(move || {
+        let fd = tap_host::create(&tap2, !by_fd);
+        let sock = tap_host::packet_socket(&tap2);
+        (by_fd.then_some(fd), sock)
+    });
+    let mut devices = serde_json::json!({"network-interfaces": [{"iface_id": "eth0",
+        "host_dev_name": tap, "guest_mac": "06:00:ac:10:00:02"}]});
+    if let Some(fd) = &fd {
+        use std::os::fd::AsRawFd;
+        tap_host::inheritable(fd.as_raw_fd());
+        devices["caisson"] = serde_json::json!({"net_fds": {"eth0": fd.as_raw_fd()}});
+    }
+    let cfg = config(dir.path(), "virtio_net", "console=ttyS0", devices);
+    // Spawned from the namespace's thread, so the VMM runs in that namespace.
+    let child = ns.run(move || spawn(&cfg));
+    drop(fd);
+
+    let hello = frame_from_guest(&sock, 30);
+    assert_eq!(&hello[..6], &[0xff; 6], "broadcast");
+    assert_eq!(&hello[14..14 + 24], b"hello from the guest net");
+
+    let payload = format!("ping from the host {}", std::process::id());
+    let mut frame = GUEST_MAC.to_vec();
+    frame.extend_from_slice(&HOST_MAC);
+    frame.extend_from_slice(&[0x88, 0xb5]);
+    frame.extend_from_slice(payload.as_bytes());
+    frame.resize(60, 0);
+    tap_host::send(&sock, &frame);
+    let echo = frame_from_guest(&sock, 30);
+    assert_eq!(&echo[..6], &HOST_MAC, "echo addressed to the host");
+    assert_eq!(&echo[14..60], &frame[14..60], "payload echoed");
+
+    let out = wait_output(child, std::time::Duration::from_secs(60));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.lines().contains(&"net: mac 06:00:ac:10:00:02"),
+        "{out:?}"
+    );
+    assert!(
+        out.lines()
+            .contains(&"net: got 46 bytes, num_buffers 1, flags 0"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn net_guest_echoes_through_a_named_tap() {
+    net_echo(false);
+}
+
+#[test]
+fn net_guest_echoes_through_an_inherited_tap_fd() {
+    net_echo(true);
+}

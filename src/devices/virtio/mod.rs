@@ -21,6 +21,7 @@ pub mod mmio;
 pub mod net;
 pub mod registers;
 pub mod rng;
+pub mod tap;
 pub mod vsock;
 pub mod warn;
 
