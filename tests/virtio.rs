@@ -584,3 +584,59 @@ fn net_guest_echoes_through_a_named_tap() {
 fn net_guest_echoes_through_an_inherited_tap_fd() {
     net_echo(true);
 }
+
+#[test]
+fn hostile_guest_cannot_break_the_vmm() {
+    let dir = tempdir();
+    let img = disk(dir.path(), 64);
+    let cfg = config(
+        dir.path(),
+        "virtio_hostile",
+        "console=ttyS0",
+        serde_json::json!({"drives": [{"drive_id": "rootfs", "path_on_host": img,
+            "is_root_device": true, "is_read_only": false}]}),
+    );
+    let out = run(&cfg);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for case in [
+        "baseline",
+        "loop",
+        "out-of-range address",
+        "oversize length",
+        "write into device-readable buffer",
+        "queue size 100",
+        "notify before DRIVER_OK",
+        "config access outside config space",
+        "notify flood",
+    ] {
+        let line = format!("hostile: {case} ok");
+        assert!(out.lines().contains(&line.as_str()), "{line}: {out:?}");
+    }
+    assert!(out.lines().contains(&"hostile: still serving"), "{out:?}");
+    // Each fault was reported, by name.
+    for what in [
+        "does not end within 16 descriptors",
+        "is outside guest memory",
+        "more than 16777216",
+        "wrong direction",
+        "size 100 is not a power of two",
+        "notified before DRIVER_OK",
+        "outside the 8-byte config space",
+    ] {
+        assert!(
+            out.stderr.contains(what),
+            "no warning with {what:?}: {out:?}"
+        );
+    }
+    // 2000 bad notifies, but the warnings are rate limited.
+    let flood = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("notify for queue 7"))
+        .count();
+    assert!((1..=10).contains(&flood), "{flood} flood warnings");
+    // The valid writes of the guest landed in the file.
+    let file = std::fs::read(&img).unwrap();
+    let want: Vec<u8> = (0..512).map(|i| (i * 3 + 9) as u8).collect();
+    assert_eq!(&file[1024..1536], &want[..]);
+}
