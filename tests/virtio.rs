@@ -621,7 +621,7 @@ fn hostile_guest_cannot_break_the_vmm() {
         "wrong direction",
         "size 100 is not a power of two",
         "notified before DRIVER_OK",
-        "outside the 8-byte config space",
+        "outside the 16-byte config space",
     ] {
         assert!(
             out.stderr.contains(what),

@@ -164,11 +164,11 @@ int main(void)
 		rt_puts("hostile: notify before DRIVER_OK ok\n");
 	}
 
-	/* 7. Config accesses outside the 8-byte config space. */
+	/* 7. Config accesses outside the 16-byte config space. */
 	if (reopen("notify"))
 		return 9;
 	u32 far = vio_read(&b.dev, VIO_CONFIG + 0x40);
-	u32 straddle = vio_read(&b.dev, VIO_CONFIG + 6);
+	u32 straddle = vio_read(&b.dev, VIO_CONFIG + 14);
 	vio_write(&b.dev, VIO_CONFIG + 0x40, 0xffffffff);
 	vio_write(&b.dev, VIO_CONFIG, 0xffffffff);	/* read-only field */
 	u64 cap = vio_config32(&b.dev, 0) | (u64)vio_config32(&b.dev, 4) << 32;

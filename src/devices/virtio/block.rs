@@ -35,7 +35,14 @@ pub const MAX_REQUEST_BYTES: u64 = 8 << 20;
 /// Length of a GET_ID answer.
 pub const ID_BYTES: usize = 20;
 
+pub const VIRTIO_BLK_F_SIZE_MAX: u64 = 1 << 1;
+pub const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
 pub const VIRTIO_BLK_F_RO: u64 = 1 << 5;
+/// Largest data segment the driver may use (config `size_max`).
+pub const SIZE_MAX: u32 = 64 << 10;
+/// Most data segments per request (config `seg_max`): with [`SIZE_MAX`] this
+/// keeps every request a driver may build under [`MAX_REQUEST_BYTES`].
+pub const SEG_MAX: u32 = 126;
 pub const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 
 pub const VIRTIO_BLK_T_IN: u32 = 0;
@@ -289,15 +296,17 @@ impl Disk {
 /// The virtio-blk device.
 pub struct Block {
     disk: Disk,
-    config: [u8; 8],
+    /// capacity (u64), size_max (u32), seg_max (u32).
+    config: [u8; 16],
 }
 
 impl Block {
     pub fn new(disk: Disk) -> Self {
-        Self {
-            config: disk.capacity().to_le_bytes(),
-            disk,
-        }
+        let mut config = [0u8; 16];
+        config[..8].copy_from_slice(&disk.capacity().to_le_bytes());
+        config[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
+        config[12..].copy_from_slice(&SEG_MAX.to_le_bytes());
+        Self { config, disk }
     }
 }
 
@@ -311,7 +320,7 @@ impl VirtioDevice for Block {
         } else {
             0
         };
-        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH | ro
+        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX | ro
     }
     fn queue_max_sizes(&self) -> &[u16] {
         &[QUEUE_MAX_SIZE]
@@ -453,8 +462,13 @@ mod tests {
         let mut b4 = [0u8; 4];
         r.dev.read(r::CONFIG + 4, &mut b4);
         assert_eq!(b4, [0; 4]);
-        // Past the 8-byte config space: ignored.
-        r.dev.read(r::CONFIG + 6, &mut b4);
+        r.dev.read(r::CONFIG + 8, &mut b4);
+        assert_eq!(u32::from_le_bytes(b4), SIZE_MAX);
+        r.dev.read(r::CONFIG + 12, &mut b4);
+        assert_eq!(u32::from_le_bytes(b4), SEG_MAX);
+        assert!(u64::from(SIZE_MAX) * u64::from(SEG_MAX) <= MAX_REQUEST_BYTES);
+        // Past the 16-byte config space: ignored.
+        r.dev.read(r::CONFIG + 14, &mut b4);
         assert_eq!(b4, [0; 4]);
     }
 

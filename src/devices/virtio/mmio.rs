@@ -20,6 +20,15 @@ use super::status as s;
 use super::warn::WarnLimiter;
 use super::{DeviceCtx, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
+use crate::devices::SandboxNeeds;
+
+/// The transport itself: eventfds only (the builder registers them with KVM
+/// before confinement); reading and writing them.
+pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    paths: &[],
+    fds: &["one ioeventfd per queue", "irqfd"],
+    syscalls: &["read", "write", "epoll_ctl"],
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MmioError {
