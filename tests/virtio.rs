@@ -640,3 +640,49 @@ fn hostile_guest_cannot_break_the_vmm() {
     let want: Vec<u8> = (0..512).map(|i| (i * 3 + 9) as u8).collect();
     assert_eq!(&file[1024..1536], &want[..]);
 }
+
+/// The block benchmark (virtio_bench guest). Runs short here; for real numbers
+/// set CAISSON_BENCH_N (requests per workload) and use --nocapture, e.g.
+/// `CAISSON_BENCH_N=20000 cargo test --release --test virtio bench -- --nocapture`.
+#[test]
+fn block_bench_reports_every_workload() {
+    let n: u64 = std::env::var("CAISSON_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = tempdir();
+    let img = dir.path().join("bench.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let cfg = config(
+        dir.path(),
+        "virtio_bench",
+        &format!("console=ttyS0 bench.n={n}"),
+        serde_json::json!({"drives": [{"drive_id": "bench", "path_on_host": img,
+            "is_root_device": false, "is_read_only": false}]}),
+    );
+    let out = run(&cfg);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for (name, qd) in [
+        ("randread-4k", 1),
+        ("randread-4k", 32),
+        ("randwrite-4k", 1),
+        ("randwrite-4k", 32),
+        ("seqread-64k", 1),
+        ("seqwrite-64k", 1),
+    ] {
+        let l = line_with(&out, &format!("bench: {name} qd {qd} "));
+        println!("{l}");
+        let w: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(w[5], n.to_string(), "{l}");
+        let iops: u64 = w[9].parse().unwrap();
+        let kicks: u64 = w[13].parse().unwrap();
+        assert!(iops > 0, "{l}");
+        assert!(
+            (1..=100).contains(&kicks),
+            "at most one notify per request: {l}"
+        );
+    }
+}
