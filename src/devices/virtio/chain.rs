@@ -22,6 +22,10 @@ pub enum ChainError {
     Order { head: u16 },
     #[error("chain at head {head} is empty")]
     Empty { head: u16 },
+    #[error("avail idx {idx} is more than the queue size {size} ahead of {next}")]
+    AvailIndex { idx: u16, next: u16, size: u16 },
+    #[error("the avail ring cannot be read")]
+    AvailRing,
 }
 
 /// One checked descriptor.
@@ -107,7 +111,23 @@ pub fn check_chain(
 
 /// Pops and checks the next available chain of `queue`, if any.
 pub fn pop_chain(mem: &GuestMemoryMmap, queue: &mut Queue) -> Option<Result<Chain, ChainError>> {
+    if !queue.ready() {
+        return None;
+    }
     let limit = queue.size();
+    // Checked here so that virtio-queue never logs (unlimited) about it.
+    let idx = match queue.avail_idx(mem, std::sync::atomic::Ordering::Acquire) {
+        Ok(idx) => idx.0,
+        Err(_) => return Some(Err(ChainError::AvailRing)),
+    };
+    let next = queue.next_avail();
+    if idx.wrapping_sub(next) > limit {
+        return Some(Err(ChainError::AvailIndex {
+            idx,
+            next,
+            size: limit,
+        }));
+    }
     let chain = queue.pop_descriptor_chain(mem)?;
     Some(check_chain(mem, chain, limit))
 }
@@ -275,6 +295,7 @@ pub mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+    use vm_memory::Bytes;
 
     #[test]
     fn good_chain_is_split_by_direction() {
@@ -349,6 +370,21 @@ mod tests {
             pop_chain(&mem, &mut q).unwrap(),
             Err(ChainError::Oversize { .. })
         ));
+    }
+
+    #[test]
+    fn avail_index_too_far_ahead_is_rejected() {
+        let mem = memory();
+        let mut q = queue(8);
+        mem.write_obj(9u16, GuestAddress(AVAIL_RING + 2)).unwrap();
+        assert_eq!(
+            pop_chain(&mem, &mut q).unwrap().unwrap_err(),
+            ChainError::AvailIndex {
+                idx: 9,
+                next: 0,
+                size: 8
+            }
+        );
     }
 
     #[test]

@@ -140,6 +140,15 @@ impl MmioDevice {
         }
     }
 
+    /// Whether queue `q`'s rings lie in guest memory (virtio-queue's own check
+    /// logs every failure, which a guest could use to flood the log).
+    fn ring_valid(q: &Queue, mem: &GuestMemoryMmap) -> bool {
+        use vm_memory::GuestMemoryBackend;
+        let n = usize::from(q.size());
+        let ok = |addr: u64, len: usize| mem.check_range(vm_memory::GuestAddress(addr), len);
+        ok(q.desc_table(), 16 * n) && ok(q.avail_ring(), 6 + 2 * n) && ok(q.used_ring(), 6 + 8 * n)
+    }
+
     fn is_live(&self) -> bool {
         self.status & s::DRIVER_OK != 0 && self.status & s::DEVICE_NEEDS_RESET == 0
     }
@@ -249,7 +258,7 @@ impl MmioDevice {
                 .queues
                 .iter()
                 .enumerate()
-                .find(|(_, q)| q.ready() && !q.is_valid(&self.mem));
+                .find(|(_, q)| q.ready() && !Self::ring_valid(q, &self.mem));
             if let Some((i, q)) = bad {
                 let e = VirtioError::InvalidQueue {
                     queue: i,
@@ -295,9 +304,7 @@ impl MmioDevice {
                 ));
                 return;
             }
-            q.set_ready(true);
-            if !q.is_valid(&self.mem) {
-                q.set_ready(false);
+            if !Self::ring_valid(q, &self.mem) {
                 let e = VirtioError::InvalidQueue {
                     queue: sel as usize,
                     size: q.size(),
@@ -306,7 +313,9 @@ impl MmioDevice {
                     used: q.used_ring(),
                 };
                 self.fault(&e);
+                return;
             }
+            q.set_ready(true);
             return;
         }
         if !configurable || q.ready() {
@@ -325,13 +334,38 @@ impl MmioDevice {
                     ));
                 }
             }
-            r::QUEUE_DESC_LOW => q.set_desc_table_address(Some(v), None),
-            r::QUEUE_DESC_HIGH => q.set_desc_table_address(None, Some(v)),
-            r::QUEUE_DRIVER_LOW => q.set_avail_ring_address(Some(v), None),
-            r::QUEUE_DRIVER_HIGH => q.set_avail_ring_address(None, Some(v)),
-            r::QUEUE_DEVICE_LOW => q.set_used_ring_address(Some(v), None),
-            r::QUEUE_DEVICE_HIGH => q.set_used_ring_address(None, Some(v)),
-            _ => {}
+            _ => {
+                let half = |old: u64, high: bool| {
+                    let v = u64::from(v);
+                    if high {
+                        (old & 0xffff_ffff) | (v << 32)
+                    } else {
+                        (old & !0xffff_ffff) | v
+                    }
+                };
+                use vm_memory::GuestAddress as A;
+                let r = match offset {
+                    r::QUEUE_DESC_LOW | r::QUEUE_DESC_HIGH => {
+                        let a = half(q.desc_table(), offset == r::QUEUE_DESC_HIGH);
+                        q.try_set_desc_table_address(A(a))
+                            .map(|()| ("descriptor table", a))
+                    }
+                    r::QUEUE_DRIVER_LOW | r::QUEUE_DRIVER_HIGH => {
+                        let a = half(q.avail_ring(), offset == r::QUEUE_DRIVER_HIGH);
+                        q.try_set_avail_ring_address(A(a))
+                            .map(|()| ("avail ring", a))
+                    }
+                    _ => {
+                        let a = half(q.used_ring(), offset == r::QUEUE_DEVICE_HIGH);
+                        q.try_set_used_ring_address(A(a)).map(|()| ("used ring", a))
+                    }
+                };
+                if let Err(e) = r {
+                    self.fault(&format_args!(
+                        "queue {sel}: write {v:#x} at {offset:#x}: {e}"
+                    ));
+                }
+            }
         }
     }
 
@@ -697,6 +731,17 @@ mod tests {
         wr(&mut d, r::QUEUE_READY, 1);
         assert_ne!(rd(&mut d, r::STATUS) & s::DEVICE_NEEDS_RESET, 0);
         assert_eq!(rd(&mut d, r::QUEUE_READY), 0);
+    }
+
+    #[test]
+    fn misaligned_ring_needs_reset() {
+        let mut d = rng_device();
+        wr(&mut d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER);
+        wr(&mut d, r::DRIVER_FEATURES_SEL, 1);
+        wr(&mut d, r::DRIVER_FEATURES, 1);
+        wr(&mut d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK);
+        wr(&mut d, r::QUEUE_DESC_LOW, 0x1008);
+        assert_ne!(rd(&mut d, r::STATUS) & s::DEVICE_NEEDS_RESET, 0);
     }
 
     #[test]
