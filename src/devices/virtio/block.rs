@@ -231,7 +231,8 @@ impl Disk {
 
     /// Runs a checked request; returns how many data bytes went to the guest.
     pub fn execute(&mut self, mem: &GuestMemoryMmap, req: &Request) -> Result<u32, BlockError> {
-        let mut offset = req.sector * SECTOR_SIZE;
+        // Checked against the capacity for IN and OUT; FLUSH and GET_ID ignore it.
+        let mut offset = req.sector.wrapping_mul(SECTOR_SIZE);
         match req.kind {
             RequestKind::In | RequestKind::Out => {
                 for d in &req.data {
@@ -514,6 +515,17 @@ mod tests {
         let mut id = [0u8; 20];
         r.mem.read_slice(&mut id, GuestAddress(BUF)).unwrap();
         assert_eq!(&id, b"rootfs-drive-id-long");
+    }
+
+    #[test]
+    fn sector_of_flush_and_get_id_is_ignored() {
+        // Found by fuzzing: the sector of these requests was multiplied unchecked.
+        let mut r = rig(1, false);
+        assert_eq!(
+            r.submit(VIRTIO_BLK_T_GET_ID, u64::MAX, &[(BUF, 20, true)]),
+            (0, 21)
+        );
+        assert_eq!(r.submit(VIRTIO_BLK_T_FLUSH, u64::MAX, &[]), (0, 1));
     }
 
     #[test]

@@ -739,7 +739,11 @@ mod tests {
         wr(&mut d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER);
         wr(&mut d, r::DRIVER_FEATURES_SEL, 1);
         wr(&mut d, r::DRIVER_FEATURES, 1);
-        wr(&mut d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK);
+        wr(
+            &mut d,
+            r::STATUS,
+            s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK,
+        );
         wr(&mut d, r::QUEUE_DESC_LOW, 0x1008);
         assert_ne!(rd(&mut d, r::STATUS) & s::DEVICE_NEEDS_RESET, 0);
     }
