@@ -434,6 +434,52 @@ mod tests {
     }
 
     #[test]
+    fn firecracker_config_with_all_four_devices() {
+        let d = disk();
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"{{
+              "boot-source": {{"kernel_image_path": "vmlinux", "boot_args": "console=ttyS0 reboot=k panic=1"}},
+              "drives": [{{"drive_id": "rootfs", "path_on_host": "{}", "is_root_device": true,
+                          "is_read_only": false, "partuuid": null, "cache_type": "Unsafe",
+                          "io_engine": "Sync", "rate_limiter": null, "socket": null}}],
+              "machine-config": {{"vcpu_count": 2, "mem_size_mib": 1024, "smt": false}},
+              "network-interfaces": [{{"iface_id": "eth0", "guest_mac": "06:00:AC:10:00:02",
+                                      "host_dev_name": "tap0", "rx_rate_limiter": null, "tx_rate_limiter": null}}],
+              "vsock": {{"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "{}"}},
+              "entropy": {{"rate_limiter": null}},
+              "logger": null, "metrics": null, "mmds-config": null, "balloon": null, "cpu-config": null
+            }}"#,
+            d.path().display(),
+            dir.path().join("v.sock").display()
+        );
+        let v = validate_devices(&cfg(&text)).unwrap();
+        assert_eq!(v.count(), 4);
+        assert_eq!(v.nets[0].mac, Some([6, 0, 0xac, 0x10, 0, 2]));
+        assert_eq!(v.nets[0].tap, TapSource::Name("tap0".into()));
+        assert_eq!(v.vsock.as_ref().unwrap().cid, 3);
+        let words = v.cmdline_words();
+        assert_eq!(&words[..2], &["root=/dev/vda", "rw"]);
+        assert_eq!(words[5], "virtio_mmio.device=4K@0xd0003000:8");
+        assert_eq!(words.len(), 6);
+    }
+
+    #[test]
+    fn too_many_devices_are_refused() {
+        let d = disk();
+        let drives: Vec<String> = (0..20)
+            .map(|i| {
+                format!(
+                    r#"{{"drive_id": "d{i}", "path_on_host": "{}", "is_root_device": false}}"#,
+                    d.path().display()
+                )
+            })
+            .collect();
+        let c = cfg(&format!(r#"{{"drives": [{}]}}"#, drives.join(",")));
+        assert!(err(&c).contains("at most 19 virtio devices"), "{}", err(&c));
+    }
+
+    #[test]
     fn partuuid_root_and_rw() {
         let d = disk();
         let c = cfg(&format!(
