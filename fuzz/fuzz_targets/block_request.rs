@@ -31,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
                 // Checked reads and writes never reach past the disk (FLUSH and
                 // GET_ID ignore the sector).
                 if matches!(req.kind, RequestKind::In | RequestKind::Out) {
-                    let end = req.sector.checked_mul(512).and_then(|s| s.checked_add(req.data_len));
+                    let end = req
+                        .sector
+                        .checked_mul(512)
+                        .and_then(|s| s.checked_add(req.data_len));
                     assert!(end.is_some_and(|e| e <= disk.capacity() * 512));
                     assert_eq!(req.data_len % 512, 0);
                 }

@@ -2,7 +2,9 @@
 //! the host's CONNECT line.
 #![no_main]
 
-use caisson::devices::virtio::vsock::packet::{parse_connect, parse_tx, Header, HDR_LEN, MAX_PAYLOAD};
+use caisson::devices::virtio::vsock::packet::{
+    parse_connect, parse_tx, Header, HDR_LEN, MAX_PAYLOAD,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,6 +22,11 @@ fuzz_target!(|data: &[u8]| {
             .and_then(|d| d.strip_suffix(b"\n"))
             .expect("CONNECT <digits>\\n");
         assert!(digits.iter().all(u8::is_ascii_digit));
-        assert_eq!(std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()), Some(port));
+        assert_eq!(
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse().ok()),
+            Some(port)
+        );
     }
 });

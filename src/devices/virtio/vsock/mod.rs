@@ -72,6 +72,9 @@ pub const BUF_ALLOC: u32 = 256 << 10;
 pub const CREDIT_UPDATE_THRESHOLD: u32 = BUF_ALLOC / 4;
 /// First host port handed out for host-initiated connections.
 pub const FIRST_HOST_PORT: u32 = 1 << 30;
+/// Most open connections (guest- and host-initiated, plus host connections
+/// that have not sent their CONNECT line); further ones are refused.
+pub const MAX_CONNECTIONS: usize = 1024;
 /// Longest `CONNECT <port>\n` line.
 pub const MAX_CONNECT_LINE: usize = 32;
 
@@ -279,6 +282,10 @@ impl Vsock {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
+                    if self.conns.len() + self.pending.len() >= MAX_CONNECTIONS {
+                        log::warn!("virtio-vsock: {MAX_CONNECTIONS} connections are open; host connection refused");
+                        continue;
+                    }
                     if stream.set_nonblocking(true).is_err() {
                         continue;
                     }
@@ -352,6 +359,14 @@ impl Vsock {
             return;
         }
         if h.op == OP_REQUEST {
+            if self.conns.len() + self.pending.len() >= MAX_CONNECTIONS {
+                warn(&format_args!(
+                    "REQUEST to port {}: {MAX_CONNECTIONS} connections are open; refused",
+                    h.dst_port
+                ));
+                self.send_ctrl(key, OP_RST);
+                return;
+            }
             if self.conns.contains_key(&key) {
                 warn(&format_args!(
                     "REQUEST for existing connection {key:?}; reset"
