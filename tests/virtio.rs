@@ -155,7 +155,13 @@ fn rng_run(dir: &Path) -> (u32, u32, String) {
     );
     let out = run(&cfg);
     assert_eq!(out.code, Some(0), "{out:?}");
-    let l = line_with(&out, "rng: ");
+    // The only device: IRQ 5, whose irqfd raised IOAPIC pin 5 (vector 0x45).
+    assert!(
+        out.lines()
+            .contains(&"rng: irq 5 vector 45 pending before 0 after 1, isr 1"),
+        "{out:?}"
+    );
+    let l = line_with(&out, "rng: 4096");
     // "rng: <len> bytes, <distinct> distinct, hash <hex>"
     let w: Vec<&str> = l.split_whitespace().collect();
     (
