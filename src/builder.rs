@@ -49,6 +49,8 @@ pub enum BuildError {
     Vcpu(#[from] VcpuError),
     #[error(transparent)]
     Vm(#[from] VmError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("cannot create an eventfd for {what}: {source}")]
     EventFd {
         what: &'static str,
@@ -197,9 +199,19 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         None => None,
     };
     let cmdline_len = boot::load_cmdline(&mem, &cfg.cmdline)?;
-    boot::write_zero_page(&mem, cfg.mem_size_mib << 20, &kernel, cmdline_len, initrd)?;
+    // A kernel with a PVH entry is started through it, as Firecracker does.
+    let (protocol, entry) = match kernel.pvh_entry {
+        Some(pvh) => {
+            boot::write_pvh_start_info(&mem, cfg.mem_size_mib << 20, initrd)?;
+            (regs::BootProtocol::Pvh, pvh)
+        }
+        None => {
+            boot::write_zero_page(&mem, cfg.mem_size_mib << 20, &kernel, cmdline_len, initrd)?;
+            (regs::BootProtocol::Linux64, kernel.entry)
+        }
+    };
     mptable::setup(&mem, cfg.vcpu_count)?;
-    regs::write_boot_tables(&mem)?;
+    regs::write_boot_tables(&mem, protocol)?;
 
     let exit = Arc::new(ExitSignal::new().map_err(|source| BuildError::EventFd {
         what: "the exit signal",
@@ -220,6 +232,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         log::info!("host has no VMX/SVM: hiding CPUID features KVM's emulator cannot run");
     }
     vcpu::install_kick_handler()?;
+    crate::seccomp::install_sigsys_handler()?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::with_capacity(usize::from(cfg.vcpu_count));
     for index in 0..cfg.vcpu_count {
@@ -241,8 +254,8 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
             exit.clone(),
             stop.clone(),
         );
-        v.configure(&vcpu_cpuid, kernel.entry)?;
-        handles.push(v.spawn()?);
+        v.configure(&vcpu_cpuid, entry, protocol)?;
+        handles.push(v.spawn(cfg.seccomp.clone())?);
     }
 
     let serial_input = matches!(cfg.serial, SerialSink::Stdout).then_some(serial);
@@ -253,6 +266,11 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
     let mut vm = Vm::new(handles, exit, stop, serial_input, resources)?;
     for s in virtio {
         vm.add_subscriber(s);
+    }
+    // Last step before any guest code runs: confine the main thread too.
+    match &cfg.seccomp {
+        Some(f) => f.install(crate::seccomp::ThreadKind::Vmm)?,
+        None => log::warn!("seccomp is off: the VMM runs without syscall filters"),
     }
     vm.resume();
     Ok(vm)

@@ -299,6 +299,8 @@ pub struct ValidConfig {
     pub serial: SerialSink,
     /// The virtio devices; their command-line words are already in `cmdline`.
     pub virtio: VirtioConfig,
+    /// Per-thread seccomp filters; `None` only with `--no-seccomp`.
+    pub seccomp: Option<crate::seccomp::Filters>,
 }
 
 /// Values from the command line that override the file.
@@ -393,6 +395,7 @@ impl VmConfig {
             mem_size_mib: mem,
             serial,
             virtio,
+            seccomp: None,
         })
     }
 

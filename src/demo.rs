@@ -10,7 +10,12 @@ pub const GUEST_BUILD_DIR: &str = env!("CAISSON_GUEST_DIR");
 pub static DEMO_GUEST: &[u8] = include_bytes!(concat!(env!("CAISSON_GUEST_DIR"), "/demo.elf"));
 
 /// The demo VM: 1 vCPU, 128 MiB, serial on stdout.
-pub fn demo_config(id: &str, cmdline: &str, vcpus: u8) -> ValidConfig {
+pub fn demo_config(
+    id: &str,
+    cmdline: &str,
+    vcpus: u8,
+    seccomp: Option<crate::seccomp::Filters>,
+) -> ValidConfig {
     ValidConfig {
         id: id.to_string(),
         kernel: KernelSource::Embedded(DEMO_GUEST),
@@ -21,5 +26,6 @@ pub fn demo_config(id: &str, cmdline: &str, vcpus: u8) -> ValidConfig {
         mem_size_mib: 128,
         serial: SerialSink::Stdout,
         virtio: Default::default(),
+        seccomp,
     }
 }

@@ -11,5 +11,6 @@ pub mod devices;
 pub mod exit;
 pub mod logger;
 pub mod memory;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

@@ -90,12 +90,19 @@ pub fn init(
     show_origin: bool,
 ) -> Result<(), LoggerError> {
     let out: Box<dyn Write + Send> = match path {
-        Some(p) => Box::new(File::options().create(true).append(true).open(p).map_err(
-            |source| LoggerError::Open {
-                path: p.to_path_buf(),
-                source,
-            },
-        )?),
+        Some(p) => {
+            let file = File::options()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|source| LoggerError::Open {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+            // The SIGSYS handler cannot take the logger's lock; it writes here directly.
+            crate::seccomp::set_log_fd(std::os::fd::AsRawFd::as_raw_fd(&file));
+            Box::new(file)
+        }
         None => Box::new(std::io::stderr()),
     };
     let logger = Logger {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use caisson::config::{self, Overrides, VmConfig, DEFAULT_ID};
 use caisson::exit::code;
-use caisson::{builder, demo, logger};
+use caisson::{builder, demo, logger, seccomp};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -33,6 +33,9 @@ enum Command {
         /// Extra words for the demo guest's command line.
         #[arg(long, default_value = "")]
         cmdline: String,
+        /// Do not install seccomp filters (debugging only).
+        #[arg(long)]
+        no_seccomp: bool,
     },
 }
 
@@ -74,6 +77,10 @@ struct RunArgs {
     /// Do not install seccomp filters (debugging only).
     #[arg(long)]
     no_seccomp: bool,
+    /// Use the filters in this seccompiler JSON file (keys `vmm` and `vcpu`)
+    /// instead of the built-in ones.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_seccomp")]
+    seccomp_filter: Option<PathBuf>,
     /// Kernel image (ELF vmlinux or bzImage); overrides boot-source.kernel_image_path.
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
@@ -170,9 +177,6 @@ fn run(args: RunArgs) -> Result<i32, Failure> {
             sock.display()
         );
     }
-    if args.no_seccomp {
-        log::warn!("--no-seccomp: seccomp filters are not installed");
-    }
     vm_config.apply(&Overrides {
         kernel: args.kernel.clone(),
         initrd: args.initrd.clone(),
@@ -183,25 +187,50 @@ fn run(args: RunArgs) -> Result<i32, Failure> {
     });
     // Without /dev/kvm the static checks still run; building then reports KVM's error.
     let max_vcpus = builder::kvm_max_vcpus().unwrap_or(config::MAX_VCPUS_MPTABLE);
-    let cfg = vm_config
+    let mut cfg = vm_config
         .validate(&args.id, max_vcpus)
         .map_err(Failure::input)?;
+    cfg.seccomp = seccomp_filters(args.no_seccomp, args.seccomp_filter.as_deref())?;
     run_vm(&cfg)
 }
 
-fn demo(vcpus: u8, cmdline: &str) -> Result<i32, Failure> {
+/// The filters to install: built in, from a file, or none (with a warning).
+fn seccomp_filters(
+    off: bool,
+    file: Option<&std::path::Path>,
+) -> Result<Option<seccomp::Filters>, Failure> {
+    if off {
+        eprintln!(
+            "caisson: warning: --no-seccomp: the VMM runs without seccomp filters (debugging only)"
+        );
+        return Ok(None);
+    }
+    match file {
+        Some(path) => seccomp::Filters::from_json_file(path)
+            .map(Some)
+            .map_err(Failure::input),
+        None => seccomp::Filters::embedded().map(Some).map_err(Failure::vmm),
+    }
+}
+
+fn demo(vcpus: u8, cmdline: &str, no_seccomp: bool) -> Result<i32, Failure> {
     logger::init("demo", log::LevelFilter::Warn, None, false, false).map_err(Failure::vmm)?;
     let max = builder::kvm_max_vcpus().map_err(Failure::vmm)?;
     if vcpus == 0 || u64::from(vcpus) > max.min(config::MAX_VCPUS_MPTABLE) {
         return Err(Failure::input(format!("--vcpus: {vcpus} is out of range")));
     }
-    run_vm(&demo::demo_config("demo", cmdline, vcpus))
+    let filters = seccomp_filters(no_seccomp, None)?;
+    run_vm(&demo::demo_config("demo", cmdline, vcpus, filters))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Demo { vcpus, cmdline }) => demo(vcpus, &cmdline),
+        Some(Command::Demo {
+            vcpus,
+            cmdline,
+            no_seccomp,
+        }) => demo(vcpus, &cmdline, no_seccomp),
         None => run(cli.run),
     };
     match result {

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -15,6 +15,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use crate::arch::x86_64::{lapic, msr, regs};
 use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, ExitSignal};
+use crate::seccomp::{Filters, SeccompError, ThreadKind};
 
 /// The signal that kicks a vCPU out of KVM_RUN.
 pub fn kick_signal() -> i32 {
@@ -40,6 +41,10 @@ pub enum VcpuError {
     Signal(vmm_sys_util::errno::Error),
     #[error("cannot spawn the thread of vCPU {vcpu}: {source}")]
     Spawn { vcpu: u8, source: std::io::Error },
+    #[error("vCPU {vcpu}: {source}")]
+    Seccomp { vcpu: u8, source: SeccompError },
+    #[error("vCPU {vcpu}: the thread ended before it was ready")]
+    NotReady { vcpu: u8 },
 }
 
 thread_local! {
@@ -126,7 +131,12 @@ impl Vcpu {
     }
 
     /// Sets CPUID, MSRs, registers, FPU and LAPIC for the boot protocol.
-    pub fn configure(&self, cpuid: &CpuId, entry: u64) -> Result<(), VcpuError> {
+    pub fn configure(
+        &self,
+        cpuid: &CpuId,
+        entry: u64,
+        protocol: regs::BootProtocol,
+    ) -> Result<(), VcpuError> {
         self.kvm("KVM_SET_CPUID2", self.fd.set_cpuid2(cpuid))?;
         let msrs = msr::boot_msrs().map_err(|source| VcpuError::MsrList {
             vcpu: self.index,
@@ -140,9 +150,12 @@ impl Vcpu {
                 wanted: msrs.as_slice().len(),
             });
         }
-        self.kvm("KVM_SET_REGS", self.fd.set_regs(&regs::boot_regs(entry)))?;
+        self.kvm(
+            "KVM_SET_REGS",
+            self.fd.set_regs(&regs::boot_regs(entry, protocol)),
+        )?;
         let mut sregs = self.kvm("KVM_GET_SREGS", self.fd.get_sregs())?;
-        regs::set_long_mode_sregs(&mut sregs);
+        regs::set_boot_sregs(&mut sregs, protocol);
         self.kvm("KVM_SET_SREGS", self.fd.set_sregs(&sregs))?;
         self.kvm("KVM_SET_FPU", self.fd.set_fpu(&regs::boot_fpu()))?;
         let mut lapic_state = self.kvm("KVM_GET_LAPIC", self.fd.get_lapic())?;
@@ -151,17 +164,39 @@ impl Vcpu {
         Ok(())
     }
 
-    /// Starts the thread, paused until [`VcpuHandle::resume`].
-    pub fn spawn(self) -> Result<VcpuHandle, VcpuError> {
+    /// Starts the thread, which installs its seccomp filter and then stays paused
+    /// until [`VcpuHandle::resume`]. Returns once the filter is in place.
+    pub fn spawn(self, filters: Option<Filters>) -> Result<VcpuHandle, VcpuError> {
         let index = self.index;
         let (resume, resumed) = channel();
+        let (ready_tx, ready) = sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
-            .spawn(move || self.thread_main(resumed))
+            .spawn(move || {
+                let installed = match &filters {
+                    Some(f) => f.install(ThreadKind::Vcpu),
+                    None => Ok(()),
+                };
+                let ok = installed.is_ok();
+                let _ = ready_tx.send(installed);
+                if ok {
+                    self.thread_main(resumed);
+                }
+            })
             .map_err(|source| VcpuError::Spawn {
                 vcpu: index,
                 source,
             })?;
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                return Err(VcpuError::Seccomp {
+                    vcpu: index,
+                    source,
+                })
+            }
+            Err(_) => return Err(VcpuError::NotReady { vcpu: index }),
+        }
         Ok(VcpuHandle {
             index,
             thread,

@@ -77,9 +77,41 @@ impl MutEventSubscriber for SignalWatcher {
     }
 }
 
-/// Feeds stdin to the serial port.
+/// Feeds stdin to the serial port. On a terminal, input is passed through raw
+/// (no line editing, no echo) while the VM runs, as Firecracker does; Ctrl-C
+/// still stops the VMM.
 struct SerialInput {
     serial: Arc<Mutex<SerialDevice>>,
+    saved_termios: Option<nix::sys::termios::Termios>,
+}
+
+impl SerialInput {
+    fn new(serial: Arc<Mutex<SerialDevice>>) -> Self {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        let stdin = std::io::stdin();
+        let saved_termios = tcgetattr(&stdin).ok();
+        if let Some(saved) = &saved_termios {
+            let mut raw = saved.clone();
+            nix::sys::termios::cfmakeraw(&mut raw);
+            raw.local_flags |= LocalFlags::ISIG;
+            if let Err(e) = tcsetattr(&stdin, SetArg::TCSANOW, &raw) {
+                log::warn!("cannot put the terminal in raw mode: {e}");
+            }
+        }
+        Self {
+            serial,
+            saved_termios,
+        }
+    }
+}
+
+impl Drop for SerialInput {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved_termios {
+            let stdin = std::io::stdin();
+            let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, saved);
+        }
+    }
 }
 
 impl MutEventSubscriber for SerialInput {
@@ -131,7 +163,7 @@ impl Vm {
             exit: exit.clone(),
         })));
         if let Some(serial) = serial_input {
-            events.add_subscriber(Arc::new(Mutex::new(SerialInput { serial })));
+            events.add_subscriber(Arc::new(Mutex::new(SerialInput::new(serial))));
         }
         Ok(Self {
             vcpus,

@@ -20,6 +20,47 @@ fn hello_prints_and_resets_with_exit_0() {
 }
 
 #[test]
+fn hello_boots_as_a_bzimage() {
+    require_kvm();
+    let bz = std::path::Path::new(caisson::demo::GUEST_BUILD_DIR).join("hello.bzImage");
+    let out = caisson(&["--kernel", bz.to_str().unwrap(), "--vcpus", "2"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.lines().contains(&"Hello from the Caisson hello guest"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn pvh_note_boots_through_the_pvh_entry() {
+    let dir = tempdir();
+    let initrd = dir.path().join("initrd");
+    std::fs::write(&initrd, b"initrd").unwrap();
+    let out = boot(
+        "pvh",
+        &[
+            "--cmdline",
+            "console=ttyS0 pvh=yes",
+            "--initrd",
+            initrd.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        out.lines(),
+        [
+            "pvh: start_info ok",
+            "pvh: cmdline console=ttyS0 pvh=yes",
+            "pvh: memmap 2 modules 1"
+        ],
+        "{out:?}"
+    );
+    // Above the MMIO gap the memory map has a third entry; no initrd, no module.
+    let out = boot("pvh", &["--mem-mib", "4096"]);
+    assert!(out.lines().contains(&"pvh: memmap 3 modules 0"), "{out:?}");
+}
+
+#[test]
 fn hello_boots_from_a_firecracker_config_file() {
     require_kvm();
     let dir = tempdir();
@@ -181,31 +222,9 @@ fn demo_prints_its_banner() {
     assert!(out.lines().contains(&"demo: 1 vcpus"), "{out:?}");
 }
 
-/// Starts the demo guest waiting for serial input; returns the child once it waits.
-fn waiting_demo() -> (std::process::Child, BufReader<std::process::ChildStdout>) {
-    require_kvm();
-    let mut child = Command::new(CAISSON)
-        .args(["demo", "--cmdline", "caisson.demo_wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("demo: waiting for input") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "demo ended before waiting"
-        );
-    }
-    (child, reader)
-}
-
 #[test]
 fn serial_input_reaches_the_guest() {
-    let (mut child, mut reader) = waiting_demo();
+    let (mut child, mut reader) = waiting_demo(&[]);
     child.stdin.as_mut().unwrap().write_all(b"x").unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
@@ -216,9 +235,54 @@ fn serial_input_reaches_the_guest() {
 
 #[test]
 fn sigterm_stops_the_vm_cleanly() {
-    let (child, _reader) = waiting_demo();
+    let (child, _reader) = waiting_demo(&[]);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = wait_output(child, Duration::from_secs(30));
     assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+/// On a terminal the serial console is raw while the VM runs and restored after.
+#[test]
+fn terminal_is_raw_during_the_run_and_restored_after() {
+    use nix::pty::{openpty, OpenptyResult};
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::os::fd::AsFd;
+    require_kvm();
+    let OpenptyResult { master, slave } = openpty(None, None).unwrap();
+    let cooked = tcgetattr(slave.as_fd()).unwrap();
+    assert!(cooked
+        .local_flags
+        .contains(LocalFlags::ICANON | LocalFlags::ECHO));
+    let mut child = Command::new(CAISSON)
+        .args(["demo", "--cmdline", "caisson.demo_wait"])
+        .stdin(std::fs::File::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("demo: waiting for input") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "demo ended early");
+    }
+    let raw = tcgetattr(slave.as_fd()).unwrap();
+    assert!(
+        !raw.local_flags.contains(LocalFlags::ICANON),
+        "canonical mode still on"
+    );
+    assert!(!raw.local_flags.contains(LocalFlags::ECHO), "echo still on");
+    assert!(
+        raw.local_flags.contains(LocalFlags::ISIG),
+        "Ctrl-C must still stop the VMM"
+    );
+    nix::unistd::write(&master, b"k").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let after = tcgetattr(slave.as_fd()).unwrap();
+    assert_eq!(
+        after.local_flags, cooked.local_flags,
+        "terminal not restored"
+    );
 }

@@ -249,6 +249,13 @@ fn vsock_guest_and_host_initiated_echo_with_credit() {
     let (tx, rx) = std::sync::mpsc::channel();
     let echo = std::thread::spawn(move || {
         let (mut s, _) = l5000.accept().unwrap();
+        let second = std::thread::spawn(move || {
+            // The guest's last connection, dropped by a device reset: EOF.
+            let (mut s, _) = l5000.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut b = [0u8; 16];
+            s.read(&mut b).unwrap()
+        });
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 256];
@@ -261,11 +268,12 @@ fn vsock_guest_and_host_initiated_echo_with_credit() {
             s.write_all(&buf[..n]).unwrap();
         }
         tx.send(got).unwrap();
+        second
     });
     let got = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("guest-initiated connection");
-    echo.join().unwrap();
+    let second = echo.join().unwrap();
     assert_eq!(got, b"hello from the guest over vsock");
 
     // Host-initiated: CONNECT 6000, OK <port>, then 256 KiB echoed back.
@@ -308,7 +316,14 @@ fn vsock_guest_and_host_initiated_echo_with_credit() {
     assert_eq!(w[4], "262144", "{ok}");
     let max: u32 = w[9].parse().unwrap();
     assert!(max <= 65536, "device exceeded the guest's credit: {ok}");
-    assert!(!uds.exists(), "the VMM removes its socket on exit");
+    // The reset (on a vCPU thread, under its seccomp filter) closed the last
+    // connection and the VMM went on to a clean exit.
+    assert!(
+        out.lines()
+            .contains(&"vsock: reset with an open connection"),
+        "{out:?}"
+    );
+    assert_eq!(second.join().unwrap(), 0, "EOF on the reset connection");
 }
 
 /// A network namespace of the test's own: a thread that unshared its network

@@ -24,3 +24,8 @@ pub fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> 
         Err(p) => p.into_inner(),
     }
 }
+
+/// Every device's declared sandbox needs, for the jailer and the seccomp checks.
+pub fn all_sandbox_needs() -> Vec<SandboxNeeds> {
+    vec![serial::SANDBOX, i8042::SANDBOX, exit_port::SANDBOX]
+}

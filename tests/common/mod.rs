@@ -106,3 +106,33 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// Starts the demo guest with `caisson.demo_wait` (plus `extra` arguments) and
+/// returns once it waits for serial input, with its stdout reader.
+pub fn waiting_demo(
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    require_kvm();
+    let mut child = Command::new(CAISSON)
+        .args(["demo", "--cmdline", "caisson.demo_wait"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("demo: waiting for input") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the demo guest ended before waiting"
+        );
+    }
+    (child, reader)
+}

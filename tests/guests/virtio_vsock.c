@@ -4,7 +4,8 @@
  * host-initiated connection on port 6000 and echoes everything it receives
  * until the host shuts it down, honouring credit both ways: it advertises a
  * 64 KiB buffer, fails if the device ever sends past it, and never sends past
- * the device's credit.
+ * the device's credit.  Last, it opens a second connection to port 5000 and
+ * resets the device with it open.
  */
 #include "virtio.h"
 
@@ -224,7 +225,19 @@ int main(void)
 	}
 	vio_driver_ok(&dev);
 	int r = guest_initiated();
+	if (!r)
+		r = host_initiated();
 	if (r)
 		return r;
-	return host_initiated();
+
+	/* Reset the device with a connection open: the VMM must drop it cleanly. */
+	struct hdr h;
+	reset_conn(LOCAL_PORT + 1, OUT_PORT);
+	if (send(OP_REQUEST, 0, 0, 0) || recv(&h, 5000000) || h.op != OP_RESPONSE)
+		return 30;
+	vio_write(&dev, VIO_STATUS, 0);
+	if (vio_read(&dev, VIO_STATUS) != 0)
+		return 31;
+	rt_puts("vsock: reset with an open connection\n");
+	return 0;
 }

@@ -8,14 +8,19 @@ use std::path::Path;
 
 use linux_loader::cmdline::Cmdline;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
+use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
+use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{self, BzImage, Elf, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile};
 
 use super::layout::{
-    CMDLINE_START, EBDA_START, FIRST_ADDR_PAST_32BITS, HIMEM_START, MMIO_GAP_START, PAGE_SIZE,
-    ZERO_PAGE_START,
+    CMDLINE_START, EBDA_START, FIRST_ADDR_PAST_32BITS, HIMEM_START, MEMMAP_START, MMIO_GAP_START,
+    MODLIST_START, PAGE_SIZE, PVH_INFO_START, ZERO_PAGE_START,
 };
 use crate::config::{KernelFormat, KernelSource, MAX_CMDLINE_LEN};
 
@@ -55,14 +60,17 @@ pub enum BootError {
     Cmdline(String),
     #[error("cannot write the command line: {0}")]
     CmdlineWrite(loader::Error),
-    #[error("cannot write the zero page: {0}")]
+    #[error("cannot write the boot parameters: {0}")]
     ZeroPage(String),
 }
 
 /// What the loaders found, for the zero page and the vCPUs.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadedKernel {
+    /// The 64-bit entry point (Linux boot protocol).
     pub entry: u64,
+    /// The 32-bit PVH entry point, when the ELF image has a PVH note.
+    pub pvh_entry: Option<u64>,
     pub end: u64,
     pub setup_header: Option<setup_header>,
 }
@@ -84,6 +92,10 @@ fn load_from<F: Read + ReadVolatile + Seek>(
             let r = Elf::load(mem, None, image, himem).map_err(BootError::Kernel)?;
             Ok(LoadedKernel {
                 entry: r.kernel_load.raw_value(),
+                pvh_entry: match r.pvh_boot_cap {
+                    PvhBootCapability::PvhEntryPresent(a) => Some(a.raw_value()),
+                    _ => None,
+                },
                 end: r.kernel_end,
                 setup_header: None,
             })
@@ -97,6 +109,7 @@ fn load_from<F: Read + ReadVolatile + Seek>(
             }
             Ok(LoadedKernel {
                 entry: r.kernel_load.raw_value() + BZIMAGE_64BIT_ENTRY_OFFSET,
+                pvh_entry: None,
                 end: r.kernel_end,
                 setup_header: Some(hdr),
             })
@@ -227,6 +240,48 @@ pub fn write_zero_page(
     .map_err(|e| BootError::ZeroPage(e.to_string()))
 }
 
+const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
+
+/// Writes the PVH `hvm_start_info`, its memory map and the initrd module, for a
+/// kernel entered at its PVH entry point (32-bit, `ebx` = [`PVH_INFO_START`]).
+pub fn write_pvh_start_info(
+    mem: &GuestMemoryMmap,
+    ram_bytes: u64,
+    initrd: Option<LoadedInitrd>,
+) -> Result<(), BootError> {
+    let memmap: Vec<hvm_memmap_table_entry> = e820_map(ram_bytes)
+        .into_iter()
+        .map(|(addr, size, type_)| hvm_memmap_table_entry {
+            addr,
+            size,
+            type_,
+            reserved: 0,
+        })
+        .collect();
+    let start_info = hvm_start_info {
+        magic: XEN_HVM_START_MAGIC,
+        version: 1,
+        nr_modules: u32::from(initrd.is_some()),
+        modlist_paddr: if initrd.is_some() { MODLIST_START } else { 0 },
+        cmdline_paddr: CMDLINE_START,
+        memmap_paddr: MEMMAP_START,
+        memmap_entries: memmap.len() as u32,
+        ..Default::default()
+    };
+    let mut params = BootParams::new(&start_info, GuestAddress(PVH_INFO_START));
+    params.set_sections(&memmap, GuestAddress(MEMMAP_START));
+    if let Some(i) = initrd {
+        let module = hvm_modlist_entry {
+            paddr: i.addr,
+            size: i.size,
+            ..Default::default()
+        };
+        params.set_modules(&[module], GuestAddress(MODLIST_START));
+    }
+    PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&params, mem)
+        .map_err(|e| BootError::ZeroPage(format!("PVH start info: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +301,7 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("mem");
         let k = LoadedKernel {
             entry: 0x100000,
+            pvh_entry: None,
             end: 0x200000,
             setup_header: None,
         };

@@ -9,6 +9,13 @@ pub const BOOT_GDT: [u64; 4] = [
     gdt_entry(0xc093, 0, 0xfffff),
     gdt_entry(0x808b, 0, 0xfffff),
 ];
+/// Flat 32-bit code and data and a 32-bit TSS, for the PVH entry (protected mode).
+pub const PVH_GDT: [u64; 4] = [
+    gdt_entry(0, 0, 0),
+    gdt_entry(0xc09b, 0, 0xfffff),
+    gdt_entry(0xc093, 0, 0xfffff),
+    gdt_entry(0x008b, 0, 0x67),
+];
 pub const CODE_INDEX: u8 = 1;
 pub const DATA_INDEX: u8 = 2;
 pub const TSS_INDEX: u8 = 3;
@@ -70,6 +77,14 @@ mod tests {
         assert_eq!(cs.present, 1);
         assert_eq!(cs.type_, 0xb);
         assert_eq!(cs.limit, 0xffff_ffff);
+    }
+
+    #[test]
+    fn pvh_segments_are_32_bit() {
+        let cs = segment_from_gdt(PVH_GDT[CODE_INDEX as usize], CODE_INDEX);
+        assert_eq!((cs.l, cs.db, cs.limit), (0, 1, 0xffff_ffff));
+        let tr = segment_from_gdt(PVH_GDT[TSS_INDEX as usize], TSS_INDEX);
+        assert_eq!((tr.limit, tr.type_, tr.g), (0x67, 0xb, 0));
     }
 
     #[test]

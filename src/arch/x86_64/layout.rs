@@ -5,6 +5,10 @@
 pub const BOOT_GDT_START: u64 = 0x500;
 /// IDT used while booting (one null entry).
 pub const BOOT_IDT_START: u64 = 0x520;
+/// PVH boot: `hvm_start_info`, the module list (initrd) and the memory map.
+pub const PVH_INFO_START: u64 = 0x6000;
+pub const MODLIST_START: u64 = 0x6040;
+pub const MEMMAP_START: u64 = 0x7000;
 /// The Linux zero page (`struct boot_params`); its address goes in `rsi`.
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer.

@@ -273,6 +273,14 @@ impl MmioDevice {
             let (dev, mut ctx) = self.ctx();
             if let Err(e) = dev.activate(&mut ctx) {
                 self.fault(&e);
+                return;
+            }
+            // The device's first pass (buffers posted before DRIVER_OK, host data
+            // already waiting) runs on the event loop, not on this vCPU thread.
+            for evt in &self.queue_evts {
+                if let Err(e) = evt.write(1) {
+                    log::warn!("{}: cannot start the queues: {e}", self.name);
+                }
             }
             return;
         }

@@ -119,7 +119,9 @@ pub trait VirtioDevice: Send {
     fn config(&self) -> &[u8];
     /// A driver write into the configuration space (bounds already checked).
     fn write_config(&mut self, _offset: usize, _data: &[u8]) {}
-    /// The driver set DRIVER_OK: queues are valid from now on.
+    /// The driver set DRIVER_OK: queues are valid from now on. Runs on a vCPU
+    /// thread (whose sandbox is narrower); every queue is then run once on the
+    /// event loop.
     fn activate(&mut self, _ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
         Ok(())
     }
@@ -134,7 +136,8 @@ pub trait VirtioDevice: Send {
     fn process_fd(&mut self, _ctx: Option<&mut DeviceCtx>, _fd: RawFd) -> Result<(), VirtioError> {
         Ok(())
     }
-    /// The driver reset the device (status 0): drop all in-flight state.
+    /// The driver reset the device (status 0): drop all in-flight state. Runs on
+    /// a vCPU thread: no syscall beyond read, write and close.
     fn reset(&mut self) {}
 }
 

@@ -225,9 +225,6 @@ impl VirtioDevice for Net {
     fn config(&self) -> &[u8] {
         &self.config
     }
-    fn activate(&mut self, ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
-        self.pump_rx(ctx)
-    }
     fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
         match queue {
             TX_QUEUE => self.process_tx(ctx),

@@ -14,15 +14,17 @@
 //! Host sockets come and go, so the device watches them on an epoll fd of its
 //! own, which is the one host fd the event loop watches.
 //!
-//! Sandbox: binds `uds_path`, connects to `<uds_path>_<port>`; needs socket,
-//! bind, listen, accept4, connect, read, write, epoll_create1, epoll_ctl,
-//! epoll_wait, unlink.
+//! Sandbox: binds `uds_path` (before confinement), connects to
+//! `<uds_path>_<port>`; while running needs socket (AF_UNIX), connect, accept4,
+//! read, write, epoll_ctl, epoll_wait. Sockets are made non-blocking at creation
+//! (no fcntl/ioctl) and read with read(2). Like Firecracker, the VMM leaves
+//! `uds_path` in place when it exits.
 
 pub mod packet;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
@@ -48,17 +50,13 @@ pub const SANDBOX: SandboxNeeds = SandboxNeeds {
         "irqfd",
     ],
     syscalls: &[
-        "socket",
-        "bind",
-        "listen",
+        "socket(AF_UNIX)",
         "accept4",
         "connect",
         "read",
         "write",
-        "epoll_create1",
         "epoll_ctl",
         "epoll_wait",
-        "unlink",
     ],
 };
 
@@ -140,7 +138,7 @@ impl Conn {
     /// Writes buffered guest data to the host socket; false if the socket broke.
     fn flush(&mut self) -> bool {
         while !self.out.is_empty() {
-            match self.stream.write(&self.out) {
+            match sock_write(&self.stream, &self.out) {
                 Ok(0) => return false,
                 Ok(n) => {
                     self.out.drain(..n);
@@ -153,6 +151,43 @@ impl Conn {
         }
         true
     }
+}
+
+/// Accepts a connection, non-blocking from the start.
+fn accept_nonblocking(listener: &UnixListener) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{accept4, SockFlag};
+    let fd = accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    )?;
+    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+    Ok(UnixStream::from(unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }))
+}
+
+/// Connects to a Unix socket with a non-blocking socket.
+fn connect_nonblocking(path: &str) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(UnixStream::from(fd))
+}
+
+/// read(2) on a socket (std would use recvfrom, which the sandbox does not allow).
+fn sock_read(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    nix::unistd::read(stream, buf).map_err(std::io::Error::from)
+}
+
+/// write(2) on a socket (std would use sendto). SIGPIPE is ignored in Rust
+/// programs, so a closed peer is an EPIPE error.
+fn sock_write(stream: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
+    nix::unistd::write(stream, buf).map_err(std::io::Error::from)
 }
 
 /// Connections by (host port, guest port).
@@ -280,13 +315,10 @@ impl Vsock {
 
     fn accept_all(&mut self) {
         loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
+            match accept_nonblocking(&self.listener) {
+                Ok(stream) => {
                     if self.conns.len() + self.pending.len() >= MAX_CONNECTIONS {
                         log::warn!("virtio-vsock: {MAX_CONNECTIONS} connections are open; host connection refused");
-                        continue;
-                    }
-                    if stream.set_nonblocking(true).is_err() {
                         continue;
                     }
                     let fd = stream.as_raw_fd();
@@ -307,7 +339,7 @@ impl Vsock {
         };
         let mut byte = [0u8; 1];
         let done = loop {
-            match stream.read(&mut byte) {
+            match sock_read(stream, &mut byte) {
                 Ok(0) => break Err("closed before CONNECT"),
                 Ok(_) => {
                     line.push(byte[0]);
@@ -375,7 +407,7 @@ impl Vsock {
                 return;
             }
             let path = format!("{}_{}", self.uds_path.display(), h.dst_port);
-            match UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+            match connect_nonblocking(&path) {
                 Ok(stream) => {
                     let fd = stream.as_raw_fd();
                     let mut c = Conn::new(stream, State::Established);
@@ -507,7 +539,7 @@ impl Vsock {
                 continue;
             }
             self.buf.resize(n, 0);
-            match c.stream.read(&mut self.buf) {
+            match sock_read(&c.stream, &mut self.buf) {
                 Ok(0) => {
                     c.eof = true;
                     let mut h = self.header(key, OP_SHUTDOWN, self.conns.get(&key));
@@ -627,12 +659,6 @@ impl Vsock {
     }
 }
 
-impl Drop for Vsock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.uds_path);
-    }
-}
-
 impl VirtioDevice for Vsock {
     fn device_type(&self) -> u32 {
         device_type::VSOCK
@@ -645,9 +671,6 @@ impl VirtioDevice for Vsock {
     }
     fn config(&self) -> &[u8] {
         &self.config
-    }
-    fn activate(&mut self, ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
-        self.pump_rx(ctx)
     }
     fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
         match queue {
@@ -678,16 +701,12 @@ impl VirtioDevice for Vsock {
             }
         }
     }
+    /// Runs on the vCPU thread: only closes sockets (which also takes them out
+    /// of the device's epoll set), so it needs no syscall beyond close.
     fn reset(&mut self) {
-        let keys: Vec<Key> = self.conns.keys().copied().collect();
-        for k in keys {
-            self.remove(k);
-        }
-        let fds: Vec<RawFd> = self.pending.keys().copied().collect();
-        for fd in fds {
-            self.unwatch(fd);
-            self.pending.remove(&fd);
-        }
+        self.conns.clear();
+        self.by_fd.clear();
+        self.pending.clear();
         self.ctrl.clear();
     }
 }
@@ -699,6 +718,7 @@ mod tests {
     use crate::devices::virtio::mmio::testing::*;
     use crate::devices::virtio::mmio::MmioDevice;
     use crate::devices::virtio::registers as r;
+    use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
