@@ -46,9 +46,12 @@ static void submit(int s, u32 type, u64 sector, u32 len)
 	q.avail[1] = q.avail_idx;
 }
 
+/* Notifies unless the device said it is still working (VRING_USED_F_NO_NOTIFY). */
 static void kick(void)
 {
 	vio_barrier();
+	if (q.used_hdr[0] & 1)
+		return;
 	vio_write(&dev, VIO_QUEUE_NOTIFY, 0);
 	kicks++;
 }
