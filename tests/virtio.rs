@@ -707,3 +707,27 @@ fn block_bench_reports_every_workload() {
         );
     }
 }
+
+#[test]
+fn block_guest_failure_is_exit_65() {
+    // 16 sectors cannot hold the guest's pattern at sectors 8..72: the device
+    // answers IOERR, the guest exits with status 2, caisson with 65.
+    let dir = tempdir();
+    let img = disk(dir.path(), 16);
+    let before = std::fs::read(&img).unwrap();
+    let cfg = config(
+        dir.path(),
+        "virtio_blk",
+        "console=ttyS0",
+        serde_json::json!({"drives": [{"drive_id": "small", "path_on_host": img,
+            "is_root_device": false}]}),
+    );
+    let out = run(&cfg);
+    assert_eq!(out.code, Some(65), "{out:?}");
+    assert!(out.lines().contains(&"blk: write failed 1"), "{out:?}");
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        before,
+        "nothing written past the end"
+    );
+}
