@@ -65,6 +65,22 @@ write("vsock_packet", "credit_request", vsock(7))
 write("vsock_packet", "shutdown", vsock(4))
 write("vsock_packet", "connect_line", b"CONNECT 5000\n")
 
+# vsock_device: the same packets in a TX queue (one readable descriptor each).
+def vsock_queue(packets):
+    mem = bytearray(0x800)
+    struct.pack_into("<HH", mem, AVAIL, 0, len(packets))
+    addr = 0x400
+    for i, p in enumerate(packets):
+        struct.pack_into("<QIHH", mem, DESC + 16 * i, addr, len(p), 0, 0)
+        struct.pack_into("<H", mem, AVAIL + 4 + 2 * i, i)
+        mem[addr:addr + len(p)] = p
+        addr += (len(p) + 15) // 16 * 16
+    return bytes(mem)
+
+
+write("vsock_device", "request_rw_credit", vsock_queue([vsock(1), vsock(5, b"data"), vsock(7), vsock(3)]))
+write("vsock_device", "shutdown", vsock_queue([vsock(4)]))
+
 frame = bytes(12) + b"\xff" * 6 + b"\x06\x00\xac\x10\x00\x02" + b"\x88\xb5" + b"hello".ljust(46, b"\0")
 write("net_header", "frame", frame)
 write("net_header", "csum_offload", b"\x01" + frame[1:])
