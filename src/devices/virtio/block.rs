@@ -205,6 +205,12 @@ impl Disk {
     /// Wraps an open file; `drive_id` is the GET_ID serial (truncated to 20 bytes).
     pub fn new(file: File, read_only: bool, drive_id: &str) -> Result<Self, std::io::Error> {
         let size = file.metadata()?.len();
+        if size % SECTOR_SIZE != 0 {
+            log::warn!(
+                "drive {drive_id}: size {size} is not a multiple of {SECTOR_SIZE}; the last {} bytes are not visible to the guest",
+                size % SECTOR_SIZE
+            );
+        }
         let mut id = [0u8; ID_BYTES];
         let n = drive_id.len().min(ID_BYTES);
         id[..n].copy_from_slice(&drive_id.as_bytes()[..n]);
