@@ -701,13 +701,18 @@ impl VirtioDevice for Vsock {
             }
         }
     }
-    /// Runs on the vCPU thread: only closes sockets (which also takes them out
-    /// of the device's epoll set), so it needs no syscall beyond close.
+    /// Drops every connection the guest knew of. Host connections whose REQUEST
+    /// the guest has not seen yet (e.g. made before the driver came up, which
+    /// resets the device first) survive and are offered to the new driver.
+    /// Runs on the vCPU thread: it only closes sockets (which also takes them
+    /// out of the device's epoll set), so it needs no syscall beyond close.
     fn reset(&mut self) {
-        self.conns.clear();
-        self.by_fd.clear();
-        self.pending.clear();
-        self.ctrl.clear();
+        self.ctrl.retain(|h| h.op == OP_REQUEST);
+        let offered: Vec<Key> = self.ctrl.iter().map(|h| (h.src_port, h.dst_port)).collect();
+        self.conns
+            .retain(|k, c| c.state == State::HostConnecting && offered.contains(k));
+        let conns = &self.conns;
+        self.by_fd.retain(|_, k| conns.contains_key(k));
     }
 }
 
@@ -844,6 +849,37 @@ mod tests {
             buf_alloc: 4096,
             fwd_cnt: 0,
         }
+    }
+
+    #[test]
+    fn host_connect_before_driver_ok_waits_for_the_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let vs = Vsock::new(3, dir.path().join("v.sock")).unwrap();
+        let mut dev = MmioDevice::new("vsock".into(), Box::new(vs), mem.clone()).unwrap();
+        let fd = dev.device().host_fds()[0];
+        let mut s = UnixStream::connect(dir.path().join("v.sock")).unwrap();
+        s.write_all(b"CONNECT 9\n").unwrap();
+        for _ in 0..3 {
+            crate::devices::virtio::mmio::testing::host_fd(&mut dev, fd);
+        }
+        // The driver comes up with RX buffers already posted.
+        let mut r = Rig {
+            mem,
+            dev,
+            dir,
+            rx_posted: 0,
+            tx_sent: 0,
+            rx_seen: 0,
+        };
+        for _ in 0..4 {
+            r.post_rx();
+        }
+        bring_up(&mut r.dev, VIRTIO_F_VERSION_1, 16);
+        run_notified(&mut r.dev);
+        let got = r.received();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].op, got[0].dst_port), (OP_REQUEST, 9));
     }
 
     #[test]
