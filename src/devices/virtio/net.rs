@@ -167,12 +167,27 @@ impl Net {
             source,
         })?;
         let need = (VNET_HDR_LEN + frame.len()) as u64;
-        if !chain.readable.is_empty() || chain.writable_len() < need {
+        if !chain.readable.is_empty() {
             ctx.warn.warn(&format_args!(
-                "RX buffer {} is device-readable or smaller than {need} bytes; frame dropped",
+                "RX buffer {} has device-readable parts; returned unused",
                 chain.head
             ));
             complete(ctx, RX_QUEUE, chain.head, 0)?;
+            return Ok(true);
+        }
+        if chain.writable_len() < need {
+            // The frame is too big for the guest's buffers: drop it, keep the buffer.
+            log::debug!(
+                "virtio-net {}: {need}-byte frame does not fit RX buffer {} ({} bytes); dropped",
+                self.tap.name(),
+                chain.head,
+                chain.writable_len()
+            );
+            if let Some(q) = ctx.queues.get_mut(RX_QUEUE) {
+                use virtio_queue::QueueT;
+                let n = q.next_avail();
+                q.set_next_avail(n.wrapping_sub(1));
+            }
             return Ok(true);
         }
         scatter(ctx.mem, &chain.writable, 0, &rx_header());
