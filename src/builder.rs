@@ -22,6 +22,8 @@ use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, Vcpu, VcpuError};
 use crate::vm::{self, Vm, VmError};
 
+pub mod virtio_devices;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("cannot open /dev/kvm: {0}")]
@@ -54,6 +56,8 @@ pub enum BuildError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Virtio(#[from] virtio_devices::VirtioSetupError),
     #[error("cannot open the serial output {path}: {source}")]
     SerialOutput {
         path: std::path::PathBuf,
@@ -215,7 +219,9 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
     })?);
     let (pio, serial) = setup_legacy_devices(&vm, cfg, &exit)?;
     let pio = Arc::new(pio);
-    let mmio = Arc::new(Bus::new());
+    let mut mmio = Bus::new();
+    let virtio = virtio_devices::setup(&vm, &mem, &cfg.virtio, &mut mmio)?;
+    let mmio = Arc::new(mmio);
 
     let supported = kvm_call(
         "KVM_GET_SUPPORTED_CPUID",
@@ -257,7 +263,10 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         _vm: vm,
         _memory: mem,
     });
-    let vm = Vm::new(handles, exit, stop, serial_input, resources)?;
+    let mut vm = Vm::new(handles, exit, stop, serial_input, resources)?;
+    for s in virtio {
+        vm.add_subscriber(s);
+    }
     // Last step before any guest code runs: confine the main thread too.
     match &cfg.seccomp {
         Some(f) => f.install(crate::seccomp::ThreadKind::Vmm)?,

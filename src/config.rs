@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod devices;
+
+use devices::VirtioConfig;
+
 /// Firecracker's default kernel command line, used when `boot_args` is absent.
 pub const DEFAULT_BOOT_ARGS: &str =
     "reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce";
@@ -66,6 +70,12 @@ pub enum ConfigError {
         field: &'static str,
         value: String,
         reason: &'static str,
+    },
+    #[error("{field}: {value:?} is invalid: {reason}")]
+    Device {
+        field: String,
+        value: String,
+        reason: String,
     },
     #[error("cannot query KVM for the vCPU limit: {0}")]
     KvmQuery(String),
@@ -183,6 +193,9 @@ pub struct CaissonConfig {
     /// `"stdout"`, `"none"`, or a file path the serial output is appended to.
     #[serde(default)]
     pub serial: Option<String>,
+    /// Tap fds inherited from the jailer, by `iface_id` (see [`devices`]).
+    #[serde(default)]
+    pub net_fds: Option<std::collections::BTreeMap<String, i32>>,
 }
 
 /// The whole config file, in Firecracker's schema.
@@ -284,6 +297,8 @@ pub struct ValidConfig {
     pub vcpu_count: u8,
     pub mem_size_mib: u64,
     pub serial: SerialSink,
+    /// The virtio devices; their command-line words are already in `cmdline`.
+    pub virtio: VirtioConfig,
     /// Per-thread seccomp filters; `None` only with `--no-seccomp`.
     pub seccomp: Option<crate::seccomp::Filters>,
 }
@@ -346,6 +361,14 @@ impl VmConfig {
             .clone()
             .unwrap_or_else(|| DEFAULT_BOOT_ARGS.to_string());
         check_cmdline(&cmdline)?;
+        let virtio = devices::validate_devices(self)?;
+        let cmdline = [cmdline]
+            .into_iter()
+            .chain(virtio.cmdline_words())
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        check_cmdline(&cmdline)?;
 
         let max = max_vcpus.min(MAX_VCPUS_MPTABLE);
         let vcpus = self.machine_config.vcpu_count.unwrap_or(1);
@@ -371,6 +394,7 @@ impl VmConfig {
                 .map_err(|_| ConfigError::VcpuCount { value: vcpus, max })?,
             mem_size_mib: mem,
             serial,
+            virtio,
             seccomp: None,
         })
     }
@@ -404,11 +428,7 @@ impl VmConfig {
                 });
             }
         }
-        let unsupported: [(&'static str, bool); 8] = [
-            ("drives", !self.drives.is_empty()),
-            ("network-interfaces", !self.network_interfaces.is_empty()),
-            ("vsock", self.vsock.is_some()),
-            ("entropy", self.entropy.is_some()),
+        let unsupported: [(&'static str, bool); 4] = [
             (
                 "metrics",
                 self.metrics.as_ref().is_some_and(|v| !v.is_null()),

@@ -25,6 +25,7 @@ pub fn demo_config(
         vcpu_count: vcpus,
         mem_size_mib: 128,
         serial: SerialSink::Stdout,
+        virtio: Default::default(),
         seccomp,
     }
 }

@@ -174,6 +174,11 @@ impl Vm {
         })
     }
 
+    /// Adds a device's subscriber to the event loop (before [`Vm::resume`]).
+    pub fn add_subscriber(&mut self, s: Subscriber) {
+        self.events.add_subscriber(s);
+    }
+
     /// Lets every vCPU run.
     pub fn resume(&self) {
         for v in &self.vcpus {

@@ -4,6 +4,7 @@ pub mod bus;
 pub mod exit_port;
 pub mod i8042;
 pub mod serial;
+pub mod virtio;
 
 /// What a device needs from its sandbox: host paths, fds it holds, syscalls it makes
 /// on top of the VMM's base set. The jailer and the seccomp filters are checked

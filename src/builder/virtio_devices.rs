@@ -1,0 +1,117 @@
+//! Builds the virtio devices of a validated config: each gets a 4 KiB window in
+//! the MMIO gap and an IRQ (see [`placement`]), an irqfd, and one ioeventfd per
+//! queue on QueueNotify with the queue index as datamatch. The returned
+//! subscribers run the devices on the event loop.
+
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::{IoEventAddress, VmFd};
+use vm_memory::GuestMemoryMmap;
+
+use crate::config::devices::VirtioConfig;
+use crate::devices::bus::{Bus, BusError};
+use crate::devices::virtio::block::{Block, Disk};
+use crate::devices::virtio::mmio::{MmioDevice, MmioError};
+use crate::devices::virtio::registers::QUEUE_NOTIFY;
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::{placement, VirtioDevice, MMIO_WINDOW};
+use crate::vm::Subscriber;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioSetupError {
+    #[error("cannot open drive {id} ({path}): {source}")]
+    Drive {
+        id: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{device}: {what} failed: {source}")]
+    Kvm {
+        device: String,
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Mmio(#[from] MmioError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("{device}: {reason}")]
+    Device { device: String, reason: String },
+}
+
+/// A device and the name its log lines carry.
+type Named = (String, Box<dyn VirtioDevice>);
+
+/// The devices of `cfg`, in placement order.
+fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
+    let mut out: Vec<Named> = Vec::new();
+    for d in &cfg.drives {
+        let err = |source| VirtioSetupError::Drive {
+            id: d.id.clone(),
+            path: d.path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!d.read_only)
+            .open(&d.path)
+            .map_err(err)?;
+        let disk = Disk::new(file, d.read_only, &d.id).map_err(err)?;
+        out.push((format!("virtio-blk {}", d.id), Box::new(Block::new(disk))));
+    }
+    for n in &cfg.nets {
+        out.push((
+            format!("virtio-net {}", n.id),
+            crate::devices::virtio::net::from_config(n).map_err(|e| VirtioSetupError::Device {
+                device: format!("virtio-net {}", n.id),
+                reason: e.to_string(),
+            })?,
+        ));
+    }
+    if let Some(v) = &cfg.vsock {
+        out.push((
+            "virtio-vsock".into(),
+            crate::devices::virtio::vsock::from_config(v).map_err(|e| {
+                VirtioSetupError::Device {
+                    device: "virtio-vsock".into(),
+                    reason: e.to_string(),
+                }
+            })?,
+        ));
+    }
+    if cfg.entropy {
+        out.push(("virtio-rng".into(), Box::new(Rng::new())));
+    }
+    Ok(out)
+}
+
+/// Creates the devices, puts them on `mmio` and wires their eventfds into KVM.
+pub fn setup(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    cfg: &VirtioConfig,
+    mmio: &mut Bus,
+) -> Result<Vec<Subscriber>, VirtioSetupError> {
+    let mut subscribers: Vec<Subscriber> = Vec::new();
+    for (index, (name, dev)) in devices(cfg)?.into_iter().enumerate() {
+        let (addr, irq) = placement(index);
+        let dev = MmioDevice::new(name.clone(), dev, mem.clone())?;
+        let kvm = |what, r: Result<(), kvm_ioctls::Error>| {
+            r.map_err(|source| VirtioSetupError::Kvm {
+                device: name.clone(),
+                what,
+                source,
+            })
+        };
+        kvm("KVM_IRQFD", vm.register_irqfd(dev.irqfd(), irq))?;
+        for (q, evt) in dev.queue_eventfds().iter().enumerate() {
+            let notify = IoEventAddress::Mmio(addr + QUEUE_NOTIFY);
+            kvm("KVM_IOEVENTFD", vm.register_ioevent(evt, &notify, q as u32))?;
+        }
+        log::info!("{name}: MMIO {addr:#x}, IRQ {irq}");
+        let dev = Arc::new(Mutex::new(dev));
+        mmio.insert(addr, MMIO_WINDOW, dev.clone())?;
+        subscribers.push(dev);
+    }
+    Ok(subscribers)
+}

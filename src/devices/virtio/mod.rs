@@ -1,0 +1,168 @@
+//! Virtio devices over the virtio-mmio transport (virtio 1.x, register layout
+//! version 2).
+//!
+//! * [`mmio`]: the transport's register file and the per-device wrapper that is
+//!   both a [`crate::devices::bus::BusDevice`] (vCPU MMIO exits) and an
+//!   event-manager subscriber (queue notifications arrive on ioeventfds).
+//! * [`chain`]: descriptor chains read through virtio-queue and checked against
+//!   guest memory before any device looks at them.
+//! * [`block`], [`rng`], [`net`], [`vsock`]: the devices.
+//!
+//! Everything in guest memory is hostile. A malformed ring or chain (a loop, an
+//! address outside guest RAM, an oversize chain, a bad queue size) puts the device
+//! in DEVICE_NEEDS_RESET and raises a configuration-change interrupt; a well-formed
+//! chain carrying a bad request is completed with an error status or dropped. The
+//! VMM logs a rate-limited warning and keeps running.
+
+pub mod block;
+pub mod chain;
+pub mod interrupt;
+pub mod mmio;
+pub mod net;
+pub mod registers;
+pub mod rng;
+pub mod tap;
+pub mod vsock;
+pub mod warn;
+
+use std::os::fd::RawFd;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+
+use self::interrupt::Interrupt;
+use self::warn::WarnLimiter;
+
+/// `VIRTIO_F_VERSION_1`: the only transport feature every device offers.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Device status bits (virtio 1.2, 2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u32 = 1;
+    pub const DRIVER: u32 = 2;
+    pub const DRIVER_OK: u32 = 4;
+    pub const FEATURES_OK: u32 = 8;
+    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    pub const FAILED: u32 = 0x80;
+}
+
+/// Device type ids (virtio 1.2, 5).
+pub mod device_type {
+    pub const NET: u32 = 1;
+    pub const BLOCK: u32 = 2;
+    pub const RNG: u32 = 4;
+    pub const VSOCK: u32 = 19;
+}
+
+/// Size of each device's MMIO window.
+pub const MMIO_WINDOW: u64 = 0x1000;
+/// The first device's window, at the start of the MMIO gap.
+pub const MMIO_BASE: u64 = crate::arch::x86_64::layout::MMIO_GAP_START;
+/// The first device's IRQ (4 is the serial port's).
+pub const FIRST_IRQ: u32 = 5;
+/// Devices that fit: one IRQ line each, up to the IOAPIC's last.
+pub const MAX_DEVICES: usize =
+    (crate::arch::x86_64::layout::IRQ_MAX as usize) + 1 - FIRST_IRQ as usize;
+
+/// The MMIO window base and IRQ of the `index`th virtio device.
+pub fn placement(index: usize) -> (u64, u32) {
+    let i = index as u64;
+    (MMIO_BASE + i * MMIO_WINDOW, FIRST_IRQ + i as u32)
+}
+/// Largest queue any device offers.
+pub const QUEUE_MAX_SIZE: u16 = 256;
+
+/// A fault that leaves the device unusable until the driver resets it.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioError {
+    #[error("queue {queue}: {source}")]
+    Chain {
+        queue: usize,
+        source: chain::ChainError,
+    },
+    #[error("queue {queue}: cannot update the used ring: {source}")]
+    UsedRing {
+        queue: usize,
+        source: virtio_queue::Error,
+    },
+    #[error("queue {queue}: the ring is invalid (size {size}, desc {desc:#x}, avail {avail:#x}, used {used:#x})")]
+    InvalidQueue {
+        queue: usize,
+        size: u16,
+        desc: u64,
+        avail: u64,
+        used: u64,
+    },
+    #[error("{0}")]
+    Device(String),
+}
+
+/// What a device may touch while it works: guest memory, its queues, its interrupt,
+/// the negotiated features, and the fds it wants watched.
+pub struct DeviceCtx<'a> {
+    pub mem: &'a GuestMemoryMmap,
+    pub queues: &'a mut [Queue],
+    pub interrupt: &'a Interrupt,
+    pub warn: &'a mut WarnLimiter,
+    pub driver_features: u64,
+}
+
+/// One virtio device behind the MMIO transport.
+pub trait VirtioDevice: Send {
+    /// Device type id ([`device_type`]).
+    fn device_type(&self) -> u32;
+    /// Feature bits the device offers (including [`VIRTIO_F_VERSION_1`]).
+    fn features(&self) -> u64;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// The device-specific configuration space.
+    fn config(&self) -> &[u8];
+    /// A driver write into the configuration space (bounds already checked).
+    fn write_config(&mut self, _offset: usize, _data: &[u8]) {}
+    /// The driver set DRIVER_OK: queues are valid from now on. Runs on a vCPU
+    /// thread (whose sandbox is narrower); every queue is then run once on the
+    /// event loop.
+    fn activate(&mut self, _ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
+        Ok(())
+    }
+    /// The driver notified queue `queue`.
+    fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError>;
+    /// Host fds the event loop watches, edge-triggered, for the device's lifetime
+    /// (a tap, or an epoll fd of the device's own for sockets that come and go).
+    fn host_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
+    /// A watched host fd is ready; `ctx` is only given once the device is active.
+    fn process_fd(&mut self, _ctx: Option<&mut DeviceCtx>, _fd: RawFd) -> Result<(), VirtioError> {
+        Ok(())
+    }
+    /// The driver reset the device (status 0): drop all in-flight state. Runs on
+    /// a vCPU thread: no syscall beyond read, write and close.
+    fn reset(&mut self) {}
+}
+
+/// Completes `head` on queue `queue` with `len` bytes written, and interrupts the
+/// driver if it asked for it.
+pub fn complete(ctx: &mut DeviceCtx, queue: usize, head: u16, len: u32) -> Result<(), VirtioError> {
+    use virtio_queue::QueueT;
+    let q = ctx
+        .queues
+        .get_mut(queue)
+        .ok_or_else(|| VirtioError::Device(format!("queue {queue} does not exist")))?;
+    q.add_used(ctx.mem, head, len)
+        .map_err(|source| VirtioError::UsedRing { queue, source })?;
+    Ok(())
+}
+
+/// Interrupts the driver for `queue` if it wants to be interrupted.
+pub fn notify(ctx: &mut DeviceCtx, queue: usize) {
+    use virtio_queue::QueueT;
+    let wants = ctx
+        .queues
+        .get_mut(queue)
+        .map(|q| q.needs_notification(ctx.mem).unwrap_or(true))
+        .unwrap_or(false);
+    if wants {
+        ctx.interrupt.signal_used();
+    }
+}

@@ -1,0 +1,167 @@
+//! virtio-rng (entropy device): fills each device-writable buffer from the host's
+//! getrandom(2).
+//!
+//! Sandbox: no paths or fds beyond its eventfds; needs getrandom.
+
+use super::chain::{pop_chain, scatter};
+use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
+use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
+use crate::devices::SandboxNeeds;
+
+pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    paths: &[],
+    fds: &["queue ioeventfd", "irqfd"],
+    syscalls: &["getrandom"],
+};
+
+/// Bytes served per request at most; the rest of a bigger buffer is left alone.
+pub const MAX_FILL: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RngError {
+    #[error("getrandom of {len} bytes failed: {source}")]
+    GetRandom { len: usize, source: std::io::Error },
+}
+
+/// Fills `buf` from getrandom(2).
+pub fn fill_random(buf: &mut [u8]) -> Result<(), RngError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: the pointer and length describe the live, writable slice `rest`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let source = std::io::Error::last_os_error();
+            if source.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(RngError::GetRandom {
+                len: buf.len(),
+                source,
+            });
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+pub struct Rng {
+    buf: Vec<u8>,
+}
+
+impl Rng {
+    pub fn new() -> Self {
+        Self { buf: Vec::new() }
+    }
+}
+
+impl Default for Rng {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VirtioDevice for Rng {
+    fn device_type(&self) -> u32 {
+        device_type::RNG
+    }
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_MAX_SIZE]
+    }
+    fn config(&self) -> &[u8] {
+        &[]
+    }
+
+    fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
+        let mut any = false;
+        while let Some(chain) = ctx
+            .queues
+            .get_mut(queue)
+            .and_then(|q| pop_chain(ctx.mem, q))
+        {
+            let chain = chain.map_err(|source| VirtioError::Chain { queue, source })?;
+            any = true;
+            if !chain.readable.is_empty() {
+                ctx.warn.warn(&format_args!(
+                    "request {} carries device-readable buffers; dropped",
+                    chain.head
+                ));
+                complete(ctx, queue, chain.head, 0)?;
+                continue;
+            }
+            let len = usize::try_from(chain.writable_len())
+                .unwrap_or(MAX_FILL)
+                .min(MAX_FILL);
+            self.buf.resize(len, 0);
+            let written = match fill_random(&mut self.buf) {
+                Ok(()) => scatter(ctx.mem, &chain.writable, 0, &self.buf),
+                Err(e) => {
+                    ctx.warn.warn(&e);
+                    0
+                }
+            };
+            complete(ctx, queue, chain.head, u32::try_from(written).unwrap_or(0))?;
+        }
+        if any {
+            notify(ctx, queue);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::chain::testing as ct;
+    use crate::devices::virtio::mmio::testing::*;
+    use crate::devices::virtio::mmio::MmioDevice;
+    use crate::devices::virtio::registers as r;
+    use vm_memory::{Bytes, GuestAddress};
+
+    #[test]
+    fn fills_writable_buffers() {
+        let mem = ct::memory();
+        let mut d = MmioDevice::new("rng".into(), Box::new(Rng::new()), mem.clone()).unwrap();
+        bring_up(&mut d, VIRTIO_F_VERSION_1, 16);
+        ct::write_chain(
+            &mem,
+            0,
+            &[(ct::DATA, 2048, true), (ct::DATA + 4096, 2048, true)],
+        );
+        ct::publish(&mem, &[0]);
+        wr(&mut d, r::QUEUE_NOTIFY, 0);
+        run_notified(&mut d);
+        assert_eq!(ct::used(&mem, 0), (1, 0, 4096));
+        let mut a = vec![0u8; 2048];
+        mem.read_slice(&mut a, GuestAddress(ct::DATA)).unwrap();
+        let distinct = a.iter().collect::<std::collections::BTreeSet<_>>().len();
+        assert!(distinct > 100, "{distinct} distinct byte values");
+        mem.read_slice(&mut a, GuestAddress(ct::DATA + 4096))
+            .unwrap();
+        assert!(a.iter().any(|b| *b != 0));
+        assert_eq!(rd(&mut d, r::INTERRUPT_STATUS) & 1, 1);
+    }
+
+    #[test]
+    fn readable_buffer_is_dropped_not_written() {
+        let mem = ct::memory();
+        let mut d = MmioDevice::new("rng".into(), Box::new(Rng::new()), mem.clone()).unwrap();
+        bring_up(&mut d, VIRTIO_F_VERSION_1, 16);
+        ct::write_chain(&mem, 0, &[(ct::DATA, 64, false)]);
+        ct::publish(&mem, &[0]);
+        wr(&mut d, r::QUEUE_NOTIFY, 0);
+        run_notified(&mut d);
+        assert_eq!(ct::used(&mem, 0), (1, 0, 0));
+        let mut a = [1u8; 64];
+        mem.read_slice(&mut a, GuestAddress(ct::DATA)).unwrap();
+        assert_eq!(a, [0u8; 64], "the device did not write the readable buffer");
+        assert_eq!(
+            rd(&mut d, r::STATUS),
+            0xf,
+            "a dropped request is not a fault"
+        );
+    }
+}

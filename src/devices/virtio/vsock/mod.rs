@@ -1,0 +1,961 @@
+//! virtio-vsock with Firecracker's host side: stream sockets are bridged to Unix
+//! sockets on the host.
+//!
+//! * Host-initiated: a host process connects to `uds_path` and writes
+//!   `CONNECT <port>\n`; the device sends the guest a REQUEST to `<port>` from a
+//!   fresh host port, and on the guest's RESPONSE writes `OK <hostport>\n` back.
+//! * Guest-initiated: a REQUEST to the host (CID 2) port P connects to
+//!   `<uds_path>_P`; the guest gets RESPONSE, or RST if nobody listens.
+//! * Credit-based flow control (virtio 1.2, 5.10.6.3): the device never sends
+//!   more than the guest's `buf_alloc - (tx_cnt - fwd_cnt)`, advertises its own
+//!   buffer ([`BUF_ALLOC`]) and how much it forwarded, answers CREDIT_REQUEST,
+//!   and resets a connection whose guest overruns the advertised buffer.
+//!
+//! Host sockets come and go, so the device watches them on an epoll fd of its
+//! own, which is the one host fd the event loop watches.
+//!
+//! Sandbox: binds `uds_path` (before confinement), connects to
+//! `<uds_path>_<port>`; while running needs socket (AF_UNIX), connect, accept4,
+//! read, write, epoll_ctl, epoll_wait. Sockets are made non-blocking at creation
+//! (no fcntl/ioctl) and read with read(2). Like Firecracker, the VMM leaves
+//! `uds_path` in place when it exits.
+
+pub mod packet;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use self::packet::*;
+use super::chain::{gather, pop_chain, scatter};
+use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
+use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
+use crate::config::devices::ValidVsock;
+use crate::devices::SandboxNeeds;
+
+pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    paths: &[
+        "vsock.uds_path (bound)",
+        "<vsock.uds_path>_<port> (connected)",
+    ],
+    fds: &[
+        "listening socket",
+        "one socket per connection",
+        "epoll fd",
+        "queue ioeventfds",
+        "irqfd",
+    ],
+    syscalls: &[
+        "socket(AF_UNIX)",
+        "accept4",
+        "connect",
+        "read",
+        "write",
+        "epoll_ctl",
+        "epoll_wait",
+    ],
+};
+
+pub const RX_QUEUE: usize = 0;
+pub const TX_QUEUE: usize = 1;
+pub const EVENT_QUEUE: usize = 2;
+
+/// Bytes of guest data the device buffers per connection.
+pub const BUF_ALLOC: u32 = 256 << 10;
+/// Forwarded bytes after which the device tells the guest without being asked.
+pub const CREDIT_UPDATE_THRESHOLD: u32 = BUF_ALLOC / 4;
+/// First host port handed out for host-initiated connections.
+pub const FIRST_HOST_PORT: u32 = 1 << 30;
+/// Most open connections (guest- and host-initiated, plus host connections
+/// that have not sent their CONNECT line); further ones are refused.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Longest `CONNECT <port>\n` line.
+pub const MAX_CONNECT_LINE: usize = 32;
+
+const LISTENER_TOKEN: u64 = u64::MAX;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VsockError {
+    #[error("cannot bind vsock socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create the vsock epoll fd: {0}")]
+    Epoll(std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Host-initiated, waiting for the guest's RESPONSE.
+    HostConnecting,
+    Established,
+}
+
+struct Conn {
+    stream: UnixStream,
+    state: State,
+    peer_buf_alloc: u32,
+    peer_fwd_cnt: u32,
+    /// Bytes sent to the guest.
+    tx_cnt: u32,
+    /// Bytes of guest data written to the host socket.
+    fwd_cnt: u32,
+    /// `fwd_cnt` as last told to the guest.
+    reported_fwd: u32,
+    /// Guest data the host socket has not taken yet.
+    out: Vec<u8>,
+    readable: bool,
+    eof: bool,
+}
+
+impl Conn {
+    fn new(stream: UnixStream, state: State) -> Self {
+        Self {
+            stream,
+            state,
+            peer_buf_alloc: 0,
+            peer_fwd_cnt: 0,
+            tx_cnt: 0,
+            fwd_cnt: 0,
+            reported_fwd: 0,
+            out: Vec::new(),
+            readable: true,
+            eof: false,
+        }
+    }
+
+    /// How many bytes the guest can take now.
+    fn peer_credit(&self) -> u32 {
+        let in_flight = self.tx_cnt.wrapping_sub(self.peer_fwd_cnt);
+        self.peer_buf_alloc.saturating_sub(in_flight)
+    }
+
+    /// Writes buffered guest data to the host socket; false if the socket broke.
+    fn flush(&mut self) -> bool {
+        while !self.out.is_empty() {
+            match sock_write(&self.stream, &self.out) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.out.drain(..n);
+                    self.fwd_cnt = self.fwd_cnt.wrapping_add(n as u32);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Accepts a connection, non-blocking from the start.
+fn accept_nonblocking(listener: &UnixListener) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{accept4, SockFlag};
+    let fd = accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    )?;
+    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+    Ok(UnixStream::from(unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }))
+}
+
+/// Connects to a Unix socket with a non-blocking socket.
+fn connect_nonblocking(path: &str) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(UnixStream::from(fd))
+}
+
+/// read(2) on a socket (std would use recvfrom, which the sandbox does not allow).
+fn sock_read(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    nix::unistd::read(stream, buf).map_err(std::io::Error::from)
+}
+
+/// write(2) on a socket (std would use sendto). SIGPIPE is ignored in Rust
+/// programs, so a closed peer is an EPIPE error.
+fn sock_write(stream: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
+    nix::unistd::write(stream, buf).map_err(std::io::Error::from)
+}
+
+/// Connections by (host port, guest port).
+type Key = (u32, u32);
+
+pub struct Vsock {
+    cid: u64,
+    uds_path: PathBuf,
+    listener: UnixListener,
+    epoll: Epoll,
+    config: [u8; 8],
+    conns: HashMap<Key, Conn>,
+    by_fd: HashMap<RawFd, Key>,
+    /// Host connections that have not sent their CONNECT line yet.
+    pending: HashMap<RawFd, (UnixStream, Vec<u8>)>,
+    /// Packets without payload waiting for an RX buffer.
+    ctrl: VecDeque<Header>,
+    next_port: u32,
+    buf: Vec<u8>,
+}
+
+pub fn from_config(v: &ValidVsock) -> Result<Box<dyn VirtioDevice>, VsockError> {
+    Ok(Box::new(Vsock::new(u64::from(v.cid), v.uds_path.clone())?))
+}
+
+impl Vsock {
+    pub fn new(cid: u64, uds_path: PathBuf) -> Result<Self, VsockError> {
+        let listener = UnixListener::bind(&uds_path).map_err(|source| VsockError::Bind {
+            path: uds_path.clone(),
+            source,
+        })?;
+        let bind_err = |source| VsockError::Bind {
+            path: uds_path.clone(),
+            source,
+        };
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let epoll = Epoll::new().map_err(VsockError::Epoll)?;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                listener.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, LISTENER_TOKEN),
+            )
+            .map_err(VsockError::Epoll)?;
+        Ok(Self {
+            cid,
+            uds_path,
+            listener,
+            epoll,
+            config: cid.to_le_bytes(),
+            conns: HashMap::new(),
+            by_fd: HashMap::new(),
+            pending: HashMap::new(),
+            ctrl: VecDeque::new(),
+            next_port: FIRST_HOST_PORT,
+            buf: Vec::new(),
+        })
+    }
+
+    fn watch(&self, fd: RawFd, out: bool) {
+        let mut set = EventSet::IN | EventSet::EDGE_TRIGGERED | EventSet::READ_HANG_UP;
+        if out {
+            set |= EventSet::OUT;
+        }
+        if let Err(e) = self
+            .epoll
+            .ctl(ControlOperation::Add, fd, EpollEvent::new(set, fd as u64))
+        {
+            log::warn!("virtio-vsock: cannot watch socket fd {fd}: {e}");
+        }
+    }
+
+    fn unwatch(&self, fd: RawFd) {
+        let _ = self
+            .epoll
+            .ctl(ControlOperation::Delete, fd, EpollEvent::default());
+    }
+
+    fn header(&self, key: Key, op: u16, conn: Option<&Conn>) -> Header {
+        Header {
+            src_cid: HOST_CID,
+            dst_cid: self.cid,
+            src_port: key.0,
+            dst_port: key.1,
+            len: 0,
+            kind: TYPE_STREAM,
+            op,
+            flags: 0,
+            buf_alloc: if conn.is_some() { BUF_ALLOC } else { 0 },
+            fwd_cnt: conn.map_or(0, |c| c.fwd_cnt),
+        }
+    }
+
+    fn send_ctrl(&mut self, key: Key, op: u16) {
+        let h = self.header(key, op, self.conns.get(&key));
+        if let Some(c) = self.conns.get_mut(&key) {
+            c.reported_fwd = c.fwd_cnt;
+        }
+        self.ctrl.push_back(h);
+    }
+
+    fn remove(&mut self, key: Key) {
+        if let Some(c) = self.conns.remove(&key) {
+            let fd = c.stream.as_raw_fd();
+            self.unwatch(fd);
+            self.by_fd.remove(&fd);
+        }
+    }
+
+    /// Resets `key` on both sides.
+    fn reset_conn(&mut self, key: Key) {
+        self.remove(key);
+        self.send_ctrl(key, OP_RST);
+    }
+
+    fn alloc_host_port(&mut self) -> u32 {
+        loop {
+            let p = self.next_port;
+            self.next_port = self.next_port.checked_add(1).unwrap_or(FIRST_HOST_PORT);
+            if !self.conns.keys().any(|k| k.0 == p) {
+                return p;
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match accept_nonblocking(&self.listener) {
+                Ok(stream) => {
+                    if self.conns.len() + self.pending.len() >= MAX_CONNECTIONS {
+                        log::warn!("virtio-vsock: {MAX_CONNECTIONS} connections are open; host connection refused");
+                        continue;
+                    }
+                    let fd = stream.as_raw_fd();
+                    self.watch(fd, false);
+                    self.pending.insert(fd, (stream, Vec::new()));
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads a pending connection's CONNECT line, one byte at a time so that no
+    /// data after it is consumed.
+    fn read_connect_line(&mut self, fd: RawFd, warn: &mut dyn FnMut(&dyn std::fmt::Display)) {
+        let Some((stream, line)) = self.pending.get_mut(&fd) else {
+            return;
+        };
+        let mut byte = [0u8; 1];
+        let done = loop {
+            match sock_read(stream, &mut byte) {
+                Ok(0) => break Err("closed before CONNECT"),
+                Ok(_) => {
+                    line.push(byte[0]);
+                    if byte[0] == b'\n' {
+                        break Ok(());
+                    }
+                    if line.len() >= MAX_CONNECT_LINE {
+                        break Err("CONNECT line too long");
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break Err("read failed"),
+            }
+        };
+        let Some((stream, line)) = self.pending.remove(&fd) else {
+            return;
+        };
+        let port = done.ok().and_then(|()| parse_connect(&line));
+        let Some(port) = port else {
+            self.unwatch(fd);
+            warn(&format_args!(
+                "host connection sent {:?}, not CONNECT <port>; closed",
+                String::from_utf8_lossy(&line)
+            ));
+            return;
+        };
+        let key = (self.alloc_host_port(), port);
+        self.unwatch(fd);
+        self.watch(fd, true);
+        self.by_fd.insert(fd, key);
+        self.conns
+            .insert(key, Conn::new(stream, State::HostConnecting));
+        self.send_ctrl(key, OP_REQUEST);
+    }
+
+    /// Handles one packet from the guest.
+    fn handle_tx(
+        &mut self,
+        h: &Header,
+        payload: &[u8],
+        warn: &mut dyn FnMut(&dyn std::fmt::Display),
+    ) {
+        let key = (h.dst_port, h.src_port);
+        if h.kind != TYPE_STREAM {
+            if h.op != OP_RST {
+                self.send_ctrl(key, OP_RST);
+            }
+            return;
+        }
+        if h.op == OP_REQUEST {
+            if self.conns.len() + self.pending.len() >= MAX_CONNECTIONS {
+                warn(&format_args!(
+                    "REQUEST to port {}: {MAX_CONNECTIONS} connections are open; refused",
+                    h.dst_port
+                ));
+                self.send_ctrl(key, OP_RST);
+                return;
+            }
+            if self.conns.contains_key(&key) {
+                warn(&format_args!(
+                    "REQUEST for existing connection {key:?}; reset"
+                ));
+                self.reset_conn(key);
+                return;
+            }
+            let path = format!("{}_{}", self.uds_path.display(), h.dst_port);
+            match connect_nonblocking(&path) {
+                Ok(stream) => {
+                    let fd = stream.as_raw_fd();
+                    let mut c = Conn::new(stream, State::Established);
+                    c.peer_buf_alloc = h.buf_alloc;
+                    c.peer_fwd_cnt = h.fwd_cnt;
+                    self.watch(fd, true);
+                    self.by_fd.insert(fd, key);
+                    self.conns.insert(key, c);
+                    self.send_ctrl(key, OP_RESPONSE);
+                }
+                Err(e) => {
+                    log::debug!("virtio-vsock: guest connection to {path} failed: {e}");
+                    self.send_ctrl(key, OP_RST);
+                }
+            }
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&key) else {
+            if h.op != OP_RST {
+                self.send_ctrl(key, OP_RST);
+            }
+            return;
+        };
+        c.peer_buf_alloc = h.buf_alloc;
+        c.peer_fwd_cnt = h.fwd_cnt;
+        match h.op {
+            OP_RESPONSE if c.state == State::HostConnecting => {
+                c.state = State::Established;
+                let line = format!("OK {}\n", key.0);
+                c.out.extend_from_slice(line.as_bytes());
+                // The OK line is not guest data: keep it out of fwd_cnt.
+                c.fwd_cnt = c.fwd_cnt.wrapping_sub(line.len() as u32);
+                if !c.flush() {
+                    self.reset_conn(key);
+                }
+            }
+            OP_RW if c.state == State::Established => {
+                if c.out.len() + payload.len() > BUF_ALLOC as usize {
+                    warn(&format_args!(
+                        "connection {key:?}: guest sent past the advertised buffer of {BUF_ALLOC} bytes; reset"
+                    ));
+                    self.reset_conn(key);
+                    return;
+                }
+                c.out.extend_from_slice(payload);
+                if !c.flush() {
+                    self.reset_conn(key);
+                    return;
+                }
+                if c.fwd_cnt.wrapping_sub(c.reported_fwd) >= CREDIT_UPDATE_THRESHOLD {
+                    self.send_ctrl(key, OP_CREDIT_UPDATE);
+                }
+            }
+            OP_CREDIT_UPDATE => {}
+            OP_CREDIT_REQUEST => self.send_ctrl(key, OP_CREDIT_UPDATE),
+            OP_SHUTDOWN => {
+                // Deliver what is buffered, then close both directions.
+                let _ = c.flush();
+                self.reset_conn(key);
+            }
+            OP_RST => self.remove(key),
+            _ => {
+                warn(&format_args!(
+                    "op {} in the wrong state on {key:?}; reset",
+                    h.op
+                ));
+                self.reset_conn(key);
+            }
+        }
+    }
+
+    fn process_tx(&mut self, ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
+        let mut any = false;
+        let mut bytes = Vec::new();
+        while let Some(chain) = ctx
+            .queues
+            .get_mut(TX_QUEUE)
+            .and_then(|q| pop_chain(ctx.mem, q))
+        {
+            let chain = chain.map_err(|source| VirtioError::Chain {
+                queue: TX_QUEUE,
+                source,
+            })?;
+            any = true;
+            let len = usize::try_from(chain.readable_len())
+                .unwrap_or(usize::MAX)
+                .min(HDR_LEN + MAX_PAYLOAD as usize);
+            bytes.resize(len, 0);
+            let got = gather(ctx.mem, &chain.readable, 0, &mut bytes);
+            bytes.truncate(got);
+            let warn = &mut *ctx.warn;
+            match parse_tx(&bytes, self.cid) {
+                Ok((h, payload)) => {
+                    let payload = payload.to_vec();
+                    self.handle_tx(&h, &payload, &mut |m| {
+                        warn.warn(m);
+                    });
+                }
+                Err(e) => {
+                    warn.warn(&format_args!("TX packet {} dropped: {e}", chain.head));
+                }
+            }
+            complete(ctx, TX_QUEUE, chain.head, 0)?;
+        }
+        if any {
+            notify(ctx, TX_QUEUE);
+        }
+        Ok(())
+    }
+
+    /// The next packet for the guest, reading at most `room` payload bytes from a
+    /// host socket into `self.buf`.
+    fn next_rx(&mut self, room: usize) -> Option<Header> {
+        if let Some(h) = self.ctrl.pop_front() {
+            return Some(h);
+        }
+        let keys: Vec<Key> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state == State::Established && c.readable && !c.eof)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(c) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            let n = room.min(c.peer_credit() as usize).min(MAX_PAYLOAD as usize);
+            if n == 0 {
+                continue;
+            }
+            self.buf.resize(n, 0);
+            match sock_read(&c.stream, &mut self.buf) {
+                Ok(0) => {
+                    c.eof = true;
+                    let mut h = self.header(key, OP_SHUTDOWN, self.conns.get(&key));
+                    h.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
+                    return Some(h);
+                }
+                Ok(got) => {
+                    self.buf.truncate(got);
+                    c.tx_cnt = c.tx_cnt.wrapping_add(got as u32);
+                    c.reported_fwd = c.fwd_cnt;
+                    let mut h = self.header(key, OP_RW, self.conns.get(&key));
+                    h.len = got as u32;
+                    return Some(h);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => c.readable = false,
+                Err(_) => {
+                    self.reset_conn(key);
+                    return self.ctrl.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    /// Fills RX buffers with control packets and host data, within the guest's credit.
+    fn pump_rx(&mut self, ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
+        use virtio_queue::QueueT;
+        let mut any = false;
+        while let Some(chain) = ctx
+            .queues
+            .get_mut(RX_QUEUE)
+            .and_then(|q| pop_chain(ctx.mem, q))
+        {
+            let chain = chain.map_err(|source| VirtioError::Chain {
+                queue: RX_QUEUE,
+                source,
+            })?;
+            if !chain.readable.is_empty() || chain.writable_len() < HDR_LEN as u64 {
+                ctx.warn.warn(&format_args!(
+                    "RX buffer {} is device-readable or shorter than {HDR_LEN} bytes; dropped",
+                    chain.head
+                ));
+                complete(ctx, RX_QUEUE, chain.head, 0)?;
+                any = true;
+                continue;
+            }
+            let room = usize::try_from(chain.writable_len() - HDR_LEN as u64).unwrap_or(usize::MAX);
+            let Some(h) = self.next_rx(room) else {
+                // Nothing to send: give the buffer back.
+                if let Some(q) = ctx.queues.get_mut(RX_QUEUE) {
+                    let n = q.next_avail();
+                    q.set_next_avail(n.wrapping_sub(1));
+                }
+                break;
+            };
+            scatter(ctx.mem, &chain.writable, 0, &h.encode());
+            let mut used = HDR_LEN as u32;
+            if h.op == OP_RW {
+                let n = scatter(ctx.mem, &chain.writable, HDR_LEN as u64, &self.buf);
+                used += n as u32;
+            }
+            complete(ctx, RX_QUEUE, chain.head, used)?;
+            any = true;
+        }
+        if any {
+            notify(ctx, RX_QUEUE);
+        }
+        Ok(())
+    }
+
+    fn host_events(&mut self, warn: &mut dyn FnMut(&dyn std::fmt::Display)) {
+        let mut events = [EpollEvent::default(); 32];
+        loop {
+            let n = match self.epoll.wait(0, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("virtio-vsock: epoll_wait failed: {e}");
+                    return;
+                }
+            };
+            if n == 0 {
+                return;
+            }
+            for ev in &events[..n] {
+                let token = ev.data();
+                if token == LISTENER_TOKEN {
+                    self.accept_all();
+                    continue;
+                }
+                let fd = token as RawFd;
+                if self.pending.contains_key(&fd) {
+                    self.read_connect_line(fd, warn);
+                    continue;
+                }
+                let Some(key) = self.by_fd.get(&fd).copied() else {
+                    continue;
+                };
+                let set = ev.event_set();
+                let Some(c) = self.conns.get_mut(&key) else {
+                    continue;
+                };
+                if set.intersects(
+                    EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR,
+                ) {
+                    c.readable = true;
+                }
+                if set.contains(EventSet::OUT) && !c.flush() {
+                    self.reset_conn(key);
+                    continue;
+                }
+                if c.fwd_cnt.wrapping_sub(c.reported_fwd) >= CREDIT_UPDATE_THRESHOLD {
+                    self.send_ctrl(key, OP_CREDIT_UPDATE);
+                }
+            }
+        }
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        device_type::VSOCK
+    }
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_MAX_SIZE; 3]
+    }
+    fn config(&self) -> &[u8] {
+        &self.config
+    }
+    fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
+        match queue {
+            TX_QUEUE => {
+                self.process_tx(ctx)?;
+                self.pump_rx(ctx)
+            }
+            RX_QUEUE => self.pump_rx(ctx),
+            // Event queue buffers are kept for transport events (none yet).
+            _ => Ok(()),
+        }
+    }
+    fn host_fds(&self) -> Vec<RawFd> {
+        vec![self.epoll.as_raw_fd()]
+    }
+    fn process_fd(&mut self, ctx: Option<&mut DeviceCtx>, _fd: RawFd) -> Result<(), VirtioError> {
+        match ctx {
+            Some(ctx) => {
+                let warn = &mut *ctx.warn;
+                self.host_events(&mut |m| {
+                    warn.warn(m);
+                });
+                self.pump_rx(ctx)
+            }
+            None => {
+                self.host_events(&mut |m| log::warn!("virtio-vsock: {m}"));
+                Ok(())
+            }
+        }
+    }
+    /// Drops every connection the guest knew of. Host connections whose REQUEST
+    /// the guest has not seen yet (e.g. made before the driver came up, which
+    /// resets the device first) survive and are offered to the new driver.
+    /// Runs on the vCPU thread: it only closes sockets (which also takes them
+    /// out of the device's epoll set), so it needs no syscall beyond close.
+    fn reset(&mut self) {
+        self.ctrl.retain(|h| h.op == OP_REQUEST);
+        let offered: Vec<Key> = self.ctrl.iter().map(|h| (h.src_port, h.dst_port)).collect();
+        self.conns
+            .retain(|k, c| c.state == State::HostConnecting && offered.contains(k));
+        let conns = &self.conns;
+        self.by_fd.retain(|_, k| conns.contains_key(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::chain::testing as ct;
+    use crate::devices::virtio::mmio::testing::*;
+    use crate::devices::virtio::mmio::MmioDevice;
+    use crate::devices::virtio::registers as r;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    const BUFS: u64 = 0x80000;
+
+    struct Rig {
+        mem: GuestMemoryMmap,
+        dev: MmioDevice,
+        dir: tempfile::TempDir,
+        rx_posted: u16,
+        tx_sent: u16,
+        rx_seen: u16,
+    }
+
+    /// Writes descriptor `i` of queue `q` (rings at the test addresses + q * 0x10000).
+    fn desc(mem: &GuestMemoryMmap, q: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let base = ct::DESC_TABLE + q * 0x10000 + 16 * u64::from(i);
+        mem.write_obj(addr, GuestAddress(base)).unwrap();
+        mem.write_obj(len, GuestAddress(base + 8)).unwrap();
+        mem.write_obj(flags, GuestAddress(base + 12)).unwrap();
+        mem.write_obj(next, GuestAddress(base + 14)).unwrap();
+    }
+
+    fn publish(mem: &GuestMemoryMmap, q: u64, slot: u16, head: u16) {
+        let avail = ct::AVAIL_RING + q * 0x10000;
+        mem.write_obj(head, GuestAddress(avail + 4 + 2 * u64::from(slot % 16)))
+            .unwrap();
+        mem.write_obj(slot + 1, GuestAddress(avail + 2)).unwrap();
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let vs = Vsock::new(3, dir.path().join("v.sock")).unwrap();
+        let mut dev = MmioDevice::new("vsock".into(), Box::new(vs), mem.clone()).unwrap();
+        bring_up(&mut dev, VIRTIO_F_VERSION_1, 16);
+        let mut r = Rig {
+            mem,
+            dev,
+            dir,
+            rx_posted: 0,
+            tx_sent: 0,
+            rx_seen: 0,
+        };
+        for _ in 0..4 {
+            r.post_rx();
+        }
+        r
+    }
+
+    impl Rig {
+        fn post_rx(&mut self) {
+            let i = self.rx_posted % 16;
+            desc(
+                &self.mem,
+                0,
+                i,
+                BUFS + u64::from(i) * 0x1000,
+                0x1000,
+                ct::F_WRITE,
+                0,
+            );
+            publish(&self.mem, 0, self.rx_posted, i);
+            self.rx_posted += 1;
+        }
+
+        fn send(&mut self, h: Header, payload: &[u8]) {
+            let i = self.tx_sent % 16;
+            let addr = BUFS + 0x40000 + u64::from(i) * 0x20000;
+            self.mem
+                .write_slice(&h.encode(), GuestAddress(addr))
+                .unwrap();
+            self.mem
+                .write_slice(payload, GuestAddress(addr + HDR_LEN as u64))
+                .unwrap();
+            desc(
+                &self.mem,
+                1,
+                i,
+                addr,
+                (HDR_LEN + payload.len()) as u32,
+                0,
+                0,
+            );
+            publish(&self.mem, 1, self.tx_sent, i);
+            self.tx_sent += 1;
+            wr(&mut self.dev, r::QUEUE_NOTIFY, 1);
+            run_notified(&mut self.dev);
+        }
+
+        /// The packets the device put in RX buffers since the last call.
+        fn received(&mut self) -> Vec<Header> {
+            let used = ct::USED_RING;
+            let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
+            let mut out = Vec::new();
+            while self.rx_seen != idx {
+                let id: u32 = self
+                    .mem
+                    .read_obj(GuestAddress(used + 4 + 8 * u64::from(self.rx_seen % 16)))
+                    .unwrap();
+                let mut b = [0u8; HDR_LEN];
+                self.mem
+                    .read_slice(&mut b, GuestAddress(BUFS + u64::from(id) * 0x1000))
+                    .unwrap();
+                out.push(Header::decode(&b).unwrap());
+                self.rx_seen += 1;
+                self.post_rx();
+            }
+            out
+        }
+    }
+
+    fn guest(op: u16, src_port: u32, dst_port: u32, len: u32) -> Header {
+        Header {
+            src_cid: 3,
+            dst_cid: HOST_CID,
+            src_port,
+            dst_port,
+            len,
+            kind: TYPE_STREAM,
+            op,
+            flags: 0,
+            buf_alloc: 4096,
+            fwd_cnt: 0,
+        }
+    }
+
+    #[test]
+    fn host_connect_before_driver_ok_waits_for_the_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let vs = Vsock::new(3, dir.path().join("v.sock")).unwrap();
+        let mut dev = MmioDevice::new("vsock".into(), Box::new(vs), mem.clone()).unwrap();
+        let fd = dev.device().host_fds()[0];
+        let mut s = UnixStream::connect(dir.path().join("v.sock")).unwrap();
+        s.write_all(b"CONNECT 9\n").unwrap();
+        for _ in 0..3 {
+            crate::devices::virtio::mmio::testing::host_fd(&mut dev, fd);
+        }
+        // The driver comes up with RX buffers already posted.
+        let mut r = Rig {
+            mem,
+            dev,
+            dir,
+            rx_posted: 0,
+            tx_sent: 0,
+            rx_seen: 0,
+        };
+        for _ in 0..4 {
+            r.post_rx();
+        }
+        bring_up(&mut r.dev, VIRTIO_F_VERSION_1, 16);
+        run_notified(&mut r.dev);
+        let got = r.received();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].op, got[0].dst_port), (OP_REQUEST, 9));
+    }
+
+    #[test]
+    fn request_without_listener_gets_rst() {
+        let mut r = rig();
+        r.send(guest(OP_REQUEST, 1000, 77, 0), &[]);
+        let got = r.received();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].op, got[0].src_port, got[0].dst_port),
+            (OP_RST, 77, 1000)
+        );
+        assert_eq!(got[0].dst_cid, 3);
+    }
+
+    #[test]
+    fn guest_connection_credit_and_overrun() {
+        let mut r = rig();
+        let listener = UnixListener::bind(r.dir.path().join("v.sock_80")).unwrap();
+        r.send(guest(OP_REQUEST, 1000, 80, 0), &[]);
+        let (mut host, _) = listener.accept().unwrap();
+        let got = r.received();
+        assert_eq!(got[0].op, OP_RESPONSE);
+        assert_eq!(got[0].buf_alloc, BUF_ALLOC);
+        r.send(guest(OP_RW, 1000, 80, 5), b"hello");
+        let mut b = [0u8; 5];
+        host.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        r.send(guest(OP_CREDIT_REQUEST, 1000, 80, 0), &[]);
+        let got = r.received();
+        assert_eq!((got[0].op, got[0].fwd_cnt), (OP_CREDIT_UPDATE, 5));
+        // The host stops reading; the guest ignores the credit: the device resets.
+        host.set_nonblocking(true).unwrap();
+        let chunk = vec![7u8; 60 << 10];
+        let mut reset = false;
+        for _ in 0..64 {
+            r.send(guest(OP_RW, 1000, 80, chunk.len() as u32), &chunk);
+            if r.received().iter().any(|h| h.op == OP_RST) {
+                reset = true;
+                break;
+            }
+        }
+        assert!(reset, "overrunning the buffer resets the connection");
+        assert!(r.dev.warnings() > 0);
+    }
+
+    #[test]
+    fn host_connect_line_becomes_a_request() {
+        let mut r = rig();
+        let fd = r.dev.device().host_fds()[0];
+        let mut s = UnixStream::connect(r.dir.path().join("v.sock")).unwrap();
+        s.write_all(b"CONNECT 52\n").unwrap();
+        // Accept, then read the line (two epoll rounds at most).
+        for _ in 0..3 {
+            crate::devices::virtio::mmio::testing::host_fd(&mut r.dev, fd);
+        }
+        let got = r.received();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].op, got[0].dst_port), (OP_REQUEST, 52));
+        assert!(got[0].src_port >= FIRST_HOST_PORT);
+        let mut resp = guest(OP_RESPONSE, 52, got[0].src_port, 0);
+        resp.buf_alloc = 1 << 20;
+        r.send(resp, &[]);
+        let mut line = [0u8; 14];
+        s.read_exact(&mut line[..3]).unwrap();
+        assert_eq!(&line[..3], b"OK ");
+        // Bad first lines are closed without a packet to the guest.
+        let mut bad = UnixStream::connect(r.dir.path().join("v.sock")).unwrap();
+        bad.write_all(b"HELLO\n").unwrap();
+        for _ in 0..3 {
+            crate::devices::virtio::mmio::testing::host_fd(&mut r.dev, fd);
+        }
+        assert!(r.received().is_empty());
+        let mut b = [0u8; 1];
+        bad.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(bad.read(&mut b).unwrap(), 0, "closed by the device");
+    }
+}
