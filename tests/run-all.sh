@@ -34,3 +34,13 @@ cargo build --workspace --all-targets
 
 step "cargo test"
 cargo test --workspace -- --test-threads=2
+
+step "SELinux policy module: build and analysis (policy/check.sh)"
+bash policy/check.sh
+
+step "fuzzing: every target for a fixed number of runs (fuzz/run.sh)"
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
+RUNS="${FUZZ_RUNS:-20000}" bash fuzz/run.sh
