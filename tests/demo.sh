@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The main job: boots the demo guest embedded in caisson inside a jail made by
+# caisson-jailer (strict profile), prints the jail's isolation audit while the VM
+# runs, then lets the guest finish. Run as root on a machine with /dev/kvm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The jail has no shared libraries, so the jailed VMM is linked statically.
+cargo build -q --release -p caisson-jailer
+cargo rustc -q --release --bin caisson --target-dir target/static -- -C target-feature=+crt-static
+vmm=target/static/release/caisson
+guest=$(ls target/static/release/build/caisson-*/out/guests/demo.elf | head -n 1)
+
+work=$(mktemp -d /tmp/caisson-demo.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+id="demo-$$"
+cp "$guest" "$work/demo.elf"
+cat > "$work/vm.json" <<EOF
+{
+  "boot-source": {"kernel_image_path": "$work/demo.elf", "boot_args": "console=ttyS0 caisson.demo_wait"},
+  "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}
+}
+EOF
+
+coproc JAIL {
+  exec target/release/caisson-jailer --id "$id" --exec-file "$vmm" \
+    --config-file "$work/vm.json" --resource-root "$work" --chroot-base-dir "$work/jails" 2>&1
+}
+jail_pid=$JAIL_PID
+out=${JAIL[0]}
+in=${JAIL[1]}
+while IFS= read -r line <&"$out"; do
+  printf '%s\n' "$line"
+  [[ $line == *"demo: waiting for input"* ]] && break
+done
+
+echo "== isolation audit: caisson-jailer audit --id $id"
+audit_rc=0
+target/release/caisson-jailer audit --id "$id" || audit_rc=$?
+
+printf 'go\n' >&"$in"
+cat <&"$out" || true
+rc=0
+wait "$jail_pid" || rc=$?
+echo "== VM exit code $rc, audit exit code $audit_rc"
+exit $(( rc != 0 ? rc : audit_rc ))
