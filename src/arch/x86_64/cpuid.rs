@@ -56,13 +56,21 @@ fn shift_for(n: u8) -> u32 {
     s
 }
 
-/// Whether the host CPU has VMX or SVM (read from `/proc/cpuinfo`).
+/// Whether the host CPU has VMX or SVM. Read with the CPUID instruction, not
+/// /proc/cpuinfo, because a jailed VMM has no /proc.
 pub fn host_has_hardware_virtualization() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| cpuinfo_has_virt(&s))
-        .unwrap_or(false)
+    use std::arch::x86_64::__cpuid;
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID is available on every x86_64 CPU and only reads registers.
+    let (leaf1, ext_max) = unsafe { (__cpuid(1), __cpuid(0x8000_0000).eax) };
+    let vmx = leaf1.ecx & (1 << 5) != 0;
+    #[allow(unused_unsafe)]
+    // SAFETY: as above; the extended leaf exists when ext_max reaches it.
+    let svm = ext_max >= 0x8000_0001 && unsafe { __cpuid(0x8000_0001) }.ecx & (1 << 2) != 0;
+    vmx || svm
 }
 
+#[cfg(test)]
 fn cpuinfo_has_virt(cpuinfo: &str) -> bool {
     cpuinfo
         .lines()
@@ -205,7 +213,12 @@ mod tests {
     }
 
     #[test]
-    fn cpuinfo_parsing() {
+    fn cpuid_agrees_with_cpuinfo() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("cpuinfo");
+        assert_eq!(
+            host_has_hardware_virtualization(),
+            cpuinfo_has_virt(&cpuinfo)
+        );
         assert!(cpuinfo_has_virt("flags\t: fpu vme svm lm\n"));
         assert!(!cpuinfo_has_virt("flags\t: fpu vme lm\nmodel name: svm\n"));
     }
