@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Boot the demo guest embedded in this binary.
+    /// Boot the demo guest embedded in this binary, without the jailer
+    /// (tests/demo.sh runs it jailed).
     Demo {
         /// Number of vCPUs for the demo VM.
         #[arg(long, default_value_t = 1)]
