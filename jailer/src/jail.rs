@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{self, CgroupPlan, CgroupVersion, Limits};
@@ -210,8 +211,16 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
             return Err(e);
         }
     };
-    // 5-10 in the child.
+    // 5-10 in the child, which is born in its cgroup (v2) or joins it first (v1).
+    let cgroup_fd = cgroup::open_v2_leaf(&plan).map_err(|e| {
+        undo(&state);
+        JailError::from(e)
+    })?;
+    // The VMM's argv (with the jailer's CPU time so far) and the exec label.
+    let (argv, exec_label) =
+        exec_strings(&s, &opened.paths, args, &started, &state).inspect_err(|_| undo(&state))?;
     let ctx = ChildCtx {
+        cgroup: &plan,
         settings: &s,
         res: &opened.res,
         netns: opened.netns.as_ref(),
@@ -219,11 +228,12 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         rlimits: &opened.rlimits,
         uid: state.uid,
         gid: state.gid,
-        exec_label: state.selinux_label.clone(),
-        argv: vmm_argv(&s, &opened.paths, &args.exec_args, &started)?,
+        exec_label,
+        argv,
     };
     let spawned = supervise::spawn(
         namespaces::clone_flags(&s.profile.namespaces, s.rootless),
+        cgroup_fd.as_ref().map(|fd| fd.as_fd()),
         || match confine(&ctx, &backend) {
             Ok(never) => match never {},
             Err(e) => {
@@ -239,9 +249,8 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
             return Err(e.into());
         }
     };
-    // 4 (cont.). The child enters its cgroup (and, rootless, gets its id maps)
-    // before it does anything.
-    if let Err(e) = admit(&s, &plan, &mut child, &mut state) {
+    // The child waits for its id maps (rootless) and its state record.
+    if let Err(e) = admit(&s, &mut child, &mut state) {
         child.abort();
         undo(&state);
         return Err(e);
@@ -426,11 +435,9 @@ fn allocate(
     Ok(state)
 }
 
-/// Step 4 (cont.): rootless id maps, the cgroup, the state with the VM's pid, and
-/// the go signal.
+/// Rootless id maps, the state with the VM's pid, and the go signal.
 fn admit(
     s: &Settings,
-    plan: &CgroupPlan,
     child: &mut supervise::Child,
     state: &mut JailState,
 ) -> Result<(), JailError> {
@@ -443,7 +450,6 @@ fn admit(
             state.host_gid,
         )?;
     }
-    cgroup::enter(plan, child.pid)?;
     state.vm_pid = child.pid;
     state.save(&s.runtime_dir)?;
     child.release()?;
@@ -520,30 +526,33 @@ fn set_up(
 /// What the child needs.
 struct ChildCtx<'a> {
     settings: &'a Settings,
+    cgroup: &'a CgroupPlan,
     res: &'a Resources,
     netns: Option<&'a Netns>,
     paths: &'a JailPaths,
     rlimits: &'a Rlimits,
     uid: u32,
     gid: u32,
-    exec_label: Option<String>,
+    exec_label: Option<CString>,
     argv: Vec<CString>,
 }
 
 /// Steps 5-10, in the child. Returns only on failure.
 fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallible, JailError> {
     let p = &ctx.settings.profile;
+    // 4 (cont.). Into the VM's cgroup before anything else (v1; v2 was born there).
+    cgroup::join_self(ctx.cgroup)?;
     // 5. Namespaces (pid and user namespaces came with the clone).
     namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
     if !ctx.settings.rootless {
         crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
     }
-    // 3 (cont.). The process label for the coming exec. setexeccon writes
-    // /proc/thread-self/attr/exec, which is out of reach after pivot_root; the
-    // attribute applies to this thread's next execve only, which is the VMM's.
-    if let Some(label) = &ctx.exec_label {
-        backend.set_exec_label(label)?;
-    }
+    // 3 (cont.). The exec-label attribute is out of reach after pivot_root: open
+    // it now; the label is written right before exec (step 10).
+    let exec_attr = match &ctx.exec_label {
+        Some(label) => Some((backend.open_exec_attr()?, label)),
+        None => None,
+    };
     // 6. Filesystem.
     jailfs::enter_root(
         &ctx.paths.root,
@@ -567,11 +576,14 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
         p.landlock.deny_tcp,
         p.landlock.scope,
     )?;
-    // 10. Exec the VMM.
+    // 10. Exec the VMM, under its sVirt label.
     supervise::reset_signals();
     let path = ctx.argv.first().cloned().ok_or(JailError::Missing {
         flag: "--exec-file",
     })?;
+    if let Some((attr, label)) = &exec_attr {
+        attr.set(label)?;
+    }
     let env: [CString; 0] = [];
     let errno = match nix::unistd::execve(&path, &ctx.argv, &env) {
         Err(e) => e,
@@ -624,6 +636,23 @@ fn landlock_rules(ctx: &ChildCtx<'_>) -> Vec<Rule> {
         });
     }
     rules
+}
+
+/// The VMM's argv and the sVirt exec label (when labels are on).
+fn exec_strings(
+    s: &Settings,
+    paths: &JailPaths,
+    args: &RunArgs,
+    started: &StartTimes,
+    state: &JailState,
+) -> Result<(Vec<CString>, Option<CString>), JailError> {
+    let argv = vmm_argv(s, paths, &args.exec_args, started)?;
+    let label = state
+        .selinux_label
+        .clone()
+        .map(|l| CString::new(l.clone()).map_err(|_| JailError::Nul { value: l }))
+        .transpose()?;
+    Ok((argv, label))
 }
 
 /// The argv of the VMM: Firecracker's jailer passes --id and the start times.

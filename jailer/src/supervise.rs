@@ -1,11 +1,12 @@
 //! The jailer stays as a small parent: it clones the child (which becomes pid 1 of
-//! a new pid namespace when asked), releases it once it is in its cgroup, forwards
-//! SIGTERM/SIGINT/SIGHUP/SIGQUIT to it, and returns its exit code (or 128+signal).
+//! a new pid namespace when asked, and is born in its cgroup v2), releases it once
+//! its state is recorded, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to it, and returns
+//! its exit code (or 128+signal).
 //! A child that ignores a forwarded signal (pid 1 ignores signals it has no handler
 //! for) is SIGKILLed after [`GRACE`].
 
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -106,58 +107,116 @@ fn forwarded_set() -> SigSet {
     set
 }
 
-/// Clones a child running `body` (its return value is the exit code) with the
-/// namespace `flags`. The child first waits until the parent calls `release`.
+/// linux/sched.h (libc's constant is an overflowing c_int).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` (clone3), up to `cgroup` (Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Starts a child running `body` (its return value is the exit code) with the
+/// namespace `flags`, born inside the cgroup v2 directory `into_cgroup` when one
+/// is given (`CLONE_INTO_CGROUP`: no migration, so none of the kernel's global
+/// threadgroup lock that a later write to `cgroup.procs` takes). The child first
+/// waits until the parent calls `release`.
 ///
-/// The forwarded signals are blocked around the clone, so that a signal can never
-/// hit the child while it still runs the parent's handler; the child restores the
-/// default dispositions, unblocks them, and asks for SIGKILL when the jailer dies.
-pub fn spawn(flags: CloneFlags, mut body: impl FnMut() -> i32) -> Result<Child, SuperviseError> {
+/// `clone3` without a stack has fork semantics: the child runs on a copy of this
+/// (single-threaded) process. The forwarded signals are blocked around it, so
+/// that a signal can never hit the child while it still runs the parent's
+/// handler; the child restores the default dispositions, unblocks them, and asks
+/// for SIGKILL when the jailer dies.
+pub fn spawn(
+    flags: CloneFlags,
+    into_cgroup: Option<BorrowedFd<'_>>,
+    body: impl FnOnce() -> i32,
+) -> Result<Child, SuperviseError> {
     let (rx, tx) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SuperviseError::Pipe)?;
-    let mut stack = vec![0u8; 8 << 20];
-    let mut rx_opt = Some(rx);
-    let tx_raw = std::os::fd::AsRawFd::as_raw_fd(&tx);
     let mask = forwarded_set();
-    let cb = Box::new(move || -> isize {
-        reset_signals();
-        let _ = mask.thread_unblock();
-        if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
-            return SETUP_FAILED as isize;
-        }
-        // SAFETY: in the child, tx_raw is this process's copy of the pipe's write end,
-        // which the child must not hold (so it sees EOF/POLLHUP when the parent dies).
-        unsafe { libc::close(tx_raw) };
-        let Some(rx) = rx_opt.take() else {
-            return SETUP_FAILED as isize;
-        };
-        let mut f = std::fs::File::from(rx);
-        let mut b = [0u8; 1];
-        match f.read(&mut b) {
-            Ok(1) if b[0] == b'G' => {}
-            _ => return SETUP_FAILED as isize,
-        }
-        LIFELINE.store(std::os::fd::IntoRawFd::into_raw_fd(f), Ordering::SeqCst);
-        body() as isize
-    });
+    let mut args = CloneArgs {
+        flags: flags.bits() as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(fd) = into_cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
     mask.thread_block().map_err(SuperviseError::Mask)?;
-    // SAFETY: the child gets its own copy of the address space (no CLONE_VM), runs
-    // `cb` on `stack`, and either execs or returns; the stack outlives the call in
-    // the parent and is a copy in the child.
-    let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) };
-    if let Ok(pid) = pid {
-        CHILD.store(pid.as_raw(), Ordering::SeqCst);
+    // SAFETY: clone3 with fork semantics (no CLONE_VM, no stack): `args` is a valid
+    // clone_args of the size passed. This process is single-threaded here, so the
+    // child's copy is consistent; it ends in `_exit` and never returns to the caller.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r == 0 {
+        let code = child_start(rx, tx, &mask, body);
+        // SAFETY: ends the child without running the parent's destructors or atexit
+        // handlers (its copy of them belongs to the jailer).
+        unsafe { libc::_exit(code) }
+    }
+    let errno = nix::errno::Errno::last();
+    if r > 0 {
+        CHILD.store(r as i32, Ordering::SeqCst);
     }
     let _ = mask.thread_unblock();
-    let pid = pid.map_err(|errno| SuperviseError::Clone {
-        flags: format!("{flags:?}"),
-        errno,
-    })?;
+    if r < 0 {
+        return Err(SuperviseError::Clone {
+            flags: format!(
+                "{:?}{}",
+                flags,
+                if into_cgroup.is_some() {
+                    " | CLONE_INTO_CGROUP"
+                } else {
+                    ""
+                }
+            ),
+            errno,
+        });
+    }
+    drop(rx);
     Ok(Child {
-        pid: pid.as_raw(),
+        pid: r as i32,
         go: Some(tx),
         released: false,
     })
+}
+
+/// In the child: default signals, death signal, wait for the go byte, run `body`.
+fn child_start(rx: OwnedFd, tx: OwnedFd, mask: &SigSet, body: impl FnOnce() -> i32) -> i32 {
+    reset_signals();
+    let _ = mask.thread_unblock();
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
+        return SETUP_FAILED;
+    }
+    // The child must not hold the write end, so that it sees EOF/POLLHUP when the
+    // parent dies.
+    drop(tx);
+    let mut f = std::fs::File::from(rx);
+    let mut b = [0u8; 1];
+    match f.read(&mut b) {
+        Ok(1) if b[0] == b'G' => {}
+        _ => return SETUP_FAILED,
+    }
+    LIFELINE.store(std::os::fd::IntoRawFd::into_raw_fd(f), Ordering::SeqCst);
+    body()
 }
 
 /// In the child: re-arms the parent-death signal (a uid change clears it) and
@@ -186,7 +245,7 @@ impl Child {
     /// Lets the child go on (after it was put into its cgroup).
     pub fn release(&mut self) -> Result<(), SuperviseError> {
         if let (Some(tx), false) = (self.go.as_ref(), self.released) {
-            let raw = std::os::fd::AsRawFd::as_raw_fd(tx);
+            let raw = tx.as_raw_fd();
             // SAFETY: writing one byte from a valid buffer to our open pipe end.
             let n = unsafe { libc::write(raw, b"G".as_ptr().cast(), 1) };
             if n != 1 {
@@ -244,5 +303,86 @@ impl Child {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::path::PathBuf;
+
+    /// The cgroup2 mount: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified`
+    /// on hybrid ones (this machine kind).
+    fn cgroup2_root() -> Option<PathBuf> {
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| {
+                nix::sys::statfs::statfs(p)
+                    .map(|s| s.filesystem_type().0 == 0x6367_7270)
+                    .unwrap_or(false)
+            })
+    }
+
+    /// Removes the test cgroup, also when the test fails.
+    struct TestCgroup(PathBuf);
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    /// True when `text` has `line` as one of its lines. Allocates nothing (it runs
+    /// in a forked child of the multi-threaded test harness).
+    fn has_line(text: &[u8], line: &[u8]) -> bool {
+        text.split(|b| *b == b'\n').any(|l| l == line)
+    }
+
+    /// The child's `/proc/self/cgroup` holds `line`: exit 0, else 1 (2: unreadable).
+    fn child_checks_its_cgroup(line: &[u8]) -> i32 {
+        let mut buf = [0u8; 4096];
+        // SAFETY: open/read/close on a valid C string and a stack buffer.
+        let n = unsafe {
+            let fd = libc::open(c"/proc/self/cgroup".as_ptr(), libc::O_RDONLY);
+            if fd < 0 {
+                return 2;
+            }
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n
+        };
+        let Ok(n) = usize::try_from(n) else { return 2 };
+        i32::from(!has_line(&buf[..n], line))
+    }
+
+    /// With a cgroup2 directory fd, the child is born in that cgroup
+    /// (CLONE_INTO_CGROUP); without one it stays in the parent's.
+    #[test]
+    fn child_is_born_in_its_cgroup_v2() {
+        let root = cgroup2_root().expect("no cgroup2 mount: this machine kind has one");
+        let name = format!("caisson-test-clone3-{}", std::process::id());
+        let cg = TestCgroup(root.join(&name));
+        std::fs::create_dir(&cg.0).unwrap();
+        let dir = std::fs::File::open(&cg.0).unwrap();
+        let line = format!("0::/{name}").into_bytes();
+
+        let mut child = spawn(CloneFlags::empty(), Some(dir.as_fd()), || {
+            child_checks_its_cgroup(&line)
+        })
+        .unwrap();
+        child.release().unwrap();
+        assert_eq!(child.wait().unwrap(), 0, "child not in {}", cg.0.display());
+
+        let mut child =
+            spawn(CloneFlags::empty(), None, || child_checks_its_cgroup(&line)).unwrap();
+        child.release().unwrap();
+        assert_eq!(
+            child.wait().unwrap(),
+            1,
+            "child in {} without the fd",
+            cg.0.display()
+        );
     }
 }
