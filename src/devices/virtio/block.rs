@@ -14,7 +14,7 @@ use std::io::{Seek, SeekFrom};
 
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::chain::{gather, pop_chain, split_at, Chain, Desc};
+use super::chain::{gather, split_at, Chain, Desc};
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::devices::SandboxNeeds;
@@ -338,12 +338,7 @@ impl VirtioDevice for Block {
 
     fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
         let mut any = false;
-        while let Some(chain) = ctx
-            .queues
-            .get_mut(queue)
-            .and_then(|q| pop_chain(ctx.mem, q))
-        {
-            let chain = chain.map_err(|source| VirtioError::Chain { queue, source })?;
+        while let Some(chain) = ctx.next_chain(queue)? {
             any = true;
             let used = match self.disk.handle(ctx.mem, &chain) {
                 Ok(n) => n,

@@ -581,7 +581,8 @@ pub mod testing {
 
     /// Negotiates `features` and sets up every queue with `size` entries, queue i's
     /// rings at the fixed test addresses plus i * 0x10000.
-    pub fn bring_up(d: &mut MmioDevice, features: u64, size: u32) {
+    /// Reset, ACKNOWLEDGE, DRIVER, `features`, FEATURES_OK (checked to be accepted).
+    pub fn negotiate(d: &mut MmioDevice, features: u64) {
         wr(d, r::STATUS, 0);
         wr(d, r::STATUS, s::ACKNOWLEDGE);
         wr(d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER);
@@ -591,6 +592,10 @@ pub mod testing {
         wr(d, r::DRIVER_FEATURES, (features >> 32) as u32);
         wr(d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK);
         assert_ne!(rd(d, r::STATUS) & s::FEATURES_OK, 0, "features refused");
+    }
+
+    pub fn bring_up(d: &mut MmioDevice, features: u64, size: u32) {
+        negotiate(d, features);
         let n = d.queues.len();
         for i in 0..n {
             let off = i as u64 * 0x10000;
@@ -687,14 +692,7 @@ mod tests {
     #[test]
     fn queue_size_not_power_of_two_needs_reset() {
         let mut d = rng_device();
-        wr(&mut d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER);
-        wr(&mut d, r::DRIVER_FEATURES_SEL, 1);
-        wr(&mut d, r::DRIVER_FEATURES, 1);
-        wr(
-            &mut d,
-            r::STATUS,
-            s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK,
-        );
+        negotiate(&mut d, VIRTIO_F_VERSION_1);
         wr(&mut d, r::QUEUE_SEL, 0);
         wr(&mut d, r::QUEUE_NUM, 100);
         assert_ne!(rd(&mut d, r::STATUS) & s::DEVICE_NEEDS_RESET, 0);
@@ -708,15 +706,7 @@ mod tests {
         bring_up(&mut d, VIRTIO_F_VERSION_1, 16);
         assert_eq!(rd(&mut d, r::STATUS), 0xf);
         // Too big is refused the same way.
-        wr(&mut d, r::STATUS, 0);
-        wr(&mut d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER);
-        wr(&mut d, r::DRIVER_FEATURES_SEL, 1);
-        wr(&mut d, r::DRIVER_FEATURES, 1);
-        wr(
-            &mut d,
-            r::STATUS,
-            s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK,
-        );
+        negotiate(&mut d, VIRTIO_F_VERSION_1);
         wr(&mut d, r::QUEUE_NUM, 512);
         assert_ne!(rd(&mut d, r::STATUS) & s::DEVICE_NEEDS_RESET, 0);
     }
@@ -724,14 +714,7 @@ mod tests {
     #[test]
     fn ring_outside_memory_needs_reset() {
         let mut d = rng_device();
-        wr(&mut d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER);
-        wr(&mut d, r::DRIVER_FEATURES_SEL, 1);
-        wr(&mut d, r::DRIVER_FEATURES, 1);
-        wr(
-            &mut d,
-            r::STATUS,
-            s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK,
-        );
+        negotiate(&mut d, VIRTIO_F_VERSION_1);
         wr(&mut d, r::QUEUE_NUM, 16);
         wr(&mut d, r::QUEUE_DESC_LOW, 0xd000_0000);
         wr(&mut d, r::QUEUE_DRIVER_LOW, ct::AVAIL_RING as u32);
@@ -744,14 +727,7 @@ mod tests {
     #[test]
     fn misaligned_ring_needs_reset() {
         let mut d = rng_device();
-        wr(&mut d, r::STATUS, s::ACKNOWLEDGE | s::DRIVER);
-        wr(&mut d, r::DRIVER_FEATURES_SEL, 1);
-        wr(&mut d, r::DRIVER_FEATURES, 1);
-        wr(
-            &mut d,
-            r::STATUS,
-            s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK,
-        );
+        negotiate(&mut d, VIRTIO_F_VERSION_1);
         wr(&mut d, r::QUEUE_DESC_LOW, 0x1008);
         assert_ne!(rd(&mut d, r::STATUS) & s::DEVICE_NEEDS_RESET, 0);
     }

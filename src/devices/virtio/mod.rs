@@ -107,6 +107,18 @@ pub struct DeviceCtx<'a> {
     pub driver_features: u64,
 }
 
+impl DeviceCtx<'_> {
+    /// Pops and checks the next available chain of `queue`: `None` when the queue
+    /// is not ready or has nothing available; an error names the queue.
+    pub fn next_chain(&mut self, queue: usize) -> Result<Option<chain::Chain>, VirtioError> {
+        self.queues
+            .get_mut(queue)
+            .and_then(|q| chain::pop_chain(self.mem, q))
+            .transpose()
+            .map_err(|source| VirtioError::Chain { queue, source })
+    }
+}
+
 /// One virtio device behind the MMIO transport.
 pub trait VirtioDevice: Send {
     /// Device type id ([`device_type`]).

@@ -12,7 +12,7 @@
 use std::io::ErrorKind;
 use std::os::fd::RawFd;
 
-use super::chain::{gather, pop_chain, scatter};
+use super::chain::{gather, scatter};
 use super::tap::{Tap, TapError, VNET_HDR_LEN};
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
@@ -105,15 +105,7 @@ impl Net {
     fn process_tx(&mut self, ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
         let mut any = false;
         let mut bytes = Vec::new();
-        while let Some(chain) = ctx
-            .queues
-            .get_mut(TX_QUEUE)
-            .and_then(|q| pop_chain(ctx.mem, q))
-        {
-            let chain = chain.map_err(|source| VirtioError::Chain {
-                queue: TX_QUEUE,
-                source,
-            })?;
+        while let Some(chain) = ctx.next_chain(TX_QUEUE)? {
             any = true;
             if !chain.writable.is_empty() {
                 ctx.warn.warn(&format_args!(
@@ -155,17 +147,9 @@ impl Net {
     /// Delivers `frame` (without header) into the next RX buffer; false when
     /// the guest has none.
     fn deliver(&mut self, ctx: &mut DeviceCtx, frame: &[u8]) -> Result<bool, VirtioError> {
-        let Some(chain) = ctx
-            .queues
-            .get_mut(RX_QUEUE)
-            .and_then(|q| pop_chain(ctx.mem, q))
-        else {
+        let Some(chain) = ctx.next_chain(RX_QUEUE)? else {
             return Ok(false);
         };
-        let chain = chain.map_err(|source| VirtioError::Chain {
-            queue: RX_QUEUE,
-            source,
-        })?;
         let need = (VNET_HDR_LEN + frame.len()) as u64;
         if !chain.readable.is_empty() {
             ctx.warn.warn(&format_args!(

@@ -3,7 +3,7 @@
 //!
 //! Sandbox: no paths or fds beyond its eventfds; needs getrandom.
 
-use super::chain::{pop_chain, scatter};
+use super::chain::scatter;
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::devices::SandboxNeeds;
@@ -77,12 +77,7 @@ impl VirtioDevice for Rng {
 
     fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
         let mut any = false;
-        while let Some(chain) = ctx
-            .queues
-            .get_mut(queue)
-            .and_then(|q| pop_chain(ctx.mem, q))
-        {
-            let chain = chain.map_err(|source| VirtioError::Chain { queue, source })?;
+        while let Some(chain) = ctx.next_chain(queue)? {
             any = true;
             if !chain.readable.is_empty() {
                 ctx.warn.warn(&format_args!(

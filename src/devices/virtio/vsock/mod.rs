@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use self::packet::*;
-use super::chain::{gather, pop_chain, scatter};
+use super::chain::{gather, scatter};
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::config::devices::ValidVsock;
@@ -482,15 +482,7 @@ impl Vsock {
     fn process_tx(&mut self, ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
         let mut any = false;
         let mut bytes = Vec::new();
-        while let Some(chain) = ctx
-            .queues
-            .get_mut(TX_QUEUE)
-            .and_then(|q| pop_chain(ctx.mem, q))
-        {
-            let chain = chain.map_err(|source| VirtioError::Chain {
-                queue: TX_QUEUE,
-                source,
-            })?;
+        while let Some(chain) = ctx.next_chain(TX_QUEUE)? {
             any = true;
             let len = usize::try_from(chain.readable_len())
                 .unwrap_or(usize::MAX)
@@ -568,15 +560,7 @@ impl Vsock {
     fn pump_rx(&mut self, ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
         use virtio_queue::QueueT;
         let mut any = false;
-        while let Some(chain) = ctx
-            .queues
-            .get_mut(RX_QUEUE)
-            .and_then(|q| pop_chain(ctx.mem, q))
-        {
-            let chain = chain.map_err(|source| VirtioError::Chain {
-                queue: RX_QUEUE,
-                source,
-            })?;
+        while let Some(chain) = ctx.next_chain(RX_QUEUE)? {
             if !chain.readable.is_empty() || chain.writable_len() < HDR_LEN as u64 {
                 ctx.warn.warn(&format_args!(
                     "RX buffer {} is device-readable or shorter than {HDR_LEN} bytes; dropped",
