@@ -52,9 +52,7 @@ fn every_layer_denies_the_probe() {
         &["--profile", profile.to_str().unwrap()],
         &probe_args(&vm, sleep.id(), port, &["--mem-mib", "400", "--pids"]),
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    let a = attempts(&out.stdout);
+    let a = probe_results(&out);
 
     // Who the probe is: the derived uid, no capabilities, no new privileges, pid 1
     // of its own pid namespace, its own hostname, no /proc.
@@ -151,13 +149,7 @@ fn landlock_is_the_layer_that_said_eacces() {
     );
     let _ = sleep.kill();
     let _ = sleep.wait();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a = attempts(&out.stdout);
+    let a = probe_results(&out);
     // The new network namespace has only a down loopback.
     denied_with(&a, "tcp-connect", libc::ENETUNREACH);
     // mknod now meets the capability check.
@@ -177,13 +169,7 @@ fn without_pid_namespace_uid_and_caps_stop_ptrace_and_kill() {
         &["--profile", "dev", "--landlock", "off"],
         &probe_args(&vm, sleep.id(), 9, &[]),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a = attempts(&out.stdout);
+    let a = probe_results(&out);
     assert_ne!(a["identity"]["pid"], 1);
     denied_with(&a, "ptrace-outside", libc::EPERM);
     denied_with(&a, "kill-outside", libc::EPERM);
@@ -221,13 +207,7 @@ fn landlock_scope_denies_signals_outside() {
     let mut target = spawn_target();
     vm.extra_pids.push(target.id());
     let out = vm.run(&flags, &probe_args(&vm, target.id(), 9, &[]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a = attempts(&out.stdout);
+    let a = probe_results(&out);
     assert_eq!(a["identity"]["uid"], same_uid);
     denied_with(&a, "kill-outside", libc::EPERM);
     denied_with(&a, "ptrace-outside", libc::EPERM);
@@ -240,13 +220,7 @@ fn landlock_scope_denies_signals_outside() {
     let mut f = flags.to_vec();
     f.extend(["--landlock", "off"]);
     let out = vm.run(&f, &probe_args(&vm, target2.id(), 9, &[]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a = attempts(&out.stdout);
+    let a = probe_results(&out);
     allowed(&a, "kill-outside");
     let status = target2.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
@@ -260,13 +234,7 @@ fn landlock_scope_denies_signals_outside() {
 fn nproc_rlimit_stops_forks() {
     let vm = Vm::new("nproc");
     let out = vm.run(&["--resource-limit", "nproc=8"], &["--pids".to_string()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a = attempts(&out.stdout);
+    let a = probe_results(&out);
     denied_with(&a, "pids-limit", libc::EAGAIN);
     let n: u32 = a["pids-limit"]["detail"]
         .as_str()
@@ -305,26 +273,14 @@ fn landlock_denies_tcp_and_abstract_sockets_in_a_shared_netns() {
 
     let vm = Vm::new("sharednet");
     let out = vm.run(&["--netns", &netns], &args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a = attempts(&out.stdout);
+    let a = probe_results(&out);
     denied_with(&a, "tcp-connect", libc::EACCES);
     denied_with(&a, "abstract-unix-connect", libc::EPERM);
     drop(vm);
 
     let vm = Vm::new("sharednet-off");
     let out = vm.run(&["--netns", &netns, "--landlock", "off"], &args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a = attempts(&out.stdout);
+    let a = probe_results(&out);
     allowed(&a, "tcp-connect");
     allowed(&a, "abstract-unix-connect");
 }

@@ -140,13 +140,7 @@ fn output_files_are_writable_and_given_back() {
         v["logger"] = serde_json::json!({"log_path": log.display().to_string()});
     });
     let out = vm.run(&[], &["--rw-file", "/out/log-vmm.log"].map(String::from));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a = attempts(&out.stdout);
+    let a = probe_results(&out);
     allowed(&a, "write-allowed");
     use std::os::unix::fs::MetadataExt;
     // Created by the jailer, handed to the VM, handed back.

@@ -21,16 +21,12 @@ fn chown_r(path: &std::path::Path) {
     assert!(st.success());
 }
 
-#[test]
-fn rootless_jail_confines_without_root() {
-    let vm = Vm::new("rootless");
-    let exe = vm.dir.join("caisson-probe");
-    std::fs::copy(probe(), &exe).unwrap();
-    chown_r(&vm.dir);
-    let runtime = vm.dir.join("run");
-    let out = Command::new(JAILER)
-        .args(["--rootless", "--id", &vm.id, "--exec-file"])
-        .arg(&exe)
+/// `caisson-jailer --rootless` run as nobody on `vm`, with `exe` as the exec file and
+/// the runtime directory `<vm dir>/run`.
+fn rootless_jailer(vm: &Vm, exe: &std::path::Path) -> Command {
+    let mut c = Command::new(JAILER);
+    c.args(["--rootless", "--id", &vm.id, "--exec-file"])
+        .arg(exe)
         .arg("--config-file")
         .arg(&vm.config)
         .arg("--chroot-base-dir")
@@ -38,7 +34,20 @@ fn rootless_jail_confines_without_root() {
         .arg("--resource-root")
         .arg(&vm.dir)
         .arg("--runtime-dir")
-        .arg(&runtime)
+        .arg(vm.dir.join("run"))
+        .uid(NOBODY)
+        .gid(NOBODY);
+    c
+}
+
+#[test]
+fn rootless_jail_confines_without_root() {
+    let vm = Vm::new("rootless");
+    let exe = vm.dir.join("caisson-probe");
+    std::fs::copy(probe(), &exe).unwrap();
+    chown_r(&vm.dir);
+    let runtime = vm.dir.join("run");
+    let out = rootless_jailer(&vm, &exe)
         .args([
             "--",
             "--read-ok",
@@ -52,8 +61,6 @@ fn rootless_jail_confines_without_root() {
             "--tcp-port",
             "9",
         ])
-        .uid(NOBODY)
-        .gid(NOBODY)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -88,20 +95,8 @@ fn rootless_refuses_what_needs_root() {
         (vec!["--selinux", "require"], "--selinux=require"),
         (vec!["--netns", "/var/run/netns/x"], "--netns"),
     ] {
-        let out = Command::new(JAILER)
-            .args(["--rootless", "--id", &vm.id, "--exec-file"])
-            .arg(probe())
-            .arg("--config-file")
-            .arg(&vm.config)
-            .arg("--chroot-base-dir")
-            .arg(&vm.base)
-            .arg("--resource-root")
-            .arg(&vm.dir)
-            .arg("--runtime-dir")
-            .arg(vm.dir.join("run"))
+        let out = rootless_jailer(&vm, &probe())
             .args(&flags)
-            .uid(NOBODY)
-            .gid(NOBODY)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -117,20 +112,8 @@ fn rootless_vm_audits_clean() {
     std::fs::copy(probe(), &exe).unwrap();
     chown_r(&vm.dir);
     let runtime = vm.dir.join("run");
-    let mut child = Command::new(JAILER)
-        .args(["--rootless", "--id", &vm.id, "--exec-file"])
-        .arg(&exe)
-        .arg("--config-file")
-        .arg(&vm.config)
-        .arg("--chroot-base-dir")
-        .arg(&vm.base)
-        .arg("--resource-root")
-        .arg(&vm.dir)
-        .arg("--runtime-dir")
-        .arg(&runtime)
+    let mut child = rootless_jailer(&vm, &exe)
         .args(["--", "--hold-ms", "3000"])
-        .uid(NOBODY)
-        .gid(NOBODY)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -230,6 +230,18 @@ pub fn attempts(stdout: &[u8]) -> std::collections::BTreeMap<String, serde_json:
         .collect()
 }
 
+/// The probe's results, after checking that the jailed probe exited 0.
+#[track_caller]
+pub fn probe_results(out: &Output) -> std::collections::BTreeMap<String, serde_json::Value> {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    attempts(&out.stdout)
+}
+
 /// Asserts an attempt was denied with `errno`.
 #[track_caller]
 pub fn denied_with(
