@@ -61,10 +61,26 @@ impl CgroupVersion {
 
     /// v2 when `/sys/fs/cgroup` is a cgroup2 mount (a unified host), else v1.
     pub fn detect() -> Self {
-        match nix::sys::statfs::statfs(CGROUP_ROOT) {
-            Ok(s) if s.filesystem_type().0 == CGROUP2_SUPER_MAGIC => Self::V2,
-            _ => Self::V1,
+        if is_cgroup2(Path::new(CGROUP_ROOT)) {
+            Self::V2
+        } else {
+            Self::V1
         }
+    }
+}
+
+/// True when `path` is a cgroup2 mount.
+pub fn is_cgroup2(path: &Path) -> bool {
+    matches!(nix::sys::statfs::statfs(path), Ok(s) if s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+}
+
+/// The cgroup2 mount: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified`
+/// on hybrid ones.
+pub fn v2_root() -> PathBuf {
+    if CgroupVersion::detect() == CgroupVersion::V2 {
+        PathBuf::from(CGROUP_ROOT)
+    } else {
+        Path::new(CGROUP_ROOT).join("unified")
     }
 }
 

@@ -1,6 +1,7 @@
 //! The jail sequence: [`run`] takes one guest from an untrusted config to a
-//! uniquely confined VMM process, one step per call, in order. Steps 5-10 run in
-//! the cloned child ([`confine`]); the parent supervises and cleans up (step 11).
+//! uniquely confined VMM process, one step per call, in order. Steps 5-10 (and the
+//! child's entry into its cgroup) run in the cloned child ([`confine`]); the parent
+//! supervises and cleans up (step 11).
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -492,7 +493,7 @@ fn set_up(
             &s.id,
             limits,
         ),
-        CgroupVersion::V2 => cgroup::plan_v2(&v2_root(), &s.cgroup_parent, &s.id, limits),
+        CgroupVersion::V2 => cgroup::plan_v2(&cgroup::v2_root(), &s.cgroup_parent, &s.id, limits),
     };
     let plan = match plan.apply() {
         Ok(()) => plan,
@@ -702,15 +703,6 @@ fn cgroup_limits(s: &Settings, res: &Resources) -> Limits {
         cpu_period_us: c.cpu_period_us,
         pids_max: c.pids_max,
         extra: s.extra_cgroups.clone(),
-    }
-}
-
-/// The cgroup2 mount: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones.
-fn v2_root() -> PathBuf {
-    if CgroupVersion::detect() == CgroupVersion::V2 {
-        PathBuf::from(cgroup::CGROUP_ROOT)
-    } else {
-        Path::new(cgroup::CGROUP_ROOT).join("unified")
     }
 }
 

@@ -54,11 +54,6 @@ impl ExecAttr {
         Ok(Self { fd })
     }
 
-    /// Wraps another open file (tests).
-    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Self {
-        Self { fd }
-    }
-
     /// Writes the label, with its NUL as libselinux does, in one write at offset 0
     /// (the kernel takes no partial writes). Allocates nothing, so a test may call
     /// it in a forked child.
@@ -187,8 +182,6 @@ pub(crate) mod fake {
     pub struct FakeSelinux {
         pub enabled: bool,
         pub files: RefCell<BTreeMap<PathBuf, String>>,
-        /// The file `open_exec_attr` opens (a stand-in for the proc attribute).
-        pub exec_attr: Option<PathBuf>,
         pub running: Vec<String>,
         /// Setting a label on this path fails.
         pub fail_on: Option<PathBuf>,
@@ -215,20 +208,11 @@ pub(crate) mod fake {
             Ok(())
         }
         fn open_exec_attr(&self) -> Result<ExecAttr, SelinuxError> {
-            let path = self.exec_attr.as_ref().ok_or(SelinuxError::OpenExec {
+            // No unit test execs; the real attribute is tested with ExecAttr itself.
+            Err(SelinuxError::OpenExec {
                 path: EXEC_ATTR,
-                errno: nix::Error::ENOENT,
-            })?;
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)
-                .map_err(|_| SelinuxError::OpenExec {
-                    path: EXEC_ATTR,
-                    errno: nix::Error::EIO,
-                })?;
-            Ok(ExecAttr::from_fd(f.into()))
+                errno: nix::Error::ENOSYS,
+            })
         }
         fn process_labels(&self) -> Vec<String> {
             self.running.clone()

@@ -242,7 +242,7 @@ pub fn rearm_death_signal() -> Result<(), nix::Error> {
 }
 
 impl Child {
-    /// Lets the child go on (after it was put into its cgroup).
+    /// Lets the child go on (after its state was recorded).
     pub fn release(&mut self) -> Result<(), SuperviseError> {
         if let (Some(tx), false) = (self.go.as_ref(), self.released) {
             let raw = tx.as_raw_fd();
@@ -313,19 +313,6 @@ mod tests {
     use std::os::fd::AsFd;
     use std::path::PathBuf;
 
-    /// The cgroup2 mount: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified`
-    /// on hybrid ones (this machine kind).
-    fn cgroup2_root() -> Option<PathBuf> {
-        ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| {
-                nix::sys::statfs::statfs(p)
-                    .map(|s| s.filesystem_type().0 == 0x6367_7270)
-                    .unwrap_or(false)
-            })
-    }
-
     /// Removes the test cgroup, also when the test fails.
     struct TestCgroup(PathBuf);
     impl Drop for TestCgroup {
@@ -361,7 +348,12 @@ mod tests {
     /// (CLONE_INTO_CGROUP); without one it stays in the parent's.
     #[test]
     fn child_is_born_in_its_cgroup_v2() {
-        let root = cgroup2_root().expect("no cgroup2 mount: this machine kind has one");
+        let root = crate::cgroup::v2_root();
+        assert!(
+            crate::cgroup::is_cgroup2(&root),
+            "{} is not a cgroup2 mount (this machine kind has one)",
+            root.display()
+        );
         let name = format!("caisson-test-clone3-{}", std::process::id());
         let cg = TestCgroup(root.join(&name));
         std::fs::create_dir(&cg.0).unwrap();

@@ -21,8 +21,21 @@ fn chown_r(path: &std::path::Path) {
     assert!(st.success());
 }
 
-/// `caisson-jailer --rootless` run as nobody on `vm`, with `exe` as the exec file and
-/// the runtime directory `<vm dir>/run`.
+/// A VM directory owned by nobody, with its own copy of the probe as exec file.
+fn rootless_vm(tag: &str) -> (Vm, std::path::PathBuf) {
+    let vm = Vm::new(tag);
+    let exe = vm.dir.join("caisson-probe");
+    std::fs::copy(probe(), &exe).unwrap();
+    chown_r(&vm.dir);
+    (vm, exe)
+}
+
+/// The jailer's runtime directory for `vm` (nobody cannot write /run/caisson).
+fn runtime_dir(vm: &Vm) -> std::path::PathBuf {
+    vm.dir.join("run")
+}
+
+/// `caisson-jailer --rootless` run as nobody on `vm`, with `exe` as the exec file.
 fn rootless_jailer(vm: &Vm, exe: &std::path::Path) -> Command {
     let mut c = Command::new(JAILER);
     c.args(["--rootless", "--id", &vm.id, "--exec-file"])
@@ -34,7 +47,7 @@ fn rootless_jailer(vm: &Vm, exe: &std::path::Path) -> Command {
         .arg("--resource-root")
         .arg(&vm.dir)
         .arg("--runtime-dir")
-        .arg(vm.dir.join("run"))
+        .arg(runtime_dir(vm))
         .uid(NOBODY)
         .gid(NOBODY);
     c
@@ -42,11 +55,8 @@ fn rootless_jailer(vm: &Vm, exe: &std::path::Path) -> Command {
 
 #[test]
 fn rootless_jail_confines_without_root() {
-    let vm = Vm::new("rootless");
-    let exe = vm.dir.join("caisson-probe");
-    std::fs::copy(probe(), &exe).unwrap();
-    chown_r(&vm.dir);
-    let runtime = vm.dir.join("run");
+    let (vm, exe) = rootless_vm("rootless");
+    let runtime = runtime_dir(&vm);
     let out = rootless_jailer(&vm, &exe)
         .args([
             "--",
@@ -107,11 +117,8 @@ fn rootless_refuses_what_needs_root() {
 
 #[test]
 fn rootless_vm_audits_clean() {
-    let vm = Vm::new("rootless-audit");
-    let exe = vm.dir.join("caisson-probe");
-    std::fs::copy(probe(), &exe).unwrap();
-    chown_r(&vm.dir);
-    let runtime = vm.dir.join("run");
+    let (vm, exe) = rootless_vm("rootless-audit");
+    let runtime = runtime_dir(&vm);
     let mut child = rootless_jailer(&vm, &exe)
         .args(["--", "--hold-ms", "3000"])
         .stdout(std::process::Stdio::piped())
