@@ -11,7 +11,7 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::x86_64::{boot, cpuid, layout, mptable, regs};
+use crate::arch::x86_64::{acpi, boot, cpuid, layout, mptable, regs};
 use crate::config::{SerialSink, ValidConfig};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::exit_port::ExitPort;
@@ -43,6 +43,8 @@ pub enum BuildError {
     Regs(#[from] regs::RegsError),
     #[error(transparent)]
     Mptable(#[from] mptable::MptableError),
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
@@ -144,7 +146,7 @@ fn serial_output(sink: &SerialSink) -> Result<SerialOut, BuildError> {
     })
 }
 
-/// The legacy devices on the port I/O bus: serial (IRQ 4), i8042 and the exit port.
+/// The legacy devices on the port I/O bus: serial (IRQ 4), i8042 (IRQ 1) and the exit port.
 fn setup_legacy_devices(
     vm: &VmFd,
     cfg: &ValidConfig,
@@ -165,10 +167,15 @@ fn setup_legacy_devices(
         u64::from(layout::SERIAL_PORT_LEN),
         serial.clone(),
     )?;
+    let kbd_irq = eventfd("the i8042 IRQ")?;
+    kvm_call(
+        "KVM_IRQFD (i8042)",
+        vm.register_irqfd(&kbd_irq, layout::I8042_IRQ),
+    )?;
     pio.insert(
         u64::from(layout::I8042_PORT_BASE),
         u64::from(layout::I8042_PORT_LEN),
-        Arc::new(Mutex::new(I8042::new(exit.clone()))),
+        Arc::new(Mutex::new(I8042::new(exit.clone(), kbd_irq))),
     )?;
     pio.insert(
         u64::from(layout::EXIT_PORT),
@@ -199,19 +206,6 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         None => None,
     };
     let cmdline_len = boot::load_cmdline(&mem, &cfg.cmdline)?;
-    // A kernel with a PVH entry is started through it, as Firecracker does.
-    let (protocol, entry) = match kernel.pvh_entry {
-        Some(pvh) => {
-            boot::write_pvh_start_info(&mem, cfg.mem_size_mib << 20, initrd)?;
-            (regs::BootProtocol::Pvh, pvh)
-        }
-        None => {
-            boot::write_zero_page(&mem, cfg.mem_size_mib << 20, &kernel, cmdline_len, initrd)?;
-            (regs::BootProtocol::Linux64, kernel.entry)
-        }
-    };
-    mptable::setup(&mem, cfg.vcpu_count)?;
-    regs::write_boot_tables(&mem, protocol)?;
 
     let exit = Arc::new(ExitSignal::new().map_err(|source| BuildError::EventFd {
         what: "the exit signal",
@@ -223,13 +217,35 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
     let virtio = virtio_devices::setup(&vm, &mem, &cfg.virtio, &mut mmio)?;
     let mmio = Arc::new(mmio);
 
+    // The firmware tables describe the vCPUs and the devices just placed; the
+    // boot parameters point to the ACPI tables.
+    mptable::setup(&mem, cfg.vcpu_count)?;
+    let rsdp = acpi::setup(&mem, cfg.vcpu_count, &virtio.windows)?;
+    // A kernel with a PVH entry is started through it, as Firecracker does.
+    let ram = cfg.mem_size_mib << 20;
+    let (protocol, entry) = match kernel.pvh_entry {
+        Some(pvh) => {
+            boot::write_pvh_start_info(&mem, ram, initrd, rsdp)?;
+            (regs::BootProtocol::Pvh, pvh)
+        }
+        None => {
+            boot::write_zero_page(&mem, ram, &kernel, cmdline_len, initrd, rsdp)?;
+            (regs::BootProtocol::Linux64, kernel.entry)
+        }
+    };
+    regs::write_boot_tables(&mem, protocol)?;
+
     let supported = kvm_call(
         "KVM_GET_SUPPORTED_CPUID",
         kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
     )?;
     let emulator_safe = !cpuid::host_has_hardware_virtualization();
     if emulator_safe {
-        log::info!("host has no VMX/SVM: hiding CPUID features KVM's emulator cannot run");
+        log::info!(
+            "host has no VMX/SVM: KVM emulates guest kernel code instruction by instruction \
+             (about 1000x slower than native); hiding the CPUID features its emulator cannot \
+             run and completing int3, int n and fwait in the VMM"
+        );
     }
     vcpu::install_kick_handler()?;
     crate::seccomp::install_sigsys_handler()?;
@@ -253,6 +269,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
             mmio.clone(),
             exit.clone(),
             stop.clone(),
+            emulator_safe,
         );
         v.configure(&vcpu_cpuid, entry, protocol)?;
         handles.push(v.spawn(cfg.seccomp.clone())?);
@@ -264,7 +281,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         _memory: mem,
     });
     let mut vm = Vm::new(handles, exit, stop, serial_input, resources)?;
-    for s in virtio {
+    for s in virtio.subscribers {
         vm.add_subscriber(s);
     }
     // Last step before any guest code runs: confine the main thread too.

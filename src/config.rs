@@ -196,6 +196,24 @@ pub struct CaissonConfig {
     /// Tap fds inherited from the jailer, by `iface_id` (see [`devices`]).
     #[serde(default)]
     pub net_fds: Option<std::collections::BTreeMap<String, i32>>,
+    /// Whether the command line gets `virtio_mmio.device=` words (default true).
+    /// With `false` the kernel must find the devices through ACPI alone.
+    #[serde(default, deserialize_with = "virtio_cmdline_setting")]
+    pub virtio_cmdline: Option<bool>,
+}
+
+/// `caisson.virtio_cmdline`: `true`, `false` or null (the default). serde's own
+/// type error would not name the field, so the message does.
+fn virtio_cmdline_setting<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<bool>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Ok(Some(b)),
+        serde_json::Value::Null => Ok(None),
+        other => Err(serde::de::Error::custom(format!(
+            "caisson.virtio_cmdline: {other} is invalid: expected true or false"
+        ))),
+    }
 }
 
 /// The whole config file, in Firecracker's schema.
@@ -297,7 +315,8 @@ pub struct ValidConfig {
     pub vcpu_count: u8,
     pub mem_size_mib: u64,
     pub serial: SerialSink,
-    /// The virtio devices; their command-line words are already in `cmdline`.
+    /// The virtio devices; their command-line words are already in `cmdline`
+    /// (the `virtio_mmio.device=` ones unless `caisson.virtio_cmdline` is false).
     pub virtio: VirtioConfig,
     /// Per-thread seccomp filters; `None` only with `--no-seccomp`.
     pub seccomp: Option<crate::seccomp::Filters>,
@@ -364,7 +383,7 @@ impl VmConfig {
         let virtio = devices::validate_devices(self)?;
         let cmdline = [cmdline]
             .into_iter()
-            .chain(virtio.cmdline_words())
+            .chain(virtio.cmdline_words(self.caisson.virtio_cmdline.unwrap_or(true)))
             .filter(|w| !w.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
@@ -619,6 +638,40 @@ mod tests {
         assert!(validate_id("").is_err());
         assert!(validate_id("a/b").is_err());
         assert!(validate_id(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn virtio_cmdline_setting_drops_the_mmio_words() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kernel = dir.path().join("vmlinux");
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[18] = 62;
+        std::fs::write(&kernel, &elf).expect("kernel");
+        let cmdline = |caisson: &str| {
+            let text = format!(
+                r#"{{"boot-source": {{"kernel_image_path": {:?}, "boot_args": "console=ttyS0"}},
+                    "entropy": {{}}, "caisson": {caisson}}}"#,
+                kernel.display().to_string()
+            );
+            let cfg = VmConfig::from_json(&text).expect("parses");
+            cfg.validate("vm", 1).expect("valid").cmdline
+        };
+        let with = "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5";
+        assert_eq!(cmdline("{}"), with);
+        assert_eq!(cmdline(r#"{"virtio_cmdline": null}"#), with);
+        assert_eq!(cmdline(r#"{"virtio_cmdline": true}"#), with);
+        assert_eq!(cmdline(r#"{"virtio_cmdline": false}"#), "console=ttyS0");
+        for bad in ["\"no\"", "0", "[]"] {
+            let err =
+                VmConfig::from_json(&format!(r#"{{"caisson": {{"virtio_cmdline": {bad}}}}}"#))
+                    .expect_err("not a boolean")
+                    .to_string();
+            assert!(
+                err.contains("caisson.virtio_cmdline") && err.contains(bad),
+                "{err}"
+            );
+        }
     }
 
     #[test]

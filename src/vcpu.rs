@@ -12,6 +12,7 @@ use kvm_bindings::{kvm_run, CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUT
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::arch::x86_64::emulation_assist::{self, MAX_INSN_LEN};
 use crate::arch::x86_64::{lapic, msr, regs};
 use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, ExitSignal};
@@ -74,6 +75,10 @@ pub struct Vcpu {
     mmio: Arc<Bus>,
     exit: Arc<ExitSignal>,
     stop: Arc<AtomicBool>,
+    /// Complete the instructions KVM's emulator cannot run (hosts without VMX/SVM).
+    assists: bool,
+    /// How many instructions were completed, for the log at exit.
+    assisted: u64,
 }
 
 /// A spawned vCPU thread.
@@ -111,6 +116,7 @@ impl Vcpu {
         mmio: Arc<Bus>,
         exit: Arc<ExitSignal>,
         stop: Arc<AtomicBool>,
+        assists: bool,
     ) -> Self {
         Self {
             index,
@@ -119,6 +125,8 @@ impl Vcpu {
             mmio,
             exit,
             stop,
+            assists,
+            assisted: 0,
         }
     }
 
@@ -213,6 +221,13 @@ impl Vcpu {
         }
         self.run_loop();
         KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
+        if self.assisted > 0 {
+            log::info!(
+                "vCPU {}: {} instructions completed by emulation assists",
+                self.index,
+                self.assisted
+            );
+        }
     }
 
     fn rip(&self) -> u64 {
@@ -257,11 +272,13 @@ impl Vcpu {
                     {
                         Some(ExitReason::SystemEvent(t))
                     }
-                    VcpuExit::InternalError => Some(ExitReason::KvmError {
-                        vcpu: self.index,
-                        reason: self.internal_error(),
-                        rip: 0,
-                    }),
+                    VcpuExit::InternalError => {
+                        self.internal_error().map(|reason| ExitReason::KvmError {
+                            vcpu: self.index,
+                            reason,
+                            rip: 0,
+                        })
+                    }
                     VcpuExit::FailEntry(reason, cpu) => Some(ExitReason::KvmError {
                         vcpu: self.index,
                         reason: format!(
@@ -297,18 +314,65 @@ impl Vcpu {
         }
     }
 
-    fn internal_error(&mut self) -> String {
+    /// Handles KVM_EXIT_INTERNAL_ERROR: completes an assisted instruction and
+    /// returns None, or returns the error that stops the VM.
+    fn internal_error(&mut self) -> Option<String> {
         let run = self.fd.get_kvm_run();
         // SAFETY: after KVM_EXIT_INTERNAL_ERROR, KVM fills the `internal` member of
-        // the exit union; reading plain integers from it is always defined.
-        let internal = unsafe { run.__bindgen_anon_1.internal };
-        let what = match internal.suberror {
+        // the exit union (and, for an emulation failure, its `emulation_failure`
+        // view); both are plain integers and arrays, valid for any bit pattern.
+        let (suberror, failure) = unsafe {
+            (
+                run.__bindgen_anon_1.internal.suberror,
+                run.__bindgen_anon_1.emulation_failure,
+            )
+        };
+        let what = match suberror {
             1 => "emulation failure",
             2 => "simultaneous exception",
             3 => "event delivery failure",
             4 => "unexpected exit reason",
             _ => "internal error",
         };
-        format!("internal error: {what} (suberror {})", internal.suberror)
+        let mut reason = format!("internal error: {what} (suberror {suberror})");
+        if suberror != kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
+            return Some(reason);
+        }
+        // SAFETY: as above; the instruction bytes are a plain byte array.
+        let insn = unsafe { failure.__bindgen_anon_1.__bindgen_anon_1 };
+        let bytes = if failure.flags
+            & u64::from(kvm_bindings::KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)
+            != 0
+        {
+            &insn.insn_bytes[..usize::from(insn.insn_size).min(MAX_INSN_LEN)]
+        } else {
+            &[][..]
+        };
+        let mut named = false;
+        if self.assists {
+            match emulation_assist::complete(&self.fd, bytes) {
+                Ok(effect) => {
+                    self.assisted += 1;
+                    log::debug!(
+                        "vCPU {}: assisted [{}]: {effect:?}",
+                        self.index,
+                        emulation_assist::hex(bytes)
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    named = matches!(
+                        e,
+                        emulation_assist::AssistError::Unsupported(_)
+                            | emulation_assist::AssistError::NotKernelMode { .. }
+                    );
+                    reason.push_str(&format!(", not assisted: {e}"));
+                }
+            }
+        }
+        if !named && !bytes.is_empty() {
+            reason.push_str(&format!(", instruction [{}]", emulation_assist::hex(bytes)));
+        }
+        Some(reason)
     }
 }

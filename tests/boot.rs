@@ -51,13 +51,14 @@ fn pvh_note_boots_through_the_pvh_entry() {
         [
             "pvh: start_info ok",
             "pvh: cmdline console=ttyS0 pvh=yes",
-            "pvh: memmap 2 modules 1"
+            "pvh: memmap 3 modules 1"
         ],
         "{out:?}"
     );
-    // Above the MMIO gap the memory map has a third entry; no initrd, no module.
+    // Base RAM, the ACPI tables' area (reserved), RAM from 1 MiB; above the
+    // MMIO gap a fourth entry. No initrd, no module.
     let out = boot("pvh", &["--mem-mib", "4096"]);
-    assert!(out.lines().contains(&"pvh: memmap 3 modules 0"), "{out:?}");
+    assert!(out.lines().contains(&"pvh: memmap 4 modules 0"), "{out:?}");
 }
 
 #[test]

@@ -5,9 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=install-deps.sh
+source tests/install-deps.sh
+caisson_install_deps build
+
 # The jail has no shared libraries, so the jailed VMM is linked statically.
+echo "==> building caisson-jailer (release; about 1 minute the first time)" >&2
 cargo build -q --release -p caisson-jailer
+echo "==> building a static caisson for the jail (release; about 1 minute the first time)" >&2
 cargo rustc -q --release --bin caisson --target-dir target/static -- -C target-feature=+crt-static
+echo "==> booting the demo guest in a jail (caisson-jailer, strict profile)" >&2
 vmm=target/static/release/caisson
 guest=$(ls target/static/release/build/caisson-*/out/guests/demo.elf | head -n 1)
 

@@ -237,3 +237,21 @@ fn flag_problems() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("many"), "{out:?}");
 }
+
+#[test]
+fn caisson_settings_are_named() {
+    let d = tempdir();
+    let c = config(
+        d.path(),
+        with_kernel(serde_json::json!({"caisson": {"virtio_cmdline": "no"}})),
+    );
+    rejected(
+        &["--config-file", &c],
+        &["caisson.virtio_cmdline", "\"no\"", "true or false"],
+    );
+    let c = config(
+        d.path(),
+        with_kernel(serde_json::json!({"caisson": {"virtio_cmdlines": false}})),
+    );
+    rejected(&["--config-file", &c], &["unknown field `virtio_cmdlines`"]);
+}

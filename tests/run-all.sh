@@ -7,18 +7,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Debian packages the build and the tests need (skipped when already installed).
-need_pkgs=(make gcc binutils iproute2 libselinux1-dev libclang-dev pkg-config)
-missing=()
-for p in "${need_pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  step "installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# Debian packages the build and the tests need (tests/install-deps.sh is the one
+# place that installs them; nothing happens when they are already there).
+# shellcheck source=install-deps.sh
+source tests/install-deps.sh
+step "Debian packages (tests/install-deps.sh build test linux)"
+caisson_install_deps build test linux
 
 step "rust components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -31,6 +25,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo build (all binaries, used by the integration tests)"
 cargo build --workspace --all-targets
+
+step "guest kernel for the Linux tests (tests/linux/build-kernel.sh; cached, ~6 min cold)"
+CAISSON_LINUX_KERNEL="$(bash tests/linux/build-kernel.sh | tail -n 1)"
+export CAISSON_LINUX_KERNEL
+echo "$CAISSON_LINUX_KERNEL"
 
 step "cargo test"
 cargo test --workspace -- --test-threads=2

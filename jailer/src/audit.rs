@@ -8,7 +8,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::cgroup::CgroupVersion;
-use crate::profile::SeccompMode;
+use crate::profile::{BaselineMode, SeccompMode};
+use crate::seccomp_baseline;
 use crate::state::{JailState, StateError};
 
 /// An audit that could not run.
@@ -89,6 +90,47 @@ fn lim(v: Option<u64>) -> String {
     }
 }
 
+/// The seccomp checks. `expect_seccomp` (2 or 0) says whether the exec target
+/// installs a filter of its own (the VMM does unless its seccomp mode is off); the
+/// jailer's baseline filters, when on, come on top of it: `Seccomp` is 2 when
+/// either is there, and `Seccomp_filters` at least the baseline's filters plus the
+/// VMM's thread filter.
+fn seccomp_checks(st: &JailState, expect_seccomp: Option<u8>, status: &str) -> Vec<Check> {
+    let own = expect_seccomp.unwrap_or(if st.seccomp == SeccompMode::On { 2 } else { 0 });
+    let own_filters = u32::from(own == 2);
+    let min_filters = seccomp_baseline::filter_count(st.seccomp_baseline) + own_filters;
+    let want_mode = if min_filters > 0 { 2 } else { own };
+    let filters = status_field(status, "Seccomp_filters");
+    let filters_ok = match filters.parse::<u32>() {
+        Ok(n) if min_filters == 0 => n == 0,
+        Ok(n) => n >= min_filters,
+        Err(_) => false,
+    };
+    let baseline = match st.seccomp_baseline {
+        BaselineMode::Default => " (baseline + VMM)",
+        BaselineMode::Off => "",
+    };
+    vec![
+        check(
+            "seccomp",
+            "Seccomp",
+            want_mode.to_string(),
+            status_field(status, "Seccomp"),
+        ),
+        Check {
+            layer: "seccomp",
+            item: "Seccomp_filters".into(),
+            expected: if min_filters == 0 {
+                "0".into()
+            } else {
+                format!(">={min_filters}{baseline}")
+            },
+            actual: filters,
+            ok: filters_ok,
+        },
+    ]
+}
+
 /// Audits the VM `id`.
 pub fn audit(
     runtime_dir: &Path,
@@ -127,29 +169,7 @@ pub fn audit_state(st: &JailState, expect_seccomp: Option<u8>) -> Result<Report,
     ));
 
     // Seccomp and no-new-privs.
-    let want_seccomp = expect_seccomp.unwrap_or(if st.seccomp == SeccompMode::On { 2 } else { 0 });
-    checks.push(check(
-        "seccomp",
-        "Seccomp",
-        want_seccomp.to_string(),
-        status_field(&status, "Seccomp"),
-    ));
-    let filters = status_field(&status, "Seccomp_filters");
-    let filters_ok = match filters.parse::<u32>() {
-        Ok(n) => (n > 0) == (want_seccomp == 2),
-        Err(_) => false,
-    };
-    checks.push(Check {
-        layer: "seccomp",
-        item: "Seccomp_filters".into(),
-        expected: if want_seccomp == 2 {
-            ">0".into()
-        } else {
-            "0".into()
-        },
-        actual: filters,
-        ok: filters_ok,
-    });
+    checks.extend(seccomp_checks(st, expect_seccomp, &status));
     checks.push(check(
         "identity",
         "NoNewPrivs",

@@ -1,7 +1,7 @@
 //! The jail sequence: [`run`] takes one guest from an untrusted config to a
-//! uniquely confined VMM process, one step per call, in order. Steps 5-10 (and the
+//! uniquely confined VMM process, one step per call, in order. Steps 5-11 (and the
 //! child's entry into its cgroup) run in the cloned child ([`confine`]); the parent
-//! supervises and cleans up (step 11).
+//! supervises and cleans up (step 12).
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -64,6 +64,8 @@ pub enum JailError {
     Identity(#[from] identity::IdentityError),
     #[error(transparent)]
     Landlock(#[from] landlock_rules::LandlockError),
+    #[error(transparent)]
+    Baseline(#[from] crate::seccomp_baseline::BaselineError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
@@ -212,7 +214,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
             return Err(e);
         }
     };
-    // 5-10 in the child, which is born in its cgroup (v2) or joins it first (v1).
+    // 5-11 in the child, which is born in its cgroup (v2) or joins it first (v1).
     let cgroup_fd = cgroup::open_v2_leaf(&plan).map_err(|e| {
         undo(&state);
         JailError::from(e)
@@ -256,7 +258,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         undo(&state);
         return Err(e);
     }
-    // 11. Supervise and clean up.
+    // 12. Supervise and clean up.
     let code = child.wait();
     undo(&state);
     Ok(code?)
@@ -420,6 +422,7 @@ fn allocate(
         ),
         netns: args.netns.clone(),
         seccomp: s.profile.seccomp.mode,
+        seccomp_baseline: s.profile.seccomp.baseline,
         landlock: Some(expected_landlock(&s.profile)),
         image_labels: Vec::new(),
         owners: Vec::new(),
@@ -538,7 +541,7 @@ struct ChildCtx<'a> {
     argv: Vec<CString>,
 }
 
-/// Steps 5-10, in the child. Returns only on failure.
+/// Steps 5-11, in the child. Returns only on failure.
 fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallible, JailError> {
     let p = &ctx.settings.profile;
     // 4 (cont.). Into the VM's cgroup before anything else (v1; v2 was born there).
@@ -549,7 +552,7 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
         crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
     }
     // 3 (cont.). The exec-label attribute is out of reach after pivot_root: open
-    // it now; the label is written right before exec (step 10).
+    // it now; the label is written right before exec (step 11).
     let exec_attr = match &ctx.exec_label {
         Some(label) => Some((backend.open_exec_attr()?, label)),
         None => None,
@@ -577,7 +580,9 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
         p.landlock.deny_tcp,
         p.landlock.scope,
     )?;
-    // 10. Exec the VMM, under its sVirt label.
+    // 10. The jailer's seccomp baseline, under the VMM's own filters.
+    crate::seccomp_baseline::apply(&p.seccomp)?;
+    // 11. Exec the VMM, under its sVirt label.
     supervise::reset_signals();
     let path = ctx.argv.first().cloned().ok_or(JailError::Missing {
         flag: "--exec-file",

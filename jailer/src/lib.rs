@@ -15,6 +15,7 @@ pub mod namespaces;
 pub mod profile;
 pub mod resources;
 pub mod rlimits;
+pub mod seccomp_baseline;
 pub mod selinux_backend;
 pub mod state;
 pub mod supervise;

@@ -10,7 +10,7 @@ use crate::cgroup::{CgroupVersion, Limits};
 use crate::labels::LabelRecord;
 use crate::landlock_rules::LandlockStatus;
 use crate::mcs::Categories;
-use crate::profile::SeccompMode;
+use crate::profile::{BaselineMode, SeccompMode};
 use crate::rlimits::Rlimits;
 
 /// The default runtime directory.
@@ -75,6 +75,9 @@ pub struct JailState {
     /// The network namespace joined, if `--netns` was given.
     pub netns: Option<PathBuf>,
     pub seccomp: SeccompMode,
+    /// The jailer's seccomp baseline (absent, i.e. off, in older state files).
+    #[serde(default)]
+    pub seccomp_baseline: BaselineMode,
     pub landlock: Option<LandlockStatus>,
     pub image_labels: Vec<LabelRecord>,
     pub owners: Vec<OwnerRecord>,

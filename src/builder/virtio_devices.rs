@@ -1,13 +1,15 @@
 //! Builds the virtio devices of a validated config: each gets a 4 KiB window in
 //! the MMIO gap and an IRQ (see [`placement`]), an irqfd, and one ioeventfd per
 //! queue on QueueNotify with the queue index as datamatch. The returned
-//! subscribers run the devices on the event loop.
+//! subscribers run the devices on the event loop; the returned windows are
+//! what the ACPI tables describe.
 
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
 
+use crate::arch::x86_64::acpi::VirtioMmioWindow;
 use crate::config::devices::VirtioConfig;
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::virtio::block::{Block, Disk};
@@ -85,14 +87,21 @@ fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
     Ok(out)
 }
 
+/// The placed devices: what runs them, and where they are.
+pub struct Placed {
+    pub subscribers: Vec<Subscriber>,
+    pub windows: Vec<VirtioMmioWindow>,
+}
+
 /// Creates the devices, puts them on `mmio` and wires their eventfds into KVM.
 pub fn setup(
     vm: &VmFd,
     mem: &GuestMemoryMmap,
     cfg: &VirtioConfig,
     mmio: &mut Bus,
-) -> Result<Vec<Subscriber>, VirtioSetupError> {
+) -> Result<Placed, VirtioSetupError> {
     let mut subscribers: Vec<Subscriber> = Vec::new();
+    let mut windows = Vec::new();
     for (index, (name, dev)) in devices(cfg)?.into_iter().enumerate() {
         let (addr, irq) = placement(index);
         let dev = MmioDevice::new(name.clone(), dev, mem.clone())?;
@@ -112,6 +121,15 @@ pub fn setup(
         let dev = Arc::new(Mutex::new(dev));
         mmio.insert(addr, MMIO_WINDOW, dev.clone())?;
         subscribers.push(dev);
+        // irqfds pulse the line: the guest must see it edge-triggered.
+        windows.push(VirtioMmioWindow {
+            base: addr,
+            size: MMIO_WINDOW,
+            irq,
+        });
     }
-    Ok(subscribers)
+    Ok(Placed {
+        subscribers,
+        windows,
+    })
 }

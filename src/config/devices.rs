@@ -76,9 +76,10 @@ impl VirtioConfig {
             + usize::from(self.entropy)
     }
 
-    /// Words for the kernel command line: the root device and one
+    /// Words for the kernel command line: the root device and, with
+    /// `mmio_devices` (`caisson.virtio_cmdline`), one
     /// `virtio_mmio.device=4K@<addr>:<irq>` per device.
-    pub fn cmdline_words(&self) -> Vec<String> {
+    pub fn cmdline_words(&self, mmio_devices: bool) -> Vec<String> {
         let mut words = Vec::new();
         if let Some(root) = self.drives.iter().find(|d| d.root) {
             words.push(match &root.partuuid {
@@ -87,9 +88,11 @@ impl VirtioConfig {
             });
             words.push(if root.read_only { "ro" } else { "rw" }.to_string());
         }
-        for i in 0..self.count() {
-            let (addr, irq) = placement(i);
-            words.push(format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
+        if mmio_devices {
+            for i in 0..self.count() {
+                let (addr, irq) = placement(i);
+                words.push(format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
+            }
         }
         words
     }
@@ -422,7 +425,7 @@ mod tests {
         let v = validate_devices(&c).unwrap();
         assert_eq!(v.drives[0].id, "rootfs", "root drive placed first");
         assert_eq!(
-            v.cmdline_words(),
+            v.cmdline_words(true),
             vec![
                 "root=/dev/vda",
                 "ro",
@@ -458,10 +461,12 @@ mod tests {
         assert_eq!(v.nets[0].mac, Some([6, 0, 0xac, 0x10, 0, 2]));
         assert_eq!(v.nets[0].tap, TapSource::Name("tap0".into()));
         assert_eq!(v.vsock.as_ref().unwrap().cid, 3);
-        let words = v.cmdline_words();
+        let words = v.cmdline_words(true);
         assert_eq!(&words[..2], &["root=/dev/vda", "rw"]);
         assert_eq!(words[5], "virtio_mmio.device=4K@0xd0003000:8");
         assert_eq!(words.len(), 6);
+        // Without the virtio-mmio words (ACPI only), the root words stay.
+        assert_eq!(v.cmdline_words(false), vec!["root=/dev/vda", "rw"]);
     }
 
     #[test]
@@ -486,7 +491,7 @@ mod tests {
             r#"{{"drives": [{{"drive_id": "r", "path_on_host": "{}", "is_root_device": true, "partuuid": "0eaa91a0-01"}}]}}"#,
             d.path().display()
         ));
-        let w = validate_devices(&c).unwrap().cmdline_words();
+        let w = validate_devices(&c).unwrap().cmdline_words(true);
         assert_eq!(&w[..2], &["root=PARTUUID=0eaa91a0-01", "rw"]);
     }
 

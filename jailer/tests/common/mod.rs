@@ -41,6 +41,34 @@ pub fn probe() -> PathBuf {
         .clone()
 }
 
+/// Builds `caisson` statically as tests/demo.sh does (the jail holds no shared
+/// libraries); once per test binary. Returns the binary.
+pub fn static_caisson() -> PathBuf {
+    static VMM: OnceLock<PathBuf> = OnceLock::new();
+    VMM.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "rustc",
+                "-q",
+                "--release",
+                "-p",
+                "caisson",
+                "--bin",
+                "caisson",
+            ])
+            .args(["--target-dir", "target/static"])
+            .args(["--", "-C", "target-feature=+crt-static"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo rustc for the static caisson");
+        assert!(status.success(), "building the static caisson failed");
+        root.join("target/static/release/caisson")
+    })
+    .clone()
+}
+
 /// A unique VM id for this test.
 pub fn unique_id(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -19,12 +19,13 @@ use linux_loader::loader::{self, BzImage, Elf, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile};
 
 use super::layout::{
-    CMDLINE_START, EBDA_START, FIRST_ADDR_PAST_32BITS, HIMEM_START, MEMMAP_START, MMIO_GAP_START,
-    MODLIST_START, PAGE_SIZE, PVH_INFO_START, ZERO_PAGE_START,
+    ACPI_END, ACPI_START, CMDLINE_START, EBDA_START, FIRST_ADDR_PAST_32BITS, HIMEM_START,
+    MEMMAP_START, MMIO_GAP_START, MODLIST_START, PAGE_SIZE, PVH_INFO_START, ZERO_PAGE_START,
 };
 use crate::config::{KernelFormat, KernelSource, MAX_CMDLINE_LEN};
 
 const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
 const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
 const KERNEL_HDR_MAGIC: u32 = 0x5372_6448;
 const KERNEL_LOADER_OTHER: u8 = 0xff;
@@ -188,9 +189,13 @@ pub fn load_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<usize, BootE
     Ok(cmdline.len())
 }
 
-/// The e820 map: base memory below the EBDA, then high memory split around the MMIO gap.
+/// The e820 map: base memory below the EBDA, the ACPI tables' area (reserved),
+/// then high memory split around the MMIO gap.
 pub fn e820_map(mem_end: u64) -> Vec<(u64, u64, u32)> {
-    let mut map = vec![(0, EBDA_START, E820_RAM)];
+    let mut map = vec![
+        (0, EBDA_START, E820_RAM),
+        (ACPI_START, ACPI_END - ACPI_START, E820_RESERVED),
+    ];
     if mem_end <= MMIO_GAP_START {
         map.push((HIMEM_START, mem_end - HIMEM_START, E820_RAM));
     } else {
@@ -201,18 +206,23 @@ pub fn e820_map(mem_end: u64) -> Vec<(u64, u64, u32)> {
     map
 }
 
-/// Fills and writes the zero page.
+/// Fills and writes the zero page; `rsdp` is the ACPI RSDP's address.
 pub fn write_zero_page(
     mem: &GuestMemoryMmap,
     ram_bytes: u64,
     kernel: &LoadedKernel,
     cmdline_len: usize,
     initrd: Option<LoadedInitrd>,
+    rsdp: u64,
 ) -> Result<(), BootError> {
     let mut params = boot_params::default();
     if let Some(hdr) = kernel.setup_header {
         params.hdr = hdr;
     }
+    // Zero-page offset 0x70, for every protocol version (2.14 briefly had it in
+    // the setup header; that version is withdrawn). Kernels before 5.0 leave it
+    // unread and find the RSDP by scanning the BIOS area.
+    params.acpi_rsdp_addr = rsdp;
     params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
     params.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
     params.hdr.header = KERNEL_HDR_MAGIC;
@@ -242,12 +252,14 @@ pub fn write_zero_page(
 
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 
-/// Writes the PVH `hvm_start_info`, its memory map and the initrd module, for a
-/// kernel entered at its PVH entry point (32-bit, `ebx` = [`PVH_INFO_START`]).
+/// Writes the PVH `hvm_start_info` (with the ACPI RSDP's address `rsdp`), its
+/// memory map and the initrd module, for a kernel entered at its PVH entry
+/// point (32-bit, `ebx` = [`PVH_INFO_START`]).
 pub fn write_pvh_start_info(
     mem: &GuestMemoryMmap,
     ram_bytes: u64,
     initrd: Option<LoadedInitrd>,
+    rsdp: u64,
 ) -> Result<(), BootError> {
     let memmap: Vec<hvm_memmap_table_entry> = e820_map(ram_bytes)
         .into_iter()
@@ -264,6 +276,7 @@ pub fn write_pvh_start_info(
         nr_modules: u32::from(initrd.is_some()),
         modlist_paddr: if initrd.is_some() { MODLIST_START } else { 0 },
         cmdline_paddr: CMDLINE_START,
+        rsdp_paddr: rsdp,
         memmap_paddr: MEMMAP_START,
         memmap_entries: memmap.len() as u32,
         ..Default::default()
@@ -289,11 +302,12 @@ mod tests {
     #[test]
     fn e820_splits_around_the_gap() {
         let small = e820_map(128 << 20);
-        assert_eq!(small.len(), 2);
-        assert_eq!(small[1], (HIMEM_START, (128 << 20) - HIMEM_START, 1));
+        assert_eq!(small.len(), 3);
+        assert_eq!(small[1], (ACPI_START, ACPI_END - ACPI_START, E820_RESERVED));
+        assert_eq!(small[2], (HIMEM_START, (128 << 20) - HIMEM_START, 1));
         let big = e820_map(MMIO_GAP_START + (1 << 30));
-        assert_eq!(big.len(), 3);
-        assert_eq!(big[2], (FIRST_ADDR_PAST_32BITS, 1 << 30, 1));
+        assert_eq!(big.len(), 4);
+        assert_eq!(big[3], (FIRST_ADDR_PAST_32BITS, 1 << 30, 1));
     }
 
     #[test]
@@ -309,7 +323,7 @@ mod tests {
             addr: 0xf00000,
             size: 0x1000,
         };
-        write_zero_page(&mem, 16 << 20, &k, 12, Some(i)).expect("zero page");
+        write_zero_page(&mem, 16 << 20, &k, 12, Some(i), ACPI_START).expect("zero page");
         let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_START)).expect("read");
         let (ptr, size, img, flag) = (
             p.hdr.cmd_line_ptr,
@@ -321,6 +335,21 @@ mod tests {
             (ptr, size, img, flag),
             (CMDLINE_START as u32, 0x1000, 0xf00000, 0xaa55)
         );
-        assert_eq!(p.e820_entries, 2);
+        assert_eq!(p.e820_entries, 3);
+        let rsdp = p.acpi_rsdp_addr;
+        assert_eq!(rsdp, ACPI_START);
+    }
+
+    #[test]
+    fn pvh_start_info_fields() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("mem");
+        write_pvh_start_info(&mem, 16 << 20, None, ACPI_START).expect("start info");
+        let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).expect("read");
+        let (magic, rsdp, entries) = (info.magic, info.rsdp_paddr, info.memmap_entries);
+        assert_eq!((magic, rsdp, entries), (XEN_HVM_START_MAGIC, ACPI_START, 3));
+        let reserved: hvm_memmap_table_entry =
+            mem.read_obj(GuestAddress(MEMMAP_START + 24)).expect("read");
+        let (addr, type_) = (reserved.addr, reserved.type_);
+        assert_eq!((addr, type_), (ACPI_START, E820_RESERVED));
     }
 }

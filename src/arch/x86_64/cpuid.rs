@@ -46,6 +46,11 @@ const L7_ECX_XSAVE_DEPENDENT: u32 = (1 << 1)
 const L7_EDX_XSAVE_DEPENDENT: u32 =
     (1 << 2) | (1 << 3) | (1 << 8) | (1 << 22) | (1 << 24) | (1 << 25);
 const L7_1_EAX_XSAVE_DEPENDENT: u32 = (1 << 4) | (1 << 5);
+// Leaf 0x4000_0001 EAX: KVM paravirtual features whose hypercalls (`vmcall`)
+// hang the vCPU when KVM emulates guest kernel code: PV_UNHALT, PV_SEND_IPI,
+// PV_SCHED_YIELD and HC_MAP_GPA_RANGE.
+const KVM_LEAF: u32 = 0x4000_0001;
+const KVM_HYPERCALL_FEATURES: u32 = (1 << 7) | (1 << 11) | (1 << 13) | (1 << 16);
 
 /// Smallest `s` with `1 << s >= n`.
 fn shift_for(n: u8) -> u32 {
@@ -108,6 +113,7 @@ pub fn normalize(cpuid: &mut CpuId, plan: CpuidPlan) {
                 e.edx &= !L7_EDX_XSAVE_DEPENDENT;
             }
             (0x7, 1) if plan.emulator_safe => e.eax &= !L7_1_EAX_XSAVE_DEPENDENT,
+            (KVM_LEAF, _) if plan.emulator_safe => e.eax &= !KVM_HYPERCALL_FEATURES,
             (0xb, level) | (0x1f, level) => {
                 e.edx = id;
                 match level {
@@ -173,9 +179,14 @@ mod tests {
 
     #[test]
     fn apic_ids_and_topology() {
-        let mut c =
-            CpuId::from_entries(&[entry(1, 0), entry(0xb, 0), entry(0xb, 1), entry(0xb, 2)])
-                .expect("cpuid");
+        let mut c = CpuId::from_entries(&[
+            entry(1, 0),
+            entry(0xb, 0),
+            entry(0xb, 1),
+            entry(0xb, 2),
+            entry(KVM_LEAF, 0),
+        ])
+        .expect("cpuid");
         normalize(
             &mut c,
             CpuidPlan {
@@ -189,6 +200,11 @@ mod tests {
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
         assert_ne!(l1.ecx & ECX_HYPERVISOR, 0);
         assert_ne!(l1.ecx & ECX_XSAVE, 0, "kept on hardware hosts");
+        assert_eq!(
+            find(&c, KVM_LEAF, 0).eax,
+            0xffff_ffff,
+            "PV features kept on hardware hosts"
+        );
         assert_eq!(find(&c, 0xb, 1).ebx, 4);
         assert_eq!(find(&c, 0xb, 1).eax, 2);
         assert_eq!(find(&c, 0xb, 2).edx, 3);
@@ -196,7 +212,9 @@ mod tests {
 
     #[test]
     fn emulator_safe_hides_cx16_and_xsave() {
-        let mut c = CpuId::from_entries(&[entry(1, 0), entry(7, 0), entry(0xd, 0)]).expect("cpuid");
+        let mut c =
+            CpuId::from_entries(&[entry(1, 0), entry(7, 0), entry(0xd, 0), entry(KVM_LEAF, 0)])
+                .expect("cpuid");
         normalize(
             &mut c,
             CpuidPlan {
@@ -205,6 +223,9 @@ mod tests {
                 emulator_safe: true,
             },
         );
+        let kvm = find(&c, KVM_LEAF, 0).eax;
+        assert_eq!(kvm & KVM_HYPERCALL_FEATURES, 0, "hypercall features hidden");
+        assert_ne!(kvm & 1, 0, "clocksource kept");
         let l1 = find(&c, 1, 0);
         assert_eq!(l1.ecx & (ECX_CX16 | ECX_XSAVE | ECX_AVX), 0);
         assert_eq!(l1.edx & EDX_HTT, 0);

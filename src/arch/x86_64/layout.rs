@@ -21,6 +21,11 @@ pub const PDE_START: u64 = 0xb000;
 pub const CMDLINE_START: u64 = 0x20000;
 /// Start of the extended BIOS data area; the MP table lives here.
 pub const EBDA_START: u64 = 0x9fc00;
+/// ACPI tables: the RSDP at the start of the BIOS area Linux scans for it (on
+/// 16-byte boundaries, 0xe0000 to 1 MiB), the other tables after it. The e820
+/// map marks the whole range reserved.
+pub const ACPI_START: u64 = 0xe_0000;
+pub const ACPI_END: u64 = HIMEM_START;
 /// Where the kernel is loaded and high memory starts.
 pub const HIMEM_START: u64 = 0x10_0000;
 /// First address past 32 bits.
@@ -42,5 +47,7 @@ pub const SERIAL_PORT_LEN: u16 = 8;
 pub const SERIAL_IRQ: u32 = 4;
 pub const I8042_PORT_BASE: u16 = 0x60;
 pub const I8042_PORT_LEN: u16 = 5;
+/// The keyboard controller's IRQ.
+pub const I8042_IRQ: u32 = 1;
 pub const EXIT_PORT: u16 = 0xf4;
 pub const PAGE_SIZE: u64 = 4096;

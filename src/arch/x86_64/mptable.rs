@@ -44,12 +44,17 @@ fn checksum(bytes: &[u8]) -> u8 {
         .wrapping_neg()
 }
 
+/// The IOAPIC's id: the one after the last vCPU's APIC id (the MADT uses it too).
+pub fn ioapic_id(num_cpus: u8) -> u8 {
+    num_cpus.saturating_add(1)
+}
+
 /// Builds the floating pointer and the configuration table, to sit at `base`.
 pub fn build(num_cpus: u8, base: u64) -> Result<Vec<u8>, MptableError> {
     if num_cpus == 0 || num_cpus > 254 {
         return Err(MptableError::TooManyCpus(num_cpus));
     }
-    let ioapic_id = num_cpus + 1;
+    let ioapic_id = ioapic_id(num_cpus);
     let mut entries: Vec<u8> = Vec::new();
     let mut count: u16 = 0;
 
