@@ -69,19 +69,28 @@ pub struct Filters {
     vcpu: BpfProgram,
 }
 
-fn decode(kind: &'static str, bytes: &[u8]) -> Result<BpfProgram, SeccompError> {
+/// A BPF program from its embedded bytes (8 per instruction, little-endian, as
+/// build.rs writes them); `None` when the length is not whole instructions.
+/// The jailer's baseline is embedded the same way and decoded with this.
+pub fn decode_program(bytes: &[u8]) -> Option<BpfProgram> {
     if bytes.is_empty() || bytes.len() % 8 != 0 {
-        return Err(SeccompError::Corrupt(kind));
+        return None;
     }
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| sock_filter {
-            code: u16::from_le_bytes([c[0], c[1]]),
-            jt: c[2],
-            jf: c[3],
-            k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-        })
-        .collect())
+    Some(
+        bytes
+            .chunks_exact(8)
+            .map(|c| sock_filter {
+                code: u16::from_le_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect(),
+    )
+}
+
+fn decode(kind: &'static str, bytes: &[u8]) -> Result<BpfProgram, SeccompError> {
+    decode_program(bytes).ok_or(SeccompError::Corrupt(kind))
 }
 
 impl Filters {

@@ -91,24 +91,26 @@ fn lim(v: Option<u64>) -> String {
 }
 
 /// The seccomp checks. `expect_seccomp` (2 or 0) says whether the exec target
-/// installs a filter of its own (the VMM does unless its seccomp mode is off); the
-/// jailer's baseline filters, when on, come on top of it: `Seccomp` is 2 when
-/// either is there, and `Seccomp_filters` at least the baseline's filters plus the
-/// VMM's thread filter.
-fn seccomp_checks(st: &JailState, expect_seccomp: Option<u8>, status: &str) -> Vec<Check> {
-    let own = expect_seccomp.unwrap_or(if st.seccomp == SeccompMode::On { 2 } else { 0 });
+/// installs a filter of its own (default: the VMM does unless the VM's seccomp mode
+/// is off); the jailer's baseline filters, when on, come on top: `Seccomp` is 2
+/// when either is there, and `Seccomp_filters` at least the baseline's filters
+/// plus the VMM's thread filter.
+fn seccomp_checks(
+    vmm: SeccompMode,
+    baseline: BaselineMode,
+    expect_seccomp: Option<u8>,
+    status: &str,
+) -> Vec<Check> {
+    let own = expect_seccomp.unwrap_or(if vmm == SeccompMode::On { 2 } else { 0 });
     let own_filters = u32::from(own == 2);
-    let min_filters = seccomp_baseline::filter_count(st.seccomp_baseline) + own_filters;
+    let baseline_filters = seccomp_baseline::filter_count(baseline);
+    let min_filters = baseline_filters + own_filters;
     let want_mode = if min_filters > 0 { 2 } else { own };
     let filters = status_field(status, "Seccomp_filters");
     let filters_ok = match filters.parse::<u32>() {
         Ok(n) if min_filters == 0 => n == 0,
         Ok(n) => n >= min_filters,
         Err(_) => false,
-    };
-    let baseline = match st.seccomp_baseline {
-        BaselineMode::Default => " (baseline + VMM)",
-        BaselineMode::Off => "",
     };
     vec![
         check(
@@ -123,7 +125,7 @@ fn seccomp_checks(st: &JailState, expect_seccomp: Option<u8>, status: &str) -> V
             expected: if min_filters == 0 {
                 "0".into()
             } else {
-                format!(">={min_filters}{baseline}")
+                format!(">={min_filters} ({baseline_filters} baseline + {own_filters} exec target)")
             },
             actual: filters,
             ok: filters_ok,
@@ -169,7 +171,12 @@ pub fn audit_state(st: &JailState, expect_seccomp: Option<u8>) -> Result<Report,
     ));
 
     // Seccomp and no-new-privs.
-    checks.extend(seccomp_checks(st, expect_seccomp, &status));
+    checks.extend(seccomp_checks(
+        st.seccomp,
+        st.seccomp_baseline,
+        expect_seccomp,
+        &status,
+    ));
     checks.push(check(
         "identity",
         "NoNewPrivs",
@@ -422,5 +429,54 @@ mod tests {
         assert_eq!(limit_line(limits, "Max open files"), "2048 2048");
         assert_eq!(limit_line(limits, "Max file size"), "unlimited unlimited");
         assert_eq!(lim(None), "unlimited unlimited");
+    }
+
+    fn seccomp_ok(
+        vmm: SeccompMode,
+        baseline: BaselineMode,
+        expect: Option<u8>,
+        mode: u8,
+        filters: u32,
+    ) -> Vec<(String, bool)> {
+        let status = format!("Seccomp:\t{mode}\nSeccomp_filters:\t{filters}\n");
+        seccomp_checks(vmm, baseline, expect, &status)
+            .into_iter()
+            .map(|c| (format!("{} {} {}", c.item, c.expected, c.actual), c.ok))
+            .collect()
+    }
+
+    fn all_ok(v: &[(String, bool)]) -> bool {
+        v.iter().all(|(_, ok)| *ok)
+    }
+
+    #[test]
+    fn seccomp_counts_the_baseline_and_the_vmm_filter() {
+        use BaselineMode::{Default as On, Off};
+        use SeccompMode as M;
+        // Baseline (2 filters) + the VMM's thread filter.
+        assert!(all_ok(&seccomp_ok(M::On, On, None, 2, 3)));
+        assert!(all_ok(&seccomp_ok(M::On, On, None, 2, 4)));
+        // The VMM's filter missing: a deviation on the count only.
+        let v = seccomp_ok(M::On, On, None, 2, 2);
+        assert!(v[0].1, "{v:?}");
+        assert_eq!(
+            v[1],
+            (
+                "Seccomp_filters >=3 (2 baseline + 1 exec target) 2".into(),
+                false
+            )
+        );
+        // The baseline missing under a VMM filter: also a deviation.
+        assert!(!all_ok(&seccomp_ok(M::On, On, None, 2, 1)));
+        // An exec target with no filter of its own (the probe): the baseline alone.
+        assert!(all_ok(&seccomp_ok(M::On, On, Some(0), 2, 2)));
+        assert!(!all_ok(&seccomp_ok(M::On, On, Some(0), 0, 0)));
+        // The VMM's filters off, the baseline on.
+        assert!(all_ok(&seccomp_ok(M::Off, On, None, 2, 2)));
+        // Baseline off: as before.
+        assert!(all_ok(&seccomp_ok(M::On, Off, None, 2, 1)));
+        assert!(all_ok(&seccomp_ok(M::Off, Off, None, 0, 0)));
+        assert!(!all_ok(&seccomp_ok(M::Off, Off, None, 2, 1)));
+        assert!(!all_ok(&seccomp_ok(M::On, Off, None, 0, 0)));
     }
 }

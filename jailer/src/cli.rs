@@ -126,7 +126,9 @@ pub struct RunArgs {
 pub struct AuditArgs {
     #[arg(long)]
     pub id: String,
-    /// Expected /proc/<pid>/status Seccomp value (default: 2 if the VM's seccomp mode is on, else 0).
+    /// Whether the exec target installs a seccomp filter of its own: 2 (as the VMM does)
+    /// or 0 (default: 2 if the VM's seccomp mode is on, else 0). The jailer's baseline
+    /// filters, when the profile has them, are expected on top.
     #[arg(long)]
     pub expect_seccomp: Option<u8>,
     #[arg(long, default_value = crate::state::RUNTIME_DIR)]

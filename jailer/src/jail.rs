@@ -548,7 +548,9 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
     cgroup::join_self(ctx.cgroup)?;
     // 5. Namespaces (pid and user namespaces came with the clone).
     namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
-    if !ctx.settings.rootless {
+    if ctx.settings.rootless {
+        namespaces::forbid_nested_user_namespaces()?;
+    } else {
         crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
     }
     // 3 (cont.). The exec-label attribute is out of reach after pivot_root: open

@@ -23,6 +23,12 @@ pub enum NamespaceError {
     Setns { path: String, errno: nix::Error },
     #[error("cannot set hostname {name:?}: {errno}")]
     Hostname { name: String, errno: nix::Error },
+    #[error("cannot write {value} to {path}: {source}")]
+    Sysctl {
+        path: &'static str,
+        value: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
     IdMap {
         path: String,
@@ -119,6 +125,22 @@ pub fn enter(ns: &Namespaces, netns: Option<&Netns>, hostname: &str) -> Result<(
         })?;
     }
     Ok(())
+}
+
+/// The limit on user namespaces, which each user namespace keeps its own copy of.
+pub const MAX_USER_NAMESPACES: &str = "/proc/sys/user/max_user_namespaces";
+
+/// Rootless, in the child, inside its own user namespace and before the root
+/// change hides /proc: `user.max_user_namespaces = 0` there, so that no user
+/// namespace can be created under it (ENOSPC), a second layer under the seccomp
+/// baseline's EPERM. (With root there is no user namespace of the VM's own, and
+/// the host's limit is not the jailer's to change.)
+pub fn forbid_nested_user_namespaces() -> Result<(), NamespaceError> {
+    std::fs::write(MAX_USER_NAMESPACES, "0\n").map_err(|source| NamespaceError::Sysctl {
+        path: MAX_USER_NAMESPACES,
+        value: "0",
+        source,
+    })
 }
 
 /// Rootless: maps the VM's uid/gid to the caller's ids in the child's user namespace

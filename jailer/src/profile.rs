@@ -131,11 +131,30 @@ pub struct SelinuxSettings {
     pub range: String,
 }
 
+/// The jailer's own seccomp baseline (seccomp/baseline.json), installed just
+/// before exec, under the VMM's filters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaselineMode {
+    /// The baseline shipped in seccomp/baseline.json.
+    Default,
+    /// No baseline (also what a state file written before the baseline existed means).
+    #[default]
+    Off,
+}
+
 /// `[seccomp]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeccompSettings {
+    /// The VMM's own per-thread filters.
     pub mode: SeccompMode,
+    /// The jailer's baseline, stacked under the VMM's filters.
+    pub baseline: BaselineMode,
+    /// Let the baseline allow AF_INET and AF_INET6 sockets (optional, default
+    /// false: every family but AF_UNIX is denied).
+    #[serde(default)]
+    pub inet: bool,
 }
 
 /// `[identity]`.
@@ -349,8 +368,11 @@ mod tests {
         assert_eq!(strict.selinux.mode, SelinuxMode::Auto);
         assert_eq!(strict.fsize(), Ok(FsizeChoice::Auto));
         assert_eq!(strict.cgroup_version(), Ok(CgroupVersionChoice::Auto));
+        assert_eq!(strict.seccomp.baseline, BaselineMode::Default);
+        assert!(!strict.seccomp.inet);
         let dev = Profile::load("dev").unwrap();
         assert_eq!(dev.seccomp.mode, SeccompMode::Off);
+        assert_eq!(dev.seccomp.baseline, BaselineMode::Off);
         assert!(!dev.namespaces.pid);
         assert_eq!(dev.fsize(), Ok(FsizeChoice::Unlimited));
     }
@@ -413,6 +435,28 @@ mod tests {
             let err = Profile::parse("t", &text).unwrap_err().to_string();
             assert!(err.contains(want), "{err} does not contain {want}");
         }
+    }
+
+    #[test]
+    fn bad_baseline_names_file_key_and_value() {
+        let text = STRICT.replace("baseline = \"default\"", "baseline = \"strictest\"");
+        assert_ne!(text, STRICT);
+        let err = Profile::parse("p.toml", &text).unwrap_err().to_string();
+        for want in ["p.toml", "baseline", "strictest"] {
+            assert!(err.contains(want), "{err} does not contain {want}");
+        }
+        let text = STRICT.replace("inet = false", "inet = \"yes\"");
+        assert_ne!(text, STRICT);
+        let err = Profile::parse("p.toml", &text).unwrap_err().to_string();
+        for want in ["p.toml", "inet", "yes"] {
+            assert!(err.contains(want), "{err} does not contain {want}");
+        }
+        // inet is optional; baseline is not.
+        let text = STRICT.replace("inet = false\n", "");
+        assert!(!Profile::parse("p.toml", &text).unwrap().seccomp.inet);
+        let text = STRICT.replace("baseline = \"default\"\n", "");
+        let err = Profile::parse("p.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("baseline"), "{err}");
     }
 
     #[test]

@@ -65,11 +65,15 @@ fn every_layer_denies_the_probe() {
     assert_eq!(me["pid"], 1);
     assert_eq!(me["hostname"], vm.id.as_str());
     assert_eq!(me["proc_visible"], false);
+    // Filter mode: the jailer's seccomp baseline (the probe installs nothing).
+    assert_eq!(me["seccomp"], 2);
 
-    // Positive controls: the VMM's own files work.
+    // Positive controls: the VMM's own files work, and threads start under the
+    // baseline (std tries clone3, gets ENOSYS, and falls back to clone).
     allowed(&a, "read-allowed");
     allowed(&a, "write-allowed");
     allowed(&a, "open-kvm");
+    allowed(&a, "thread-spawn");
 
     // Filesystem: the host is not in the mount namespace at all.
     denied_with(&a, "read-host-file", libc::ENOENT);
@@ -79,30 +83,31 @@ fn every_layer_denies_the_probe() {
     // Read-only bind mount and read-only root.
     denied_with(&a, "write-readonly-resource", libc::EROFS);
     denied_with(&a, "create-file-in-root", libc::EROFS);
-    // No CAP_SYS_ADMIN.
+    // The seccomp baseline (the mount family); no CAP_SYS_ADMIN under it.
     denied_with(&a, "mount-tmpfs", libc::EPERM);
     // Landlock (MakeChar not granted) answers before the capability check.
     denied_with(&a, "mknod", libc::EACCES);
-    // Landlock's TCP rules.
-    denied_with(&a, "tcp-connect", libc::EACCES);
-    denied_with(&a, "tcp-bind", libc::EACCES);
-    // No CAP_NET_RAW.
+    // The seccomp baseline: no AF_INET socket at all (inet = false), so Landlock's
+    // TCP rules (shown below with inet = true) are not even reached.
+    denied_with(&a, "tcp-connect", libc::EPERM);
+    denied_with(&a, "tcp-bind", libc::EPERM);
     denied_with(&a, "raw-socket", libc::EPERM);
+    // The seccomp baseline: netlink, a user namespace, the keyring, ptrace;
+    // clone3 gets ENOSYS so that libc falls back to clone.
+    denied_with(&a, "netlink-socket", libc::EPERM);
+    denied_with(&a, "unshare-user", libc::EPERM);
+    denied_with(&a, "keyctl", libc::EPERM);
+    denied_with(&a, "clone3", libc::ENOSYS);
+    denied_with(&a, "ptrace-outside", libc::EPERM);
     // The pid namespace hides the sleep.
-    denied_with(&a, "ptrace-outside", libc::ESRCH);
     denied_with(&a, "kill-outside", libc::ESRCH);
     // No CAP_SETUID, no CAP_SYS_RESOURCE.
     denied_with(&a, "setuid-0", libc::EPERM);
     denied_with(&a, "raise-rlimit", libc::EPERM);
-    // No CAP_SYS_MODULE (ENOSYS on kernels built without module support).
-    for m in ["init-module", "finit-module"] {
-        let e = a[m]["errno"].as_i64().unwrap() as i32;
-        assert!(
-            a[m]["denied"] == true && (e == libc::EPERM || e == libc::ENOSYS),
-            "{m}: {}",
-            a[m]
-        );
-    }
+    // The seccomp baseline, before the kernel's CAP_SYS_MODULE check (or its
+    // ENOSYS on kernels built without module support).
+    denied_with(&a, "init-module", libc::EPERM);
+    denied_with(&a, "finit-module", libc::EPERM);
     // cgroup memory limit (16 + 128 MiB): the 400 MiB child is OOM-killed.
     assert_eq!(a["memory-limit"]["denied"], true, "{}", a["memory-limit"]);
     // cgroup pids limit 32: the probe itself + 31 children.
@@ -134,17 +139,56 @@ fn every_layer_denies_the_probe() {
     );
 }
 
-/// With Landlock off, the same attempts fail differently: the EACCES above came
-/// from Landlock, and the layers underneath still hold.
+/// With the seccomp baseline off, the layers underneath answer: netlink, a user
+/// namespace and the keyring are open to the probe (what the baseline closes),
+/// Landlock answers the TCP attempts, the missing capabilities the raw socket and
+/// the mount, the pid namespace the ptrace.
 #[test]
-fn landlock_is_the_layer_that_said_eacces() {
-    let mut vm = Vm::new("noll");
+fn the_seccomp_baseline_is_the_layer_that_denies_netlink_userns_and_keyring() {
+    let mut vm = Vm::new("nobl");
+    let profile = profile_with(
+        &vm.dir,
+        "nobaseline",
+        &[("baseline = \"default\"", "baseline = \"off\"")],
+    );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut sleep = sleeper();
     vm.extra_pids.push(sleep.id());
     let out = vm.run(
-        &["--landlock", "off"],
+        &["--profile", profile.to_str().unwrap()],
+        &probe_args(&vm, sleep.id(), port, &[]),
+    );
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    let a = probe_results(&out);
+    assert_eq!(a["identity"]["seccomp"], 0);
+    allowed(&a, "netlink-socket");
+    allowed(&a, "unshare-user");
+    allowed(&a, "keyctl");
+    allowed(&a, "thread-spawn");
+    denied_with(&a, "clone3", libc::EINVAL);
+    denied_with(&a, "tcp-connect", libc::EACCES);
+    denied_with(&a, "tcp-bind", libc::EACCES);
+    denied_with(&a, "raw-socket", libc::EPERM);
+    denied_with(&a, "mount-tmpfs", libc::EPERM);
+    denied_with(&a, "ptrace-outside", libc::ESRCH);
+    vm.assert_cleaned("caisson");
+}
+
+/// With Landlock off (and the baseline letting AF_INET through, inet = true), the
+/// same attempts fail differently: the EACCES came from Landlock, and the layers
+/// underneath still hold.
+#[test]
+fn landlock_is_the_layer_that_said_eacces() {
+    let mut vm = Vm::new("noll");
+    let profile = profile_with(&vm.dir, "inet", &[("inet = false", "inet = true")]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sleep = sleeper();
+    vm.extra_pids.push(sleep.id());
+    let out = vm.run(
+        &["--profile", profile.to_str().unwrap(), "--landlock", "off"],
         &probe_args(&vm, sleep.id(), port, &[]),
     );
     let _ = sleep.kill();
@@ -256,8 +300,10 @@ fn probe_refuses_to_run_unconfined() {
 }
 
 /// Joined to the test's own network namespace, the listener and an abstract unix
-/// socket are reachable; Landlock's TCP rules and abstract-socket scope are what
-/// deny them (the control with Landlock off connects to both).
+/// socket are reachable; with the baseline letting AF_INET through (inet = true),
+/// Landlock's TCP rules and abstract-socket scope are what deny them (the control
+/// with Landlock off connects to both). inet = true opens only AF_INET/AF_INET6:
+/// netlink stays denied.
 #[test]
 fn landlock_denies_tcp_and_abstract_sockets_in_a_shared_netns() {
     use std::os::linux::net::SocketAddrExt;
@@ -272,14 +318,22 @@ fn landlock_denies_tcp_and_abstract_sockets_in_a_shared_netns() {
         .to_vec();
 
     let vm = Vm::new("sharednet");
-    let out = vm.run(&["--netns", &netns], &args);
+    let profile = profile_with(&vm.dir, "inet", &[("inet = false", "inet = true")]);
+    let p = profile.to_str().unwrap();
+    let out = vm.run(&["--netns", &netns, "--profile", p], &args);
     let a = probe_results(&out);
     denied_with(&a, "tcp-connect", libc::EACCES);
     denied_with(&a, "abstract-unix-connect", libc::EPERM);
+    denied_with(&a, "netlink-socket", libc::EPERM);
     drop(vm);
 
     let vm = Vm::new("sharednet-off");
-    let out = vm.run(&["--netns", &netns, "--landlock", "off"], &args);
+    let profile = profile_with(&vm.dir, "inet", &[("inet = false", "inet = true")]);
+    let p = profile.to_str().unwrap();
+    let out = vm.run(
+        &["--netns", &netns, "--profile", p, "--landlock", "off"],
+        &args,
+    );
     let a = probe_results(&out);
     allowed(&a, "tcp-connect");
     allowed(&a, "abstract-unix-connect");

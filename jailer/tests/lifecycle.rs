@@ -90,6 +90,15 @@ fn two_jails_at_once_are_distinct_and_audit_clean() {
         !bad.is_empty() && bad.iter().all(|c| c["layer"] == "seccomp"),
         "{bad:?}"
     );
+    // The jailer's baseline is there (2 filters, filter mode); the VMM's thread
+    // filter, expected on top of it, is what is missing.
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0]["item"], "Seccomp_filters");
+    assert_eq!(bad[0]["actual"], "2");
+    assert!(
+        bad[0]["expected"].as_str().unwrap().starts_with(">=3"),
+        "{bad:?}"
+    );
     // Expecting no seccomp (what the probe has), everything else matches.
     let (code, report) = audit(&a.id, &["--expect-seccomp", "0"]);
     assert_eq!(code, Some(0), "{report:#}");

@@ -53,6 +53,29 @@ fn rootless_jailer(vm: &Vm, exe: &std::path::Path) -> Command {
     c
 }
 
+/// The VM's user namespace allows no user namespace under it
+/// (`user.max_user_namespaces = 0` inside it): with the seccomp baseline off, the
+/// probe's `unshare(CLONE_NEWUSER)` meets that limit (ENOSPC) instead of EPERM.
+#[test]
+fn rootless_user_namespace_allows_no_nested_one() {
+    let (vm, exe) = rootless_vm("rootless-userns");
+    let profile = profile_with(
+        &vm.dir,
+        "nobaseline",
+        &[("baseline = \"default\"", "baseline = \"off\"")],
+    );
+    let out = rootless_jailer(&vm, &exe)
+        .arg("--profile")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    let a = probe_results(&out);
+    assert_eq!(a["identity"]["seccomp"], 0);
+    denied_with(&a, "unshare-user", libc::ENOSPC);
+    // What the baseline alone denied is otherwise open.
+    allowed(&a, "netlink-socket");
+}
+
 #[test]
 fn rootless_jail_confines_without_root() {
     let (vm, exe) = rootless_vm("rootless");
@@ -87,8 +110,12 @@ fn rootless_jail_confines_without_root() {
     denied_with(&a, "read-host-file", libc::ENOENT);
     denied_with(&a, "write-readonly-resource", libc::EROFS);
     denied_with(&a, "create-file-in-root", libc::EROFS);
-    denied_with(&a, "tcp-connect", libc::EACCES);
+    // The seccomp baseline: no AF_INET socket, no mount, no user namespace.
+    denied_with(&a, "tcp-connect", libc::EPERM);
     denied_with(&a, "mount-tmpfs", libc::EPERM);
+    denied_with(&a, "unshare-user", libc::EPERM);
+    denied_with(&a, "netlink-socket", libc::EPERM);
+    allowed(&a, "thread-spawn");
     // uid 0 is not even mapped in the VM's user namespace.
     denied_with(&a, "setuid-0", libc::EINVAL);
     // Cleaned up in the rootless runtime dir too.

@@ -354,6 +354,9 @@ fn main() {
         outcome("kill-outside", i64::from(r), &pid.to_string());
     }
 
+    // Kernel attack surface that no VMM needs (the jailer's seccomp baseline).
+    kernel_surface();
+
     // Privilege.
     // SAFETY: setuid has no memory preconditions.
     let r = unsafe { libc::setuid(0) };
@@ -411,6 +414,90 @@ fn main() {
         std::thread::sleep(std::time::Duration::from_millis(a.hold_ms));
     }
     std::process::exit(a.exit_code);
+}
+
+/// Runs `f` in a forked child, so that what it changes (a new user namespace, a
+/// new session keyring) ends with the child; the child exits with the errno (0 on
+/// success). Reports the attempt.
+fn in_child(attempt: &str, detail: &str, f: fn() -> libc::c_long) {
+    // SAFETY: the child makes one system call and _exits; nothing else runs there.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let r = f();
+        let code = if r < 0 { errno() } else { 0 };
+        // SAFETY: _exit in the forked child.
+        unsafe { libc::_exit(code) };
+    }
+    if pid < 0 {
+        report(attempt, true, errno(), &format!("fork failed: {detail}"));
+        return;
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        report(attempt, code != 0, code, detail);
+    } else {
+        report(
+            attempt,
+            true,
+            0,
+            &format!("{detail}: child ended with status {status}"),
+        );
+    }
+}
+
+/// Netlink, a new user namespace, the keyring and clone3 (all denied by the
+/// jailer's seccomp baseline), and a thread (allowed: std falls back from clone3
+/// to clone).
+fn kernel_surface() {
+    // SAFETY: plain socket() call.
+    let s = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    outcome("netlink-socket", i64::from(s), "AF_NETLINK NETLINK_ROUTE");
+    if s >= 0 {
+        // SAFETY: s is our socket.
+        unsafe { libc::close(s) };
+    }
+    in_child("unshare-user", "unshare(CLONE_NEWUSER)", || {
+        // SAFETY: unshare has no memory preconditions; this is a forked child.
+        libc::c_long::from(unsafe { libc::unshare(libc::CLONE_NEWUSER) })
+    });
+    in_child(
+        "keyctl",
+        "keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)",
+        || {
+            // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NULL name joins a new
+            // anonymous session keyring, which ends with this forked child.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    libc::c_long::from(libc::KEYCTL_JOIN_SESSION_KEYRING),
+                    std::ptr::null::<libc::c_char>(),
+                )
+            }
+        },
+    );
+    // SAFETY: clone3 with a NULL argument of size 0 creates nothing (EINVAL when
+    // it reaches the kernel).
+    let r = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize) };
+    outcome("clone3", r, "clone3(NULL, 0)");
+    match std::thread::Builder::new().spawn(|| 7).map(|t| t.join()) {
+        Ok(Ok(7)) => report("thread-spawn", false, 0, "std::thread::spawn"),
+        Ok(_) => report("thread-spawn", true, 0, "the thread failed"),
+        Err(e) => report(
+            "thread-spawn",
+            true,
+            e.raw_os_error().unwrap_or(0),
+            "std::thread::spawn",
+        ),
+    }
 }
 
 /// Allocates and touches `mib` MiB in a child; the cgroup's OOM killer must kill it.

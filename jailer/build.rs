@@ -1,0 +1,103 @@
+//! Build-time work: compiles the jailer's seccomp baseline (seccomp/baseline.json,
+//! seccompiler's JSON format) to BPF in OUT_DIR/seccomp/, for embedding.
+//!
+//! The file holds four filters: `baseline` (namespaces, keyring, mounts, modules,
+//! ...), two alternative socket rule sets (`sockets`: AF_UNIX only;
+//! `sockets_inet`: also AF_INET/AF_INET6) and `clone3` (ENOSYS rather than EPERM,
+//! so a filter of its own). The file is compiled as it is first, so that any error
+//! in any part fails the build; then `baseline` is joined with each socket set
+//! into one program, so the installed baseline is two filters:
+//! - `baseline.bpf` = baseline + sockets, `baseline_inet.bpf` = baseline + sockets_inet;
+//! - `clone3.bpf`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+const SOURCE: &str = "../seccomp/baseline.json";
+
+fn error(msg: &str) {
+    for line in msg.lines() {
+        println!("cargo::error={line}");
+    }
+}
+
+fn to_bytes(prog: &[seccompiler::sock_filter]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(prog.len() * 8);
+    for insn in prog {
+        bytes.extend_from_slice(&insn.code.to_le_bytes());
+        bytes.push(insn.jt);
+        bytes.push(insn.jf);
+        bytes.extend_from_slice(&insn.k.to_le_bytes());
+    }
+    bytes
+}
+
+/// Compiles `json` (a filter map) and returns filter `name` as bytes.
+fn compile(json: &[u8], name: &str) -> Result<Vec<u8>, String> {
+    let map = seccompiler::compile_from_json(json, seccompiler::TargetArch::x86_64)
+        .map_err(|e| format!("{SOURCE}: {e}"))?;
+    let prog = map
+        .get(name)
+        .ok_or_else(|| format!("{SOURCE} has no filter named {name:?}"))?;
+    Ok(to_bytes(prog))
+}
+
+/// `baseline` with the rules of `sockets` appended, as a one-filter map.
+fn joined(doc: &Value, sockets: &str) -> Result<Vec<u8>, String> {
+    let mut base = doc
+        .get("baseline")
+        .cloned()
+        .ok_or_else(|| format!("{SOURCE} has no filter named \"baseline\""))?;
+    let extra = doc
+        .get(sockets)
+        .and_then(|f| f.get("filter"))
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| format!("{SOURCE} has no filter named {sockets:?} with rules"))?;
+    for key in ["default_action", "filter_action"] {
+        if doc.get(sockets).and_then(|f| f.get(key)) != base.get(key) {
+            return Err(format!(
+                "{SOURCE}: {sockets:?} must have the same {key} as \"baseline\""
+            ));
+        }
+    }
+    base.get_mut("filter")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| format!("{SOURCE}: \"baseline\" has no rules"))?
+        .extend(extra);
+    let map = serde_json::json!({ "baseline": base });
+    compile(map.to_string().as_bytes(), "baseline")
+}
+
+fn build(out: &Path) -> Result<(), String> {
+    let text = fs::read(SOURCE).map_err(|e| format!("cannot read {SOURCE}: {e}"))?;
+    // Every part compiles as written.
+    for name in ["baseline", "sockets", "sockets_inet", "clone3"] {
+        compile(&text, name)?;
+    }
+    let doc: Value =
+        serde_json::from_slice(&text).map_err(|e| format!("{SOURCE}: not JSON: {e}"))?;
+    let dir = out.join("seccomp");
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let outputs = [
+        ("baseline.bpf", joined(&doc, "sockets")?),
+        ("baseline_inet.bpf", joined(&doc, "sockets_inet")?),
+        ("clone3.bpf", compile(&text, "clone3")?),
+    ];
+    for (file, bytes) in outputs {
+        let path = dir.join(file);
+        fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed={SOURCE}");
+    println!("cargo:rerun-if-changed=build.rs");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    if let Err(e) = build(&out) {
+        error(&e);
+    }
+}
