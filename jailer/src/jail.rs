@@ -143,7 +143,17 @@ impl Settings {
             None => match profile.cgroup_version() {
                 Ok(CgroupVersionChoice::V1) => CgroupVersion::V1,
                 Ok(CgroupVersionChoice::V2) => CgroupVersion::V2,
-                Ok(CgroupVersionChoice::Auto) | Err(_) => CgroupVersion::detect(),
+                Ok(CgroupVersionChoice::Auto) => CgroupVersion::detect(),
+                // Profile::parse already refuses this; never fall back silently.
+                Err(value) => {
+                    return Err(crate::profile::ProfileError::Value {
+                        name: profile.name.clone(),
+                        key: "cgroup.version",
+                        value,
+                        reason: "expected \"auto\", 1 or 2",
+                    }
+                    .into())
+                }
             },
         };
         let cgroup_parent = args
