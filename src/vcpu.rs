@@ -101,9 +101,17 @@ impl VcpuHandle {
         }
     }
 
+    /// Waits for the thread to end. Dropping the resume channel first lets a
+    /// vCPU that was never resumed end too.
     pub fn join(self) {
-        if self.thread.join().is_err() {
-            log::error!("vCPU {} thread panicked", self.index);
+        let Self {
+            index,
+            thread,
+            resume,
+        } = self;
+        drop(resume);
+        if thread.join().is_err() {
+            log::error!("vCPU {index} thread panicked");
         }
     }
 }

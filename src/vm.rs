@@ -194,6 +194,12 @@ impl Vm {
             }
             self.events.run().map_err(VmError::EventLoop)?;
         };
+        self.stop_vcpus();
+        Ok(reason)
+    }
+
+    /// Stops every vCPU out of KVM_RUN and joins its thread. Idempotent.
+    fn stop_vcpus(&mut self) {
         self.stop.store(true, Ordering::Release);
         for v in &self.vcpus {
             v.kick();
@@ -201,6 +207,62 @@ impl Vm {
         for v in self.vcpus.drain(..) {
             v.join();
         }
-        Ok(reason)
+    }
+}
+
+impl Drop for Vm {
+    /// Guest memory and the VM fd (in `_resources`) are dropped after this
+    /// returns, so no vCPU can still be running on them, whatever the caller did
+    /// (an event-loop error, a VM never run).
+    fn drop(&mut self) {
+        self.stop_vcpus();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    use crate::config::VmConfig;
+
+    fn vcpu_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|c| c.trim_end().starts_with("vcpu"))
+            .count()
+    }
+
+    #[test]
+    fn dropping_a_running_vm_stops_and_joins_its_vcpus() {
+        // The demo guest waits for serial input forever, so its vCPUs are running.
+        let json = serde_json::json!({
+            "boot-source": {
+                "kernel_image_path": format!("{}/demo.elf", crate::demo::GUEST_BUILD_DIR),
+                "boot_args": "console=ttyS0 caisson.demo_wait",
+            },
+            "machine-config": {"vcpu_count": 2, "mem_size_mib": 32},
+            "caisson": {"serial": "none"},
+        });
+        let cfg = VmConfig::from_json(&json.to_string())
+            .expect("config")
+            .validate("drop-test", 2)
+            .expect("valid");
+        let (done_tx, done) = channel();
+        // The builder blocks the stop signals in its thread; keep that out of the
+        // test harness's thread.
+        std::thread::spawn(move || {
+            let vm = crate::builder::build_vm(&cfg).expect("build the VM");
+            std::thread::sleep(Duration::from_millis(200));
+            let running = vcpu_threads();
+            drop(vm);
+            let _ = done_tx.send((running, vcpu_threads()));
+        });
+        let (running, after) = done
+            .recv_timeout(Duration::from_secs(30))
+            .expect("dropping the VM returned");
+        assert_eq!(running, 2, "both vCPU threads ran");
+        assert_eq!(after, 0, "no vCPU thread outlives the VM");
     }
 }
