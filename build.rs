@@ -35,14 +35,7 @@ fn compile_seccomp(out: &Path) {
         let Some(prog) = map.get(kind) else {
             return error(&format!("{} has no filter named {kind:?}", src.display()));
         };
-        let mut bytes = Vec::with_capacity(prog.len() * 8);
-        for insn in prog {
-            bytes.extend_from_slice(&insn.code.to_le_bytes());
-            bytes.push(insn.jt);
-            bytes.push(insn.jf);
-            bytes.extend_from_slice(&insn.k.to_le_bytes());
-        }
-        if let Err(e) = fs::write(dir.join(format!("{kind}.bpf")), bytes) {
+        if let Err(e) = fs::write(dir.join(format!("{kind}.bpf")), bpf_bytes(prog)) {
             return error(&format!("cannot write the {kind} filter: {e}"));
         }
     }
@@ -110,3 +103,5 @@ fn main() {
     syscall_table(&out);
     build_guests(&out);
 }
+
+include!("seccomp/bpf_bytes.rs");

@@ -23,16 +23,7 @@ fn error(msg: &str) {
     }
 }
 
-fn to_bytes(prog: &[seccompiler::sock_filter]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(prog.len() * 8);
-    for insn in prog {
-        bytes.extend_from_slice(&insn.code.to_le_bytes());
-        bytes.push(insn.jt);
-        bytes.push(insn.jf);
-        bytes.extend_from_slice(&insn.k.to_le_bytes());
-    }
-    bytes
-}
+include!("../seccomp/bpf_bytes.rs");
 
 /// Compiles `json` (a filter map) and returns filter `name` as bytes.
 fn compile(json: &[u8], name: &str) -> Result<Vec<u8>, String> {
@@ -41,7 +32,7 @@ fn compile(json: &[u8], name: &str) -> Result<Vec<u8>, String> {
     let prog = map
         .get(name)
         .ok_or_else(|| format!("{SOURCE} has no filter named {name:?}"))?;
-    Ok(to_bytes(prog))
+    Ok(bpf_bytes(prog))
 }
 
 /// `baseline` with the rules of `sockets` appended, as a one-filter map.
@@ -96,6 +87,7 @@ fn build(out: &Path) -> Result<(), String> {
 fn main() {
     println!("cargo:rerun-if-changed={SOURCE}");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../seccomp/bpf_bytes.rs");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     if let Err(e) = build(&out) {
         error(&e);

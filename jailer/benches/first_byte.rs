@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,35 +14,21 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-/// Builds the static VMM like tests/demo.sh; returns it and the hello guest.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+/// The static VMM (built as tests/demo.sh builds it) and the hello guest of
+/// that build.
 fn static_vmm() -> (PathBuf, PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "rustc",
-            "-q",
-            "--release",
-            "-p",
-            "caisson",
-            "--bin",
-            "caisson",
-            "--target-dir",
-            "target/static",
-        ])
-        .args(["--", "-C", "target-feature=+crt-static"])
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the static caisson failed");
-    let release = root.join("target/static/release");
+    let vmm = common::static_caisson();
+    let release = vmm.parent().expect("target/static/release").to_path_buf();
     let guest = std::fs::read_dir(release.join("build"))
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path().join("out/guests/hello.elf"))
         .find(|p| p.exists())
         .expect("hello.elf in the static build");
-    (release.join("caisson"), guest)
+    (vmm, guest)
 }
 
 fn main() {
