@@ -11,6 +11,7 @@ pub mod devices;
 pub mod exit;
 pub mod logger;
 pub mod memory;
+pub mod metrics;
 pub mod seccomp;
 pub mod vcpu;
 pub mod vm;
