@@ -22,7 +22,7 @@ fn compile_seccomp(out: &Path) {
     if let Err(e) = fs::create_dir_all(&dir) {
         return error(&format!("cannot create {}: {e}", dir.display()));
     }
-    for kind in ["vmm", "vcpu"] {
+    for kind in ["vmm", "vcpu", "api"] {
         let src = PathBuf::from("seccomp").join(format!("{kind}.json"));
         let file = match fs::File::open(&src) {
             Ok(f) => f,

@@ -19,8 +19,8 @@ use crate::devices::i8042::I8042;
 use crate::devices::serial::{SerialDevice, SerialOut};
 use crate::exit::ExitSignal;
 use crate::memory::{self, MemoryError};
-use crate::vcpu::{self, Vcpu, VcpuError};
-use crate::vm::{self, Vm, VmError};
+use crate::vcpu::{self, PauseControl, Vcpu, VcpuError};
+use crate::vm::{self, Vm, VmError, VmParts};
 
 pub mod virtio_devices;
 
@@ -147,11 +147,17 @@ fn serial_output(sink: &SerialSink) -> Result<SerialOut, BuildError> {
 }
 
 /// The legacy devices on the port I/O bus: serial (IRQ 4), i8042 (IRQ 1) and the exit port.
+struct Legacy {
+    pio: Bus,
+    serial: Arc<Mutex<SerialDevice>>,
+    i8042: Arc<Mutex<I8042>>,
+}
+
 fn setup_legacy_devices(
     vm: &VmFd,
     cfg: &ValidConfig,
     exit: &Arc<ExitSignal>,
-) -> Result<(Bus, Arc<Mutex<SerialDevice>>), BuildError> {
+) -> Result<Legacy, BuildError> {
     let irq = eventfd("the serial IRQ")?;
     kvm_call(
         "KVM_IRQFD (serial)",
@@ -172,17 +178,18 @@ fn setup_legacy_devices(
         "KVM_IRQFD (i8042)",
         vm.register_irqfd(&kbd_irq, layout::I8042_IRQ),
     )?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone(), kbd_irq)));
     pio.insert(
         u64::from(layout::I8042_PORT_BASE),
         u64::from(layout::I8042_PORT_LEN),
-        Arc::new(Mutex::new(I8042::new(exit.clone(), kbd_irq))),
+        i8042.clone(),
     )?;
     pio.insert(
         u64::from(layout::EXIT_PORT),
         1,
         Arc::new(Mutex::new(ExitPort(exit.clone()))),
     )?;
-    Ok((pio, serial))
+    Ok(Legacy { pio, serial, i8042 })
 }
 
 struct Resources {
@@ -211,8 +218,8 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         what: "the exit signal",
         source,
     })?);
-    let (pio, serial) = setup_legacy_devices(&vm, cfg, &exit)?;
-    let pio = Arc::new(pio);
+    let legacy = setup_legacy_devices(&vm, cfg, &exit)?;
+    let pio = Arc::new(legacy.pio);
     let mut mmio = Bus::new();
     let virtio = virtio_devices::setup(&vm, &mem, &cfg.virtio, &mut mmio)?;
     let mmio = Arc::new(mmio);
@@ -250,6 +257,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
     vcpu::install_kick_handler()?;
     crate::seccomp::install_sigsys_handler()?;
     let stop = Arc::new(AtomicBool::new(false));
+    let (pause, parked) = PauseControl::new();
     let mut handles = Vec::with_capacity(usize::from(cfg.vcpu_count));
     for index in 0..cfg.vcpu_count {
         let fd = kvm_call("KVM_CREATE_VCPU", vm.create_vcpu(u64::from(index)))?;
@@ -269,26 +277,36 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
             mmio.clone(),
             exit.clone(),
             stop.clone(),
+            pause.clone(),
             emulator_safe,
         );
         v.configure(&vcpu_cpuid, entry, protocol)?;
         handles.push(v.spawn(cfg.seccomp.clone())?);
     }
 
-    let serial_input = matches!(cfg.serial, SerialSink::Stdout).then_some(serial);
+    let serial_input = matches!(cfg.serial, SerialSink::Stdout).then_some(legacy.serial);
     let resources = Box::new(Resources {
         _vm: vm,
         _memory: mem,
     });
-    let mut vm = Vm::new(handles, exit, stop, serial_input, resources)?;
+    let mut vm = Vm::new(VmParts {
+        vcpus: handles,
+        exit,
+        stop,
+        pause,
+        parked,
+        serial_input,
+        i8042: legacy.i8042,
+        resources,
+    })?;
     for s in virtio.subscribers {
-        vm.add_subscriber(s);
+        vm.add_device_subscriber(s);
     }
     // Last step before any guest code runs: confine the main thread too.
     match &cfg.seccomp {
         Some(f) => f.install(crate::seccomp::ThreadKind::Vmm)?,
         None => log::warn!("seccomp is off: the VMM runs without syscall filters"),
     }
-    vm.resume();
+    vm.start();
     Ok(vm)
 }

@@ -322,6 +322,16 @@ pub struct ValidConfig {
     pub seccomp: Option<crate::seccomp::Filters>,
 }
 
+/// What [`VmConfig::validate_rest`] checked.
+struct Checked {
+    initrd: Option<PathBuf>,
+    cmdline: String,
+    vcpu_count: u8,
+    mem_size_mib: u64,
+    serial: SerialSink,
+    virtio: VirtioConfig,
+}
+
 /// Values from the command line that override the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -358,15 +368,40 @@ impl VmConfig {
 
     /// Checks everything, given the vCPU limit (from KVM) and the instance id.
     pub fn validate(&self, id: &str, max_vcpus: u64) -> Result<ValidConfig, ConfigError> {
-        validate_id(id)?;
-        self.reject_unsupported()?;
-
         let kernel_path = self
             .boot_source
             .kernel_image_path
             .as_ref()
             .ok_or(ConfigError::MissingKernel)?;
+        let rest = self.validate_rest(id, max_vcpus)?;
         let kernel_format = check_kernel_file(kernel_path)?;
+        Ok(ValidConfig {
+            id: id.to_string(),
+            kernel: KernelSource::File(kernel_path.clone()),
+            kernel_format,
+            initrd: rest.initrd,
+            cmdline: rest.cmdline,
+            vcpu_count: rest.vcpu_count,
+            mem_size_mib: rest.mem_size_mib,
+            serial: rest.serial,
+            virtio: rest.virtio,
+            seccomp: None,
+        })
+    }
+
+    /// Checks what is there so far (the API builds a config piece by piece): as
+    /// [`VmConfig::validate`], except that the kernel may still be missing.
+    pub fn check(&self, id: &str, max_vcpus: u64) -> Result<(), ConfigError> {
+        if let Some(k) = &self.boot_source.kernel_image_path {
+            check_kernel_file(k)?;
+        }
+        self.validate_rest(id, max_vcpus).map(drop)
+    }
+
+    /// Every check but the kernel's.
+    fn validate_rest(&self, id: &str, max_vcpus: u64) -> Result<Checked, ConfigError> {
+        validate_id(id)?;
+        self.reject_unsupported()?;
         let initrd = match &self.boot_source.initrd_path {
             Some(p) => {
                 check_readable_file("boot-source.initrd_path", p)?;
@@ -402,11 +437,7 @@ impl VmConfig {
         if let SerialSink::File(p) = &serial {
             check_output_file("caisson.serial", p)?;
         }
-
-        Ok(ValidConfig {
-            id: id.to_string(),
-            kernel: KernelSource::File(kernel_path.clone()),
-            kernel_format,
+        Ok(Checked {
             initrd,
             cmdline,
             vcpu_count: u8::try_from(vcpus)
@@ -414,7 +445,6 @@ impl VmConfig {
             mem_size_mib: mem,
             serial,
             virtio,
-            seccomp: None,
         })
     }
 

@@ -3,9 +3,11 @@
 //! Data flows one way: [`config`] validates user input into a [`config::ValidConfig`],
 //! [`builder::build_vm`] turns that into a running [`vm::Vm`] in one ordered sequence.
 
+pub mod api;
 pub mod arch;
 pub mod builder;
 pub mod config;
+pub mod controller;
 pub mod demo;
 pub mod devices;
 pub mod exit;

@@ -34,12 +34,17 @@ pub fn parse_level(s: &str) -> Result<LevelFilter, LoggerError> {
     }
 }
 
-struct Logger {
+struct Inner {
     id: String,
     show_level: bool,
     show_origin: bool,
-    out: Mutex<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
 }
+
+/// One process-wide logger; `init` may be called again (PUT /logger) to move it.
+struct Logger(Mutex<Option<Inner>>);
+
+static LOGGER: Logger = Logger(Mutex::new(None));
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
@@ -50,12 +55,16 @@ impl Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
+        let mut guard = crate::devices::lock(&self.0);
+        let Some(inner) = guard.as_mut() else {
+            return;
+        };
         let thread = std::thread::current();
-        let mut line = format!("[{}:{}", self.id, thread.name().unwrap_or("-"));
-        if self.show_level {
+        let mut line = format!("[{}:{}", inner.id, thread.name().unwrap_or("-"));
+        if inner.show_level {
             line.push_str(&format!(":{}", r.level()));
         }
-        if self.show_origin {
+        if inner.show_origin {
             line.push_str(&format!(
                 ":{}:{}",
                 r.file().unwrap_or("?"),
@@ -63,14 +72,15 @@ impl Log for Logger {
             ));
         }
         line.push_str(&format!("] {}\n", r.args()));
-        let mut out = crate::devices::lock(&self.out);
-        // Logging must never take the VMM down.
-        let _ = out.write_all(line.as_bytes());
-        let _ = out.flush();
+        // Logging must never take the VMM down (nor block it: a FIFO is non-blocking).
+        let _ = inner.out.write_all(line.as_bytes());
+        let _ = inner.out.flush();
     }
 
     fn flush(&self) {
-        let _ = crate::devices::lock(&self.out).flush();
+        if let Some(inner) = crate::devices::lock(&self.0).as_mut() {
+            let _ = inner.out.flush();
+        }
     }
 }
 
@@ -81,7 +91,9 @@ pub fn logs_to_file() -> bool {
     TO_FILE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Installs the logger: to `path` (appending) or to stderr.
+/// Installs the logger, or moves it (a later call, as `PUT /logger` makes): to
+/// `path` (appending; a named pipe is opened non-blocking, so a pipe nobody
+/// reads never stalls the VMM) or to stderr.
 pub fn init(
     id: &str,
     level: LevelFilter,
@@ -89,11 +101,14 @@ pub fn init(
     show_level: bool,
     show_origin: bool,
 ) -> Result<(), LoggerError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let out: Box<dyn Write + Send> = match path {
         Some(p) => {
             let file = File::options()
                 .create(true)
                 .append(true)
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
                 .open(p)
                 .map_err(|source| LoggerError::Open {
                     path: p.to_path_buf(),
@@ -105,14 +120,25 @@ pub fn init(
         }
         None => Box::new(std::io::stderr()),
     };
-    let logger = Logger {
-        id: id.to_string(),
-        show_level,
-        show_origin,
-        out: Mutex::new(out),
+    let first = {
+        let mut guard = crate::devices::lock(&LOGGER.0);
+        let first = guard.is_none();
+        // The old file stays open (leaked) if the SIGSYS handler may still hold
+        // its fd; a replaced logger is rare (once per VM at most).
+        if let Some(old) = guard.replace(Inner {
+            id: id.to_string(),
+            show_level,
+            show_origin,
+            out,
+        }) {
+            std::mem::forget(old);
+        }
+        first
     };
     TO_FILE.store(path.is_some(), std::sync::atomic::Ordering::Relaxed);
-    log::set_boxed_logger(Box::new(logger)).map_err(|_| LoggerError::AlreadySet)?;
+    if first {
+        log::set_logger(&LOGGER).map_err(|_| LoggerError::AlreadySet)?;
+    }
     log::set_max_level(level);
     Ok(())
 }

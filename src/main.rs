@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use caisson::api::ApiReceiver;
 use caisson::config::{self, Overrides, VmConfig, DEFAULT_ID};
+use caisson::controller::{actions_from_config, ActionError, Controller, VmmAction};
+use caisson::vm::Vm;
 use caisson::exit::code;
 use caisson::{builder, demo, logger, seccomp};
 use clap::{Args, Parser, Subcommand};
@@ -45,12 +48,17 @@ struct RunArgs {
     /// Firecracker JSON config file describing the VM.
     #[arg(long, value_name = "PATH")]
     config_file: Option<PathBuf>,
-    /// Do not start the API server (the only mode Caisson has so far).
+    /// Do not start the API server.
     #[arg(long)]
     no_api: bool,
-    /// Firecracker's API socket path; the API is not implemented yet.
+    /// The API socket (default /run/firecracker.socket). The API is on unless
+    /// --no-api is given, except with the quick-use flags (--kernel ...), where
+    /// it is on only when --api-sock is given.
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
+    /// Largest API request body, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = caisson::api::http::DEFAULT_MAX_PAYLOAD)]
+    http_api_max_payload_size: usize,
     /// Instance id (1-64 characters of [A-Za-z0-9-]).
     #[arg(long, default_value = DEFAULT_ID)]
     id: String,
@@ -139,6 +147,21 @@ fn init_logging(args: &RunArgs, file: Option<&config::LoggerConfig>) -> Result<(
     logger::init(&args.id, level, path.as_deref(), show_level, show_origin).map_err(Failure::input)
 }
 
+/// Reports how the VM ended and returns the process's exit code.
+fn finish(id: &str, vm: Vm, control: Option<&mut dyn caisson::vm::Control>) -> Result<i32, Failure> {
+    let reason = vm.run(control).map_err(Failure::vmm)?;
+    let exit_code = reason.exit_code();
+    if exit_code == code::OK {
+        log::info!("VM {id} ended: {reason}");
+    } else {
+        eprintln!("caisson: VM {id} ended: {reason}");
+        if logger::logs_to_file() {
+            log::error!("VM {id} ended: {reason}");
+        }
+    }
+    Ok(exit_code)
+}
+
 fn run_vm(cfg: &config::ValidConfig) -> Result<i32, Failure> {
     log::info!(
         "starting VM {}: {} vCPUs, {} MiB",
@@ -147,17 +170,71 @@ fn run_vm(cfg: &config::ValidConfig) -> Result<i32, Failure> {
         cfg.mem_size_mib
     );
     let vm = builder::build_vm(cfg).map_err(Failure::vmm)?;
-    let reason = vm.run().map_err(Failure::vmm)?;
-    let exit_code = reason.exit_code();
-    if exit_code == code::OK {
-        log::info!("VM {} ended: {reason}", cfg.id);
-    } else {
-        eprintln!("caisson: VM {} ended: {reason}", cfg.id);
-        if logger::logs_to_file() {
-            log::error!("VM {} ended: {reason}", cfg.id);
+    finish(&cfg.id, vm, None)
+}
+
+/// An action from the config file failed: a bad file, or a VM that cannot be built.
+fn action_failure(e: ActionError) -> Failure {
+    match e {
+        ActionError::Start(e) => Failure::vmm(e),
+        other => Failure::input(other),
+    }
+}
+
+/// The API on a running VM: requests are taken on the event-loop thread.
+struct ApiControl {
+    controller: Controller,
+    api: ApiReceiver,
+}
+
+impl caisson::vm::Control for ApiControl {
+    fn take_waker(&mut self) -> Option<vmm_sys_util::eventfd::EventFd> {
+        self.api.loop_waker.take()
+    }
+    fn handle_pending(&mut self, vm: &mut Vm) {
+        while let Ok((action, reply)) = self.api.requests.try_recv() {
+            let _ = reply.send(self.controller.handle_runtime(action, vm));
         }
     }
-    Ok(exit_code)
+}
+
+/// Serves pre-boot requests until one starts the VM; None if a stop signal
+/// came first.
+fn serve_until_start(controller: &mut Controller, api: &ApiReceiver) -> Result<Option<Vm>, Failure> {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsRawFd;
+    use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+    let signals = SignalFd::with_flags(
+        &caisson::vm::stop_signals(),
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )
+    .map_err(Failure::vmm)?;
+    let epoll = Epoll::new().map_err(Failure::vmm)?;
+    for fd in [api.waker.as_raw_fd(), signals.as_raw_fd()] {
+        epoll
+            .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, fd as u64))
+            .map_err(Failure::vmm)?;
+    }
+    let mut ready = [EpollEvent::default(); 2];
+    loop {
+        match epoll.wait(-1, &mut ready) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Failure::vmm(format!("epoll_wait: {e}"))),
+        }
+        if let Ok(Some(info)) = signals.read_signal() {
+            log::info!("received signal {} before the VM started; exiting", info.ssi_signo);
+            return Ok(None);
+        }
+        let _ = api.waker.read();
+        while let Ok((action, reply)) = api.requests.try_recv() {
+            let (result, vm) = controller.handle_preboot(action);
+            let _ = reply.send(result);
+            if vm.is_some() {
+                return Ok(vm);
+            }
+        }
+    }
 }
 
 fn run(args: RunArgs) -> Result<i32, Failure> {
@@ -167,16 +244,12 @@ fn run(args: RunArgs) -> Result<i32, Failure> {
         None => VmConfig::default(),
     };
     init_logging(&args, vm_config.logger.as_ref())?;
-    if args.config_file.is_none() && args.kernel.is_none() {
+    // Quick-use flags keep the API off unless a socket is asked for.
+    let api_on = !args.no_api && (args.api_sock.is_some() || args.kernel.is_none());
+    if !api_on && args.config_file.is_none() && args.kernel.is_none() {
         return Err(Failure::input(
-            "no VM to run: give --config-file or --kernel (the API server is not implemented yet)",
+            "no VM to run: give --config-file or --kernel, or leave the API on",
         ));
-    }
-    if let (Some(sock), false) = (&args.api_sock, args.no_api) {
-        log::warn!(
-            "--api-sock {}: the API server is not implemented; ignoring it",
-            sock.display()
-        );
     }
     vm_config.apply(&Overrides {
         kernel: args.kernel.clone(),
@@ -186,13 +259,55 @@ fn run(args: RunArgs) -> Result<i32, Failure> {
         mem_mib: args.mem_mib,
         serial: args.serial.clone(),
     });
+    // Every thread spawned from here inherits the mask; only signalfds see them.
+    caisson::vm::block_stop_signals().map_err(Failure::vmm)?;
+    let filters = seccomp_filters(args.no_seccomp, args.seccomp_filter.as_deref())?;
+    seccomp::install_sigsys_handler().map_err(Failure::vmm)?;
+    let api = if api_on {
+        let path = args
+            .api_sock
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(caisson::api::DEFAULT_SOCKET));
+        let listener = caisson::api::bind(&path).map_err(Failure::input)?;
+        Some(
+            caisson::api::spawn(listener, args.http_api_max_payload_size, filters.clone())
+                .map_err(Failure::vmm)?,
+        )
+    } else {
+        None
+    };
     // Without /dev/kvm the static checks still run; building then reports KVM's error.
     let max_vcpus = builder::kvm_max_vcpus().unwrap_or(config::MAX_VCPUS_MPTABLE);
-    let mut cfg = vm_config
-        .validate(&args.id, max_vcpus)
-        .map_err(Failure::input)?;
-    cfg.seccomp = seccomp_filters(args.no_seccomp, args.seccomp_filter.as_deref())?;
-    run_vm(&cfg)
+    let mut controller = Controller::new(&args.id, max_vcpus, filters);
+    let mut vm = None;
+    if args.config_file.is_some() || args.kernel.is_some() {
+        // The file's logger was applied above, with the flags taking precedence.
+        vm_config.logger = None;
+        for action in actions_from_config(vm_config)
+            .into_iter()
+            .chain([VmmAction::StartMicroVm])
+        {
+            let (result, built) = controller.handle_preboot(action);
+            result.map_err(action_failure)?;
+            vm = built;
+        }
+    }
+    let vm = match (vm, &api) {
+        (Some(vm), _) => vm,
+        (None, Some(api)) => match serve_until_start(&mut controller, api)? {
+            Some(vm) => vm,
+            None => return Ok(code::OK),
+        },
+        (None, None) => return Err(Failure::vmm("the VM was not started")),
+    };
+    let id = controller.id().to_string();
+    match api {
+        Some(api) => {
+            let mut control = ApiControl { controller, api };
+            finish(&id, vm, Some(&mut control))
+        }
+        None => finish(&id, vm, None),
+    }
 }
 
 /// The filters to install: built in, from a file, or none (with a warning).

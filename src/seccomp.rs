@@ -14,10 +14,12 @@ include!(concat!(env!("OUT_DIR"), "/syscall_names.rs"));
 
 static VMM_BPF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp/vmm.bpf"));
 static VCPU_BPF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp/vcpu.bpf"));
+static API_BPF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp/api.bpf"));
 
 /// The JSON sources, for checks against what devices declare.
 pub const VMM_JSON: &str = include_str!("../seccomp/vmm.json");
 pub const VCPU_JSON: &str = include_str!("../seccomp/vcpu.json");
+pub const API_JSON: &str = include_str!("../seccomp/api.json");
 
 /// Where the SIGSYS handler also writes its line (the log file), or -1.
 static LOG_FD: AtomicI32 = AtomicI32::new(-1);
@@ -29,6 +31,8 @@ pub enum ThreadKind {
     Vmm,
     /// A vCPU thread.
     Vcpu,
+    /// The API server thread (`fc_api`).
+    Api,
 }
 
 impl ThreadKind {
@@ -36,6 +40,7 @@ impl ThreadKind {
         match self {
             Self::Vmm => "vmm",
             Self::Vcpu => "vcpu",
+            Self::Api => "api",
         }
     }
 }
@@ -67,6 +72,7 @@ pub enum SeccompError {
 pub struct Filters {
     vmm: BpfProgram,
     vcpu: BpfProgram,
+    api: BpfProgram,
 }
 
 /// A BPF program from its embedded bytes (8 per instruction, little-endian, as
@@ -99,10 +105,12 @@ impl Filters {
         Ok(Self {
             vmm: decode("vmm", VMM_BPF)?,
             vcpu: decode("vcpu", VCPU_BPF)?,
+            api: decode("api", API_BPF)?,
         })
     }
 
-    /// Filters from a seccompiler JSON file with a `vmm` and a `vcpu` filter.
+    /// Filters from a seccompiler JSON file with a `vmm`, a `vcpu` and an `api`
+    /// filter (Firecracker's three thread categories).
     pub fn from_json_file(path: &Path) -> Result<Self, SeccompError> {
         let file = std::fs::File::open(path).map_err(|source| SeccompError::Read {
             path: path.to_path_buf(),
@@ -122,6 +130,7 @@ impl Filters {
         Ok(Self {
             vmm: take("vmm")?,
             vcpu: take("vcpu")?,
+            api: take("api")?,
         })
     }
 
@@ -129,6 +138,7 @@ impl Filters {
         match kind {
             ThreadKind::Vmm => &self.vmm,
             ThreadKind::Vcpu => &self.vcpu,
+            ThreadKind::Api => &self.api,
         }
     }
 

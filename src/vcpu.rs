@@ -75,10 +75,54 @@ pub struct Vcpu {
     mmio: Arc<Bus>,
     exit: Arc<ExitSignal>,
     stop: Arc<AtomicBool>,
+    pause: Arc<PauseControl>,
     /// Complete the instructions KVM's emulator cannot run (hosts without VMX/SVM).
     assists: bool,
     /// How many instructions were completed, for the log at exit.
     assisted: u64,
+}
+
+/// Firecracker's vCPU thread name, which orchestrators (Kata) look for.
+pub fn thread_name(index: u8) -> String {
+    format!("fc_vcpu {index}")
+}
+
+/// What the VM tells its vCPUs to do between runs: pause on request, and say
+/// when they are parked so the pause is known to be complete.
+#[derive(Debug)]
+pub struct PauseControl {
+    requested: AtomicBool,
+    parked: std::sync::Mutex<Sender<u8>>,
+}
+
+impl PauseControl {
+    /// The control and the receiver on which parked vCPUs report their index.
+    pub fn new() -> (Arc<Self>, Receiver<u8>) {
+        let (tx, rx) = channel();
+        (
+            Arc::new(Self {
+                requested: AtomicBool::new(false),
+                parked: std::sync::Mutex::new(tx),
+            }),
+            rx,
+        )
+    }
+
+    pub fn request(&self, pause: bool) {
+        self.requested.store(pause, Ordering::Release);
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    fn report_parked(&self, index: u8) {
+        let tx = self
+            .parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = tx.send(index);
+    }
 }
 
 /// A spawned vCPU thread.
@@ -89,7 +133,7 @@ pub struct VcpuHandle {
 }
 
 impl VcpuHandle {
-    /// Lets a paused vCPU run.
+    /// Lets a vCPU that is waiting (never started, or parked by a pause) run.
     pub fn resume(&self) {
         let _ = self.resume.send(());
     }
@@ -124,6 +168,7 @@ impl Vcpu {
         mmio: Arc<Bus>,
         exit: Arc<ExitSignal>,
         stop: Arc<AtomicBool>,
+        pause: Arc<PauseControl>,
         assists: bool,
     ) -> Self {
         Self {
@@ -133,6 +178,7 @@ impl Vcpu {
             mmio,
             exit,
             stop,
+            pause,
             assists,
             assisted: 0,
         }
@@ -187,7 +233,7 @@ impl Vcpu {
         let (resume, resumed) = channel();
         let (ready_tx, ready) = sync_channel(1);
         let thread = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
+            .name(thread_name(index))
             .spawn(move || {
                 let installed = match &filters {
                     Some(f) => f.install(ThreadKind::Vcpu),
@@ -227,7 +273,7 @@ impl Vcpu {
         if resumed.recv().is_err() {
             return;
         }
-        self.run_loop();
+        self.run_loop(&resumed);
         KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
         if self.assisted > 0 {
             log::info!(
@@ -242,8 +288,21 @@ impl Vcpu {
         self.fd.get_regs().map(|r| r.rip).unwrap_or(0)
     }
 
-    fn run_loop(&mut self) {
+    /// Parks the thread until the VM resumes it; false when the VM is gone.
+    fn park(&self, resumed: &Receiver<()>) -> bool {
+        self.pause.report_parked(self.index);
+        resumed.recv().is_ok()
+    }
+
+    fn run_loop(&mut self, resumed: &Receiver<()>) {
         while !self.stop.load(Ordering::Acquire) {
+            // A pause request comes with a kick, so KVM_RUN returns and we get here.
+            if self.pause.requested() {
+                if !self.park(resumed) {
+                    return;
+                }
+                continue;
+            }
             let reason = match self.fd.run() {
                 Ok(exit) => match exit {
                     VcpuExit::IoOut(port, data) => {

@@ -6,14 +6,21 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use event_manager::{
+    EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberId, SubscriberOps,
+};
+use vmm_sys_util::eventfd::EventFd;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::devices::lock;
 use crate::devices::serial::SerialDevice;
+use crate::devices::i8042::I8042;
 use crate::exit::{ExitReason, ExitSignal};
-use crate::vcpu::VcpuHandle;
+use crate::vcpu::{PauseControl, VcpuHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -23,7 +30,16 @@ pub enum VmError {
     EventManager(event_manager::Error),
     #[error("cannot set up signal handling: {0}")]
     Signals(nix::Error),
+    #[error("the VM is already {0}")]
+    AlreadyInState(&'static str),
+    #[error("vCPU pause timed out: {parked} of {total} vCPUs stopped within {ms} ms")]
+    PauseTimeout { parked: usize, total: usize, ms: u128 },
+    #[error("the i8042 cannot take the key sequence: {0}")]
+    Keyboard(String),
 }
+
+/// How long a pause may take before it is reported as failed.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
@@ -133,24 +149,81 @@ impl MutEventSubscriber for SerialInput {
     }
 }
 
+/// Wakes the event loop when a control request (the API) is pending; the
+/// request itself is taken by the [`Control`] after the loop returns.
+struct ControlWaker(EventFd);
+
+impl MutEventSubscriber for ControlWaker {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.0, EventSet::IN)) {
+            log::error!("cannot watch the control eventfd: {e:?}");
+        }
+    }
+    fn process(&mut self, _: Events, _: &mut EventOps) {
+        let _ = self.0.read();
+    }
+}
+
+/// What drives a running VM from outside (the API controller): called on the
+/// event-loop thread whenever its waker fired.
+pub trait Control {
+    /// The eventfd that is written when requests are pending, for the event
+    /// loop to watch. Made before the VM's seccomp filter is in place (which
+    /// forbids dup), and handed over once.
+    fn take_waker(&mut self) -> Option<EventFd>;
+    fn handle_pending(&mut self, vm: &mut Vm);
+}
+
+/// Whether the vCPUs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Paused,
+}
+
+/// What the builder hands to [`Vm::new`].
+pub struct VmParts {
+    pub vcpus: Vec<VcpuHandle>,
+    pub exit: Arc<ExitSignal>,
+    pub stop: Arc<AtomicBool>,
+    pub pause: Arc<PauseControl>,
+    pub parked: Receiver<u8>,
+    pub serial_input: Option<Arc<Mutex<SerialDevice>>>,
+    pub i8042: Arc<Mutex<I8042>>,
+    /// Held for the VM's lifetime: KVM state and guest RAM.
+    pub resources: Box<dyn std::any::Any + Send>,
+}
+
 pub struct Vm {
     vcpus: Vec<VcpuHandle>,
     exit: Arc<ExitSignal>,
     stop: Arc<AtomicBool>,
+    pause: Arc<PauseControl>,
+    parked: Receiver<u8>,
+    state: RunState,
     events: EventManager<Subscriber>,
+    /// Device subscribers on the event loop while running.
+    device_ids: Vec<SubscriberId>,
+    /// Device subscribers taken off the loop while paused.
+    parked_devices: Vec<Subscriber>,
+    i8042: Arc<Mutex<I8042>>,
     // Held for the VM's lifetime: KVM state and guest RAM.
     _resources: Box<dyn std::any::Any + Send>,
 }
 
 impl Vm {
     /// Sets up the event loop for a VM whose vCPUs are spawned but paused.
-    pub fn new(
-        vcpus: Vec<VcpuHandle>,
-        exit: Arc<ExitSignal>,
-        stop: Arc<AtomicBool>,
-        serial_input: Option<Arc<Mutex<SerialDevice>>>,
-        resources: Box<dyn std::any::Any + Send>,
-    ) -> Result<Self, VmError> {
+    pub fn new(parts: VmParts) -> Result<Self, VmError> {
+        let VmParts {
+            vcpus,
+            exit,
+            stop,
+            pause,
+            parked,
+            serial_input,
+            i8042,
+            resources,
+        } = parts;
         let mut events = EventManager::<Subscriber>::new().map_err(VmError::EventManager)?;
         events.add_subscriber(Arc::new(Mutex::new(ExitWaker(exit.clone()))));
         let fd = SignalFd::with_flags(
@@ -169,30 +242,126 @@ impl Vm {
             vcpus,
             exit,
             stop,
+            pause,
+            parked,
+            state: RunState::Running,
             events,
+            device_ids: Vec::new(),
+            parked_devices: Vec::new(),
+            i8042,
             _resources: resources,
         })
     }
 
-    /// Adds a device's subscriber to the event loop (before [`Vm::resume`]).
+    /// Adds a device's subscriber to the event loop (before [`Vm::start`]).
+    /// Device subscribers are taken off the loop while the VM is paused.
+    pub fn add_device_subscriber(&mut self, s: Subscriber) {
+        let id = self.events.add_subscriber(s);
+        self.device_ids.push(id);
+    }
+
+    /// Adds a subscriber that stays on the loop while paused (metrics, control).
     pub fn add_subscriber(&mut self, s: Subscriber) {
         self.events.add_subscriber(s);
     }
 
-    /// Lets every vCPU run.
-    pub fn resume(&self) {
+    /// Lets every vCPU run for the first time.
+    pub fn start(&self) {
         for v in &self.vcpus {
             v.resume();
         }
     }
 
+    pub fn state(&self) -> RunState {
+        self.state
+    }
+
+    /// Stops every vCPU out of KVM_RUN and holds it, and takes the devices off
+    /// the event loop, so the guest neither runs nor is served until
+    /// [`Vm::resume`].
+    pub fn pause(&mut self) -> Result<(), VmError> {
+        if self.state == RunState::Paused {
+            return Err(VmError::AlreadyInState("paused"));
+        }
+        while self.parked.try_recv().is_ok() {}
+        self.pause.request(true);
+        for v in &self.vcpus {
+            v.kick();
+        }
+        let start = Instant::now();
+        let mut parked = 0;
+        while parked < self.vcpus.len() {
+            let left = PAUSE_TIMEOUT.saturating_sub(start.elapsed());
+            match self.parked.recv_timeout(left) {
+                Ok(_) => parked += 1,
+                Err(_) => {
+                    // The vCPUs that did park wait for a resume; let them go.
+                    self.pause.request(false);
+                    for v in &self.vcpus {
+                        v.resume();
+                    }
+                    return Err(VmError::PauseTimeout {
+                        parked,
+                        total: self.vcpus.len(),
+                        ms: PAUSE_TIMEOUT.as_millis(),
+                    });
+                }
+            }
+        }
+        for id in self.device_ids.drain(..) {
+            match self.events.remove_subscriber(id) {
+                Ok(s) => self.parked_devices.push(s),
+                Err(e) => log::error!("cannot take a device off the event loop: {e:?}"),
+            }
+        }
+        self.state = RunState::Paused;
+        Ok(())
+    }
+
+    /// Puts the devices back on the event loop and lets the vCPUs run again.
+    pub fn resume(&mut self) -> Result<(), VmError> {
+        if self.state == RunState::Running {
+            return Err(VmError::AlreadyInState("running"));
+        }
+        for s in std::mem::take(&mut self.parked_devices) {
+            let id = self.events.add_subscriber(s);
+            self.device_ids.push(id);
+        }
+        self.pause.request(false);
+        for v in &self.vcpus {
+            v.resume();
+        }
+        self.state = RunState::Running;
+        Ok(())
+    }
+
+    /// Presses Ctrl-Alt-Del on the i8042 keyboard, as Firecracker does.
+    pub fn send_ctrl_alt_del(&self) -> Result<(), VmError> {
+        lock(&self.i8042)
+            .trigger_ctrl_alt_del()
+            .map_err(|e| VmError::Keyboard(e.to_string()))
+    }
+
+    /// Asks the VM to end as if it had received `reason`.
+    pub fn request_exit(&self, reason: ExitReason) {
+        self.exit.request(reason);
+    }
+
     /// Runs the event loop until the VM ends, then stops and joins the vCPUs.
-    pub fn run(mut self) -> Result<ExitReason, VmError> {
+    /// With a `control`, its waker is watched and it runs whenever that fires.
+    pub fn run(mut self, mut control: Option<&mut dyn Control>) -> Result<ExitReason, VmError> {
+        if let Some(waker) = control.as_mut().and_then(|c| c.take_waker()) {
+            self.events
+                .add_subscriber(Arc::new(Mutex::new(ControlWaker(waker))));
+        }
         let reason = loop {
             if let Some(r) = self.exit.reason() {
                 break r;
             }
             self.events.run().map_err(VmError::EventLoop)?;
+            if let Some(c) = control.as_mut() {
+                c.handle_pending(&mut self);
+            }
         };
         self.stop_vcpus();
         Ok(reason)
@@ -230,7 +399,7 @@ mod tests {
         std::fs::read_dir("/proc/self/task")
             .expect("/proc/self/task")
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|c| c.trim_end().starts_with("vcpu"))
+            .filter(|c| c.trim_end().starts_with("fc_vcpu"))
             .count()
     }
 

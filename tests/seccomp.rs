@@ -14,7 +14,9 @@ use common::*;
 fn filter_without(dir: &std::path::Path, kind: &str, syscall: &str) -> String {
     let mut vmm: serde_json::Value = serde_json::from_str(caisson::seccomp::VMM_JSON).unwrap();
     let vcpu: serde_json::Value = serde_json::from_str(caisson::seccomp::VCPU_JSON).unwrap();
+    let api: serde_json::Value = serde_json::from_str(caisson::seccomp::API_JSON).unwrap();
     vmm["vcpu"] = vcpu["vcpu"].clone();
+    vmm["api"] = api["api"].clone();
     let rules = vmm[kind]["filter"].as_array_mut().unwrap();
     let before = rules.len();
     // "ioctl:KVM_GET_REGS" removes only that ioctl's rule.

@@ -1,0 +1,442 @@
+//! The lifecycle state machine that both the config file and the API drive.
+//!
+//! Each request is a typed [`VmmAction`]; the config file is turned into the
+//! same actions ([`actions_from_config`]), so the two paths cannot drift apart.
+//! Before `InstanceStart` the actions build up a [`VmConfig`], checked as they
+//! arrive; `InstanceStart` validates it and runs the one ordered build. After
+//! that only the runtime actions are accepted, each on Firecracker's rules.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::config::{
+    BootSourceConfig, CaissonConfig, DriveConfig, EntropyConfig, LoggerConfig, MachineConfig,
+    NetConfig, VmConfig, VsockConfig,
+};
+use crate::vm::{RunState, Vm};
+
+/// Firecracker's message for a pre-boot action sent after boot.
+pub const NOT_AFTER_BOOT: &str =
+    "The requested operation is not supported after starting the microVM.";
+/// Firecracker's message for a runtime action sent before boot.
+pub const NOT_BEFORE_BOOT: &str =
+    "The requested operation is not supported before starting the microVM.";
+
+/// `PATCH /machine-config`: only the given fields change.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfigUpdate {
+    pub vcpu_count: Option<u64>,
+    pub mem_size_mib: Option<u64>,
+    pub smt: Option<bool>,
+    pub track_dirty_pages: Option<bool>,
+    pub huge_pages: Option<crate::config::HugePages>,
+    pub cpu_template: Option<serde_json::Value>,
+}
+
+/// `PATCH /drives/{id}` (Firecracker's `PartialDrive`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveUpdate {
+    pub drive_id: String,
+    pub path_on_host: Option<PathBuf>,
+    pub rate_limiter: Option<serde_json::Value>,
+}
+
+/// `PATCH /network-interfaces/{id}` (Firecracker's `PartialNetworkInterface`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetUpdate {
+    pub iface_id: String,
+    pub rx_rate_limiter: Option<serde_json::Value>,
+    pub tx_rate_limiter: Option<serde_json::Value>,
+}
+
+/// Everything the VMM can be asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmmAction {
+    ConfigureBootSource(BootSourceConfig),
+    ConfigureLogger(LoggerConfig),
+    ConfigureMetrics(PathBuf),
+    /// `PUT /serial`: where the guest's serial output goes.
+    ConfigureSerial(PathBuf),
+    /// Caisson's own config-file section (serial, inherited taps, ...).
+    ConfigureCaisson(CaissonConfig),
+    SetMachineConfig(MachineConfig),
+    UpdateMachineConfig(MachineConfigUpdate),
+    InsertBlockDevice(DriveConfig),
+    InsertNetworkDevice(NetConfig),
+    SetVsockDevice(VsockConfig),
+    SetEntropyDevice(EntropyConfig),
+    StartMicroVm,
+    SendCtrlAltDel,
+    FlushMetrics,
+    Pause,
+    Resume,
+    UpdateBlockDevice(DriveUpdate),
+    UpdateNetworkInterface(NetUpdate),
+    GetInstanceInfo,
+    GetVersion,
+    GetMachineConfig,
+    GetFullVmConfig,
+    /// A Firecracker endpoint Caisson does not have yet (snapshots, MMDS, balloon).
+    NotSupported(&'static str),
+}
+
+impl VmmAction {
+    /// Whether the action is one of those only accepted after boot.
+    fn runtime_only(&self) -> bool {
+        matches!(
+            self,
+            Self::SendCtrlAltDel
+                | Self::FlushMetrics
+                | Self::Pause
+                | Self::Resume
+                | Self::UpdateBlockDevice(_)
+                | Self::UpdateNetworkInterface(_)
+        )
+    }
+}
+
+/// `GET /` (Firecracker's `InstanceInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceInfo {
+    pub app_name: String,
+    pub id: String,
+    pub state: String,
+    pub vmm_version: String,
+}
+
+/// What a successful action answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmmData {
+    Empty,
+    InstanceInfo(InstanceInfo),
+    Version(String),
+    MachineConfig(serde_json::Value),
+    FullVmConfig(serde_json::Value),
+}
+
+/// A refused action; the message is the API's `fault_message`.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("{NOT_AFTER_BOOT}")]
+    NotAfterBoot,
+    #[error("{NOT_BEFORE_BOOT}")]
+    NotBeforeBoot,
+    #[error("{0} is not supported by Caisson yet.")]
+    NotSupported(&'static str),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Logger(#[from] crate::logger::LoggerError),
+    #[error("machine-config: {0} is required in a PUT (use PATCH to change single fields)")]
+    MachineConfigMissing(&'static str),
+    #[error("Reinitialization of metrics not allowed.")]
+    MetricsAlreadySet,
+    #[error("cannot start the microVM: {0}")]
+    Start(#[from] crate::builder::BuildError),
+    #[error("{0}")]
+    Vm(#[from] crate::vm::VmError),
+    #[error("{what}: {reason}")]
+    Update { what: String, reason: String },
+}
+
+pub type ActionResult = Result<VmmData, ActionError>;
+
+/// The actions a config file stands for, in the order Firecracker applies them.
+pub fn actions_from_config(cfg: VmConfig) -> Vec<VmmAction> {
+    let mut out = Vec::new();
+    if let Some(l) = cfg.logger {
+        out.push(VmmAction::ConfigureLogger(l));
+    }
+    out.push(VmmAction::ConfigureCaisson(cfg.caisson));
+    if cfg.machine_config != MachineConfig::default() {
+        out.push(VmmAction::SetMachineConfig(cfg.machine_config));
+    }
+    out.push(VmmAction::ConfigureBootSource(cfg.boot_source));
+    out.extend(cfg.drives.into_iter().map(VmmAction::InsertBlockDevice));
+    out.extend(
+        cfg.network_interfaces
+            .into_iter()
+            .map(VmmAction::InsertNetworkDevice),
+    );
+    if let Some(v) = cfg.vsock {
+        out.push(VmmAction::SetVsockDevice(v));
+    }
+    if let Some(e) = cfg.entropy {
+        out.push(VmmAction::SetEntropyDevice(e));
+    }
+    if let Some(m) = cfg.metrics.filter(|v| !v.is_null()) {
+        match m.get("metrics_path").and_then(|p| p.as_str()) {
+            Some(p) => out.push(VmmAction::ConfigureMetrics(PathBuf::from(p))),
+            None => out.push(VmmAction::NotSupported("metrics without metrics_path")),
+        }
+    }
+    // Keys Caisson does not implement are refused by name.
+    for (key, v) in [
+        ("cpu-config", cfg.cpu_config),
+        ("balloon", cfg.balloon),
+        ("mmds-config", cfg.mmds_config),
+    ] {
+        if v.is_some_and(|v| !v.is_null()) {
+            out.push(VmmAction::NotSupported(key));
+        }
+    }
+    out
+}
+
+/// The controller: the resources configured so far and, once started, the rules
+/// for a running VM.
+pub struct Controller {
+    id: String,
+    max_vcpus: u64,
+    resources: VmConfig,
+    seccomp: Option<crate::seccomp::Filters>,
+    metrics_path: Option<PathBuf>,
+    started: bool,
+}
+
+impl Controller {
+    pub fn new(id: &str, max_vcpus: u64, seccomp: Option<crate::seccomp::Filters>) -> Self {
+        Self {
+            id: id.to_string(),
+            max_vcpus,
+            resources: VmConfig::default(),
+            seccomp,
+            metrics_path: None,
+            started: false,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The configuration as built so far (`GET /vm/config`).
+    pub fn resources(&self) -> &VmConfig {
+        &self.resources
+    }
+
+    fn instance_info(&self, state: &str) -> InstanceInfo {
+        InstanceInfo {
+            app_name: "Caisson".into(),
+            id: self.id.clone(),
+            state: state.into(),
+            vmm_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn machine_config(&self) -> serde_json::Value {
+        let m = &self.resources.machine_config;
+        serde_json::json!({
+            "vcpu_count": m.vcpu_count.unwrap_or(1),
+            "mem_size_mib": m.mem_size_mib.unwrap_or(128),
+            "smt": m.smt,
+            "track_dirty_pages": m.track_dirty_pages,
+            "huge_pages": m.huge_pages,
+        })
+    }
+
+    fn full_config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.resources).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Applies `change` to a copy of the resources and keeps it only if what is
+    /// configured so far still passes every check.
+    fn configure(&mut self, change: impl FnOnce(&mut VmConfig)) -> ActionResult {
+        let mut next = self.resources.clone();
+        change(&mut next);
+        next.check(&self.id, self.max_vcpus)?;
+        self.resources = next;
+        Ok(VmmData::Empty)
+    }
+
+    /// Handles an action before boot. `InstanceStart` returns the running VM.
+    pub fn handle_preboot(&mut self, action: VmmAction) -> (ActionResult, Option<Vm>) {
+        use VmmAction as A;
+        if self.started {
+            return (Err(ActionError::NotAfterBoot), None);
+        }
+        if action.runtime_only() {
+            return (Err(ActionError::NotBeforeBoot), None);
+        }
+        let result = match action {
+            A::StartMicroVm => {
+                return match self.start() {
+                    Ok(vm) => (Ok(VmmData::Empty), Some(vm)),
+                    Err(e) => (Err(e), None),
+                }
+            }
+            A::GetInstanceInfo => Ok(VmmData::InstanceInfo(self.instance_info("Not started"))),
+            A::ConfigureLogger(l) => self.configure_logger(&l),
+            A::ConfigureMetrics(path) => self.configure_metrics(path),
+            A::ConfigureSerial(path) => self.configure(|c| {
+                c.caisson.serial = Some(path.to_string_lossy().into_owned());
+            }),
+            A::ConfigureCaisson(caisson) => self.configure(|c| c.caisson = caisson),
+            A::ConfigureBootSource(b) => self.configure(|c| c.boot_source = b),
+            A::SetMachineConfig(m) => {
+                if m.vcpu_count.is_none() {
+                    return (Err(ActionError::MachineConfigMissing("vcpu_count")), None);
+                }
+                if m.mem_size_mib.is_none() {
+                    return (Err(ActionError::MachineConfigMissing("mem_size_mib")), None);
+                }
+                self.configure(|c| c.machine_config = m)
+            }
+            A::UpdateMachineConfig(u) => self.configure(|c| apply_machine_update(c, u)),
+            A::InsertBlockDevice(d) => self.configure(|c| {
+                match c.drives.iter_mut().find(|x| x.drive_id == d.drive_id) {
+                    Some(x) => *x = d,
+                    None => c.drives.push(d),
+                }
+            }),
+            A::InsertNetworkDevice(n) => self.configure(|c| {
+                match c
+                    .network_interfaces
+                    .iter_mut()
+                    .find(|x| x.iface_id == n.iface_id)
+                {
+                    Some(x) => *x = n,
+                    None => c.network_interfaces.push(n),
+                }
+            }),
+            A::SetVsockDevice(v) => self.configure(|c| c.vsock = Some(v)),
+            A::SetEntropyDevice(e) => self.configure(|c| c.entropy = Some(e)),
+            other => self.handle_any_time(other, None),
+        };
+        (result, None)
+    }
+
+    /// Handles an action on a running (or paused) VM.
+    pub fn handle_runtime(&mut self, action: VmmAction, vm: &mut Vm) -> ActionResult {
+        use VmmAction as A;
+        match action {
+            A::GetInstanceInfo => Ok(VmmData::InstanceInfo(self.instance_info(
+                match vm.state() {
+                    RunState::Running => "Running",
+                    RunState::Paused => "Paused",
+                },
+            ))),
+            A::Pause => {
+                let start = std::time::Instant::now();
+                vm.pause()?;
+                log::info!("paused the VM in {} us", start.elapsed().as_micros());
+                Ok(VmmData::Empty)
+            }
+            A::Resume => {
+                let start = std::time::Instant::now();
+                vm.resume()?;
+                log::info!("resumed the VM in {} us", start.elapsed().as_micros());
+                Ok(VmmData::Empty)
+            }
+            A::SendCtrlAltDel => vm.send_ctrl_alt_del().map(|()| VmmData::Empty).map_err(Into::into),
+            A::FlushMetrics => self.flush_metrics(),
+            A::UpdateBlockDevice(u) => self.update_drive(u, vm),
+            A::UpdateNetworkInterface(u) => self.update_net(u, vm),
+            A::ConfigureBootSource(_)
+            | A::ConfigureLogger(_)
+            | A::ConfigureMetrics(_)
+            | A::ConfigureSerial(_)
+            | A::ConfigureCaisson(_)
+            | A::SetMachineConfig(_)
+            | A::UpdateMachineConfig(_)
+            | A::InsertBlockDevice(_)
+            | A::InsertNetworkDevice(_)
+            | A::SetVsockDevice(_)
+            | A::SetEntropyDevice(_)
+            | A::StartMicroVm => Err(ActionError::NotAfterBoot),
+            other => self.handle_any_time(other, Some(vm)),
+        }
+    }
+
+    /// Actions with the same answer before and after boot.
+    fn handle_any_time(&mut self, action: VmmAction, _vm: Option<&mut Vm>) -> ActionResult {
+        match action {
+            VmmAction::GetVersion => Ok(VmmData::Version(env!("CARGO_PKG_VERSION").into())),
+            VmmAction::GetMachineConfig => Ok(VmmData::MachineConfig(self.machine_config())),
+            VmmAction::GetFullVmConfig => Ok(VmmData::FullVmConfig(self.full_config())),
+            VmmAction::NotSupported(what) => Err(ActionError::NotSupported(what)),
+            _ => Err(ActionError::NotAfterBoot),
+        }
+    }
+
+    fn configure_logger(&mut self, l: &LoggerConfig) -> ActionResult {
+        let level = crate::logger::parse_level(l.level.as_deref().unwrap_or("Info"))?;
+        crate::logger::init(
+            &self.id,
+            level,
+            l.log_path.as_deref(),
+            l.show_level.unwrap_or(false),
+            l.show_log_origin.unwrap_or(false),
+        )?;
+        self.resources.logger = Some(l.clone());
+        Ok(VmmData::Empty)
+    }
+
+    fn configure_metrics(&mut self, path: PathBuf) -> ActionResult {
+        if self.metrics_path.is_some() {
+            return Err(ActionError::MetricsAlreadySet);
+        }
+        self.resources.metrics = Some(serde_json::json!({"metrics_path": path}));
+        self.metrics_path = Some(path);
+        Ok(VmmData::Empty)
+    }
+
+    fn flush_metrics(&mut self) -> ActionResult {
+        Ok(VmmData::Empty)
+    }
+
+    fn update_drive(&mut self, u: DriveUpdate, _vm: &mut Vm) -> ActionResult {
+        Err(ActionError::Update {
+            what: format!("drive {}", u.drive_id),
+            reason: "not wired yet".into(),
+        })
+    }
+
+    fn update_net(&mut self, u: NetUpdate, _vm: &mut Vm) -> ActionResult {
+        Err(ActionError::Update {
+            what: format!("network interface {}", u.iface_id),
+            reason: "not wired yet".into(),
+        })
+    }
+
+    /// `InstanceStart`: validates everything and runs the one ordered build.
+    fn start(&mut self) -> Result<Vm, ActionError> {
+        let mut cfg = self.resources.validate(&self.id, self.max_vcpus)?;
+        cfg.seccomp = self.seccomp.clone();
+        log::info!(
+            "starting VM {}: {} vCPUs, {} MiB",
+            cfg.id,
+            cfg.vcpu_count,
+            cfg.mem_size_mib
+        );
+        let vm = crate::builder::build_vm(&cfg)?;
+        self.started = true;
+        Ok(vm)
+    }
+}
+
+fn apply_machine_update(c: &mut VmConfig, u: MachineConfigUpdate) {
+    let m = &mut c.machine_config;
+    if let Some(v) = u.vcpu_count {
+        m.vcpu_count = Some(v);
+    }
+    if let Some(v) = u.mem_size_mib {
+        m.mem_size_mib = Some(v);
+    }
+    if let Some(v) = u.smt {
+        m.smt = v;
+    }
+    if let Some(v) = u.track_dirty_pages {
+        m.track_dirty_pages = v;
+    }
+    if let Some(v) = u.huge_pages {
+        m.huge_pages = v;
+    }
+    if u.cpu_template.is_some() {
+        m.cpu_template = u.cpu_template;
+    }
+}
