@@ -152,8 +152,17 @@ pub fn actions_from_config(cfg: VmConfig) -> Vec<VmmAction> {
         out.push(VmmAction::ConfigureLogger(l));
     }
     out.push(VmmAction::ConfigureCaisson(cfg.caisson));
+    // The file (and the flags over it) may give single fields, as before the API.
     if cfg.machine_config != MachineConfig::default() {
-        out.push(VmmAction::SetMachineConfig(cfg.machine_config));
+        let m = cfg.machine_config;
+        out.push(VmmAction::UpdateMachineConfig(MachineConfigUpdate {
+            vcpu_count: m.vcpu_count,
+            mem_size_mib: m.mem_size_mib,
+            smt: Some(m.smt),
+            track_dirty_pages: Some(m.track_dirty_pages),
+            huge_pages: Some(m.huge_pages),
+            cpu_template: m.cpu_template,
+        }));
     }
     out.push(VmmAction::ConfigureBootSource(cfg.boot_source));
     out.extend(cfg.drives.into_iter().map(VmmAction::InsertBlockDevice));
@@ -262,51 +271,52 @@ impl Controller {
         if action.runtime_only() {
             return (Err(ActionError::NotBeforeBoot), None);
         }
-        let result = match action {
-            A::StartMicroVm => {
-                return match self.start() {
-                    Ok(vm) => (Ok(VmmData::Empty), Some(vm)),
-                    Err(e) => (Err(e), None),
+        let result =
+            match action {
+                A::StartMicroVm => {
+                    return match self.start() {
+                        Ok(vm) => (Ok(VmmData::Empty), Some(vm)),
+                        Err(e) => (Err(e), None),
+                    }
                 }
-            }
-            A::GetInstanceInfo => Ok(VmmData::InstanceInfo(self.instance_info("Not started"))),
-            A::ConfigureLogger(l) => self.configure_logger(&l),
-            A::ConfigureMetrics(path) => self.configure_metrics(path),
-            A::ConfigureSerial(path) => self.configure(|c| {
-                c.caisson.serial = Some(path.to_string_lossy().into_owned());
-            }),
-            A::ConfigureCaisson(caisson) => self.configure(|c| c.caisson = caisson),
-            A::ConfigureBootSource(b) => self.configure(|c| c.boot_source = b),
-            A::SetMachineConfig(m) => {
-                if m.vcpu_count.is_none() {
-                    return (Err(ActionError::MachineConfigMissing("vcpu_count")), None);
+                A::GetInstanceInfo => Ok(VmmData::InstanceInfo(self.instance_info("Not started"))),
+                A::ConfigureLogger(l) => self.configure_logger(&l),
+                A::ConfigureMetrics(path) => self.configure_metrics(path),
+                A::ConfigureSerial(path) => self.configure(|c| {
+                    c.caisson.serial = Some(path.to_string_lossy().into_owned());
+                }),
+                A::ConfigureCaisson(caisson) => self.configure(|c| c.caisson = caisson),
+                A::ConfigureBootSource(b) => self.configure(|c| c.boot_source = b),
+                A::SetMachineConfig(m) => {
+                    if m.vcpu_count.is_none() {
+                        return (Err(ActionError::MachineConfigMissing("vcpu_count")), None);
+                    }
+                    if m.mem_size_mib.is_none() {
+                        return (Err(ActionError::MachineConfigMissing("mem_size_mib")), None);
+                    }
+                    self.configure(|c| c.machine_config = m)
                 }
-                if m.mem_size_mib.is_none() {
-                    return (Err(ActionError::MachineConfigMissing("mem_size_mib")), None);
-                }
-                self.configure(|c| c.machine_config = m)
-            }
-            A::UpdateMachineConfig(u) => self.configure(|c| apply_machine_update(c, u)),
-            A::InsertBlockDevice(d) => self.configure(|c| {
-                match c.drives.iter_mut().find(|x| x.drive_id == d.drive_id) {
-                    Some(x) => *x = d,
-                    None => c.drives.push(d),
-                }
-            }),
-            A::InsertNetworkDevice(n) => self.configure(|c| {
-                match c
-                    .network_interfaces
-                    .iter_mut()
-                    .find(|x| x.iface_id == n.iface_id)
-                {
-                    Some(x) => *x = n,
-                    None => c.network_interfaces.push(n),
-                }
-            }),
-            A::SetVsockDevice(v) => self.configure(|c| c.vsock = Some(v)),
-            A::SetEntropyDevice(e) => self.configure(|c| c.entropy = Some(e)),
-            other => self.handle_any_time(other, None),
-        };
+                A::UpdateMachineConfig(u) => self.configure(|c| apply_machine_update(c, u)),
+                A::InsertBlockDevice(d) => self.configure(|c| {
+                    match c.drives.iter_mut().find(|x| x.drive_id == d.drive_id) {
+                        Some(x) => *x = d,
+                        None => c.drives.push(d),
+                    }
+                }),
+                A::InsertNetworkDevice(n) => self.configure(|c| {
+                    match c
+                        .network_interfaces
+                        .iter_mut()
+                        .find(|x| x.iface_id == n.iface_id)
+                    {
+                        Some(x) => *x = n,
+                        None => c.network_interfaces.push(n),
+                    }
+                }),
+                A::SetVsockDevice(v) => self.configure(|c| c.vsock = Some(v)),
+                A::SetEntropyDevice(e) => self.configure(|c| c.entropy = Some(e)),
+                other => self.handle_any_time(other, None),
+            };
         (result, None)
     }
 
@@ -332,7 +342,10 @@ impl Controller {
                 log::info!("resumed the VM in {} us", start.elapsed().as_micros());
                 Ok(VmmData::Empty)
             }
-            A::SendCtrlAltDel => vm.send_ctrl_alt_del().map(|()| VmmData::Empty).map_err(Into::into),
+            A::SendCtrlAltDel => vm
+                .send_ctrl_alt_del()
+                .map(|()| VmmData::Empty)
+                .map_err(Into::into),
             A::FlushMetrics => self.flush_metrics(),
             A::UpdateBlockDevice(u) => self.update_drive(u, vm),
             A::UpdateNetworkInterface(u) => self.update_net(u, vm),

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use caisson::api::ApiReceiver;
 use caisson::config::{self, Overrides, VmConfig, DEFAULT_ID};
 use caisson::controller::{actions_from_config, ActionError, Controller, VmmAction};
-use caisson::vm::Vm;
 use caisson::exit::code;
+use caisson::vm::Vm;
 use caisson::{builder, demo, logger, seccomp};
 use clap::{Args, Parser, Subcommand};
 
@@ -148,7 +148,11 @@ fn init_logging(args: &RunArgs, file: Option<&config::LoggerConfig>) -> Result<(
 }
 
 /// Reports how the VM ended and returns the process's exit code.
-fn finish(id: &str, vm: Vm, control: Option<&mut dyn caisson::vm::Control>) -> Result<i32, Failure> {
+fn finish(
+    id: &str,
+    vm: Vm,
+    control: Option<&mut dyn caisson::vm::Control>,
+) -> Result<i32, Failure> {
     let reason = vm.run(control).map_err(Failure::vmm)?;
     let exit_code = reason.exit_code();
     if exit_code == code::OK {
@@ -200,7 +204,10 @@ impl caisson::vm::Control for ApiControl {
 
 /// Serves pre-boot requests until one starts the VM; None if a stop signal
 /// came first.
-fn serve_until_start(controller: &mut Controller, api: &ApiReceiver) -> Result<Option<Vm>, Failure> {
+fn serve_until_start(
+    controller: &mut Controller,
+    api: &ApiReceiver,
+) -> Result<Option<Vm>, Failure> {
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     use std::os::fd::AsRawFd;
     use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -212,7 +219,11 @@ fn serve_until_start(controller: &mut Controller, api: &ApiReceiver) -> Result<O
     let epoll = Epoll::new().map_err(Failure::vmm)?;
     for fd in [api.waker.as_raw_fd(), signals.as_raw_fd()] {
         epoll
-            .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, fd as u64))
+            .ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, fd as u64),
+            )
             .map_err(Failure::vmm)?;
     }
     let mut ready = [EpollEvent::default(); 2];
@@ -223,7 +234,10 @@ fn serve_until_start(controller: &mut Controller, api: &ApiReceiver) -> Result<O
             Err(e) => return Err(Failure::vmm(format!("epoll_wait: {e}"))),
         }
         if let Ok(Some(info)) = signals.read_signal() {
-            log::info!("received signal {} before the VM started; exiting", info.ssi_signo);
+            log::info!(
+                "received signal {} before the VM started; exiting",
+                info.ssi_signo
+            );
             return Ok(None);
         }
         let _ = api.waker.read();

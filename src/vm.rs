@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use event_manager::{
     EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberId, SubscriberOps,
 };
-use vmm_sys_util::eventfd::EventFd;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use vmm_sys_util::eventfd::EventFd;
 
+use crate::devices::i8042::I8042;
 use crate::devices::lock;
 use crate::devices::serial::SerialDevice;
-use crate::devices::i8042::I8042;
 use crate::exit::{ExitReason, ExitSignal};
 use crate::vcpu::{PauseControl, VcpuHandle};
 
@@ -33,7 +33,11 @@ pub enum VmError {
     #[error("the VM is already {0}")]
     AlreadyInState(&'static str),
     #[error("vCPU pause timed out: {parked} of {total} vCPUs stopped within {ms} ms")]
-    PauseTimeout { parked: usize, total: usize, ms: u128 },
+    PauseTimeout {
+        parked: usize,
+        total: usize,
+        ms: u128,
+    },
     #[error("the i8042 cannot take the key sequence: {0}")]
     Keyboard(String),
 }

@@ -75,9 +75,9 @@ fn hello_boots_from_a_firecracker_config_file() {
     });
     std::fs::write(&cfg, text.to_string()).unwrap();
     let out = caisson(&[
-        "--no-api",
         "--id",
         "fc-compat-1",
+        "--no-api",
         "--config-file",
         cfg.to_str().unwrap(),
     ]);

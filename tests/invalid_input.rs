@@ -10,6 +10,11 @@ use common::*;
 
 /// Runs caisson and checks the one-line error.
 fn rejected(args: &[&str], wants: &[&str]) {
+    // Firecracker-style launches without the API: these inputs must fail alone.
+    let args: Vec<&str> = std::iter::once("--no-api")
+        .chain(args.iter().copied())
+        .collect();
+    let args = args.as_slice();
     let out = caisson(args);
     assert_eq!(out.code, Some(2), "args {args:?}: {out:?}");
     let lines: Vec<&str> = out.stderr.lines().collect();

@@ -90,7 +90,10 @@ fn config(dir: &Path, vcpus: u32, args: &str, devices: serde_json::Value) -> Pat
 
 fn caisson(cfg: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(CAISSON);
-    c.arg("--config-file").arg(cfg).args(["--serial", "stdout"]);
+    c.arg("--no-api")
+        .arg("--config-file")
+        .arg(cfg)
+        .args(["--serial", "stdout"]);
     c
 }
 

@@ -69,7 +69,7 @@ fn killed_by_sigsys(guest_name: &str, kind: &str, rule: &str, syscall: &str, thr
 #[test]
 fn forbidden_syscall_in_a_vcpu_thread_kills_the_vmm() {
     // After a triple fault the vCPU thread reads the RIP with KVM_GET_REGS.
-    killed_by_sigsys("fault", "vcpu", "ioctl:KVM_GET_REGS", "ioctl", "vcpu0");
+    killed_by_sigsys("fault", "vcpu", "ioctl:KVM_GET_REGS", "ioctl", "fc_vcpu 0");
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn every_thread_is_filtered_before_the_guest_runs() {
         .map(|t| t.0.as_str())
         .filter(|n| !n.starts_with("kvm-"))
         .collect();
-    assert_eq!(names, ["caisson", "vcpu0", "vcpu1"], "{threads:?}");
+    assert_eq!(names, ["caisson", "fc_vcpu 0", "fc_vcpu 1"], "{threads:?}");
     for (name, seccomp, nnp) in &threads {
         assert_eq!(seccomp, "2", "thread {name} is not in seccomp filter mode");
         assert_eq!(nnp, "1", "thread {name} lacks no_new_privs");

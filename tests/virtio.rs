@@ -26,7 +26,7 @@ fn config(dir: &Path, name: &str, cmdline: &str, devices: serde_json::Value) -> 
 
 fn run(cfg: &str) -> Output {
     require_kvm();
-    caisson(&["--config-file", cfg, "--serial", "stdout"])
+    caisson(&["--no-api", "--config-file", cfg, "--serial", "stdout"])
 }
 
 fn line_with<'a>(out: &'a Output, prefix: &str) -> &'a str {
@@ -210,7 +210,7 @@ fn missing_drive_file_is_rejected_before_boot() {
 fn spawn(cfg: &str) -> std::process::Child {
     require_kvm();
     std::process::Command::new(CAISSON)
-        .args(["--config-file", cfg, "--serial", "stdout"])
+        .args(["--no-api", "--config-file", cfg, "--serial", "stdout"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

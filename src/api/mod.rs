@@ -194,9 +194,8 @@ impl Server {
             };
             if self.conns.len() >= MAX_CONNECTIONS {
                 // Best effort: tell the client why, then drop it.
-                let _ = (&stream).write_all(
-                    &Response::fault(503, "Too many open connections.").to_bytes(false),
-                );
+                let _ = (&stream)
+                    .write_all(&Response::fault(503, "Too many open connections.").to_bytes(false));
                 log::warn!("API: refused a connection: {MAX_CONNECTIONS} are already open");
                 continue;
             }
@@ -343,9 +342,11 @@ impl Server {
         if pending {
             set |= EventSet::OUT;
         }
-        let _ = self
-            .epoll
-            .ctl(ControlOperation::Modify, fd, EpollEvent::new(set, fd as u64));
+        let _ = self.epoll.ctl(
+            ControlOperation::Modify,
+            fd,
+            EpollEvent::new(set, fd as u64),
+        );
         true
     }
 

@@ -191,7 +191,10 @@ mod tests {
         assert_eq!(ok("GET", "/", ""), VmmAction::GetInstanceInfo);
         assert_eq!(ok("GET", "/version", ""), VmmAction::GetVersion);
         assert_eq!(ok("GET", "/vm/config", ""), VmmAction::GetFullVmConfig);
-        assert_eq!(ok("GET", "/machine-config", ""), VmmAction::GetMachineConfig);
+        assert_eq!(
+            ok("GET", "/machine-config", ""),
+            VmmAction::GetMachineConfig
+        );
         assert!(matches!(
             ok("PUT", "/machine-config", r#"{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}"#),
             VmmAction::SetMachineConfig(m) if m.vcpu_count == Some(2)
@@ -201,11 +204,19 @@ mod tests {
             VmmAction::UpdateMachineConfig(m) if m.mem_size_mib == Some(64) && m.vcpu_count.is_none()
         ));
         assert!(matches!(
-            ok("PUT", "/boot-source", r#"{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}"#),
+            ok(
+                "PUT",
+                "/boot-source",
+                r#"{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}"#
+            ),
             VmmAction::ConfigureBootSource(_)
         ));
         assert!(matches!(
-            ok("PUT", "/logger", r#"{"log_path": "/l", "level": "Info", "show_level": true}"#),
+            ok(
+                "PUT",
+                "/logger",
+                r#"{"log_path": "/l", "level": "Info", "show_level": true}"#
+            ),
             VmmAction::ConfigureLogger(_)
         ));
         assert_eq!(
@@ -217,24 +228,47 @@ mod tests {
             VmmAction::ConfigureSerial("/s".into())
         );
         assert!(matches!(
-            ok("PUT", "/vsock", r#"{"guest_cid": 3, "uds_path": "/v.sock", "vsock_id": "vsock0"}"#),
+            ok(
+                "PUT",
+                "/vsock",
+                r#"{"guest_cid": 3, "uds_path": "/v.sock", "vsock_id": "vsock0"}"#
+            ),
             VmmAction::SetVsockDevice(_)
         ));
-        assert!(matches!(ok("PUT", "/entropy", "{}"), VmmAction::SetEntropyDevice(_)));
         assert!(matches!(
-            ok("PUT", "/drives/rootfs", r#"{"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": true, "is_read_only": false}"#),
+            ok("PUT", "/entropy", "{}"),
+            VmmAction::SetEntropyDevice(_)
+        ));
+        assert!(matches!(
+            ok(
+                "PUT",
+                "/drives/rootfs",
+                r#"{"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": true, "is_read_only": false}"#
+            ),
             VmmAction::InsertBlockDevice(_)
         ));
         assert!(matches!(
-            ok("PATCH", "/drives/drive_0", r#"{"drive_id": "drive_0", "path_on_host": "/d"}"#),
+            ok(
+                "PATCH",
+                "/drives/drive_0",
+                r#"{"drive_id": "drive_0", "path_on_host": "/d"}"#
+            ),
             VmmAction::UpdateBlockDevice(_)
         ));
         assert!(matches!(
-            ok("PUT", "/network-interfaces/eth0", r#"{"iface_id": "eth0", "host_dev_name": "tap0", "rx_rate_limiter": {}, "tx_rate_limiter": {}}"#),
+            ok(
+                "PUT",
+                "/network-interfaces/eth0",
+                r#"{"iface_id": "eth0", "host_dev_name": "tap0", "rx_rate_limiter": {}, "tx_rate_limiter": {}}"#
+            ),
             VmmAction::InsertNetworkDevice(_)
         ));
         assert!(matches!(
-            ok("PATCH", "/network-interfaces/eth0", r#"{"iface_id": "eth0", "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}}"#),
+            ok(
+                "PATCH",
+                "/network-interfaces/eth0",
+                r#"{"iface_id": "eth0", "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}}"#
+            ),
             VmmAction::UpdateNetworkInterface(_)
         ));
         for (t, a) in [
@@ -242,12 +276,30 @@ mod tests {
             ("SendCtrlAltDel", VmmAction::SendCtrlAltDel),
             ("FlushMetrics", VmmAction::FlushMetrics),
         ] {
-            assert_eq!(ok("PUT", "/actions", &format!(r#"{{"action_type": "{t}"}}"#)), a);
+            assert_eq!(
+                ok("PUT", "/actions", &format!(r#"{{"action_type": "{t}"}}"#)),
+                a
+            );
         }
-        assert_eq!(ok("PATCH", "/vm", r#"{"state": "Paused"}"#), VmmAction::Pause);
-        assert_eq!(ok("PATCH", "/vm", r#"{"state": "Resumed"}"#), VmmAction::Resume);
-        for p in ["/snapshot/create", "/snapshot/load", "/mmds", "/mmds/config", "/balloon"] {
-            assert!(matches!(ok("PUT", p, "{}"), VmmAction::NotSupported(_)), "{p}");
+        assert_eq!(
+            ok("PATCH", "/vm", r#"{"state": "Paused"}"#),
+            VmmAction::Pause
+        );
+        assert_eq!(
+            ok("PATCH", "/vm", r#"{"state": "Resumed"}"#),
+            VmmAction::Resume
+        );
+        for p in [
+            "/snapshot/create",
+            "/snapshot/load",
+            "/mmds",
+            "/mmds/config",
+            "/balloon",
+        ] {
+            assert!(
+                matches!(ok("PUT", p, "{}"), VmmAction::NotSupported(_)),
+                "{p}"
+            );
         }
     }
 
@@ -261,18 +313,29 @@ mod tests {
             fault("DELETE", "/drives/x", ""),
             "Invalid request method and/or path: DELETE drives/x."
         );
-        assert_eq!(fault("GET", "/nothing", ""), "Invalid request method and/or path: GET nothing.");
+        assert_eq!(
+            fault("GET", "/nothing", ""),
+            "Invalid request method and/or path: GET nothing."
+        );
         assert_eq!(fault("PUT", "/boot-source", ""), "Empty PUT request.");
         assert_eq!(fault("PATCH", "/vm", ""), "Empty PATCH request.");
         assert_eq!(fault("PUT", "/drives/", "{}"), "The ID cannot be empty.");
         assert!(fault("PUT", "/drives/a-b", "{}").contains("alphanumeric"));
         assert_eq!(
-            fault("PUT", "/drives/a", r#"{"drive_id": "b", "path_on_host": "/r", "is_root_device": false}"#),
+            fault(
+                "PUT",
+                "/drives/a",
+                r#"{"drive_id": "b", "path_on_host": "/r", "is_root_device": false}"#
+            ),
             "The id from the path does not match the id from the body!"
         );
         let unknown = fault("PUT", "/machine-config", r#"{"vcpus": 2}"#);
         assert!(unknown.contains("unknown field `vcpus`"), "{unknown}");
-        let wrong_type = fault("PUT", "/machine-config", r#"{"vcpu_count": "two", "mem_size_mib": 1}"#);
+        let wrong_type = fault(
+            "PUT",
+            "/machine-config",
+            r#"{"vcpu_count": "two", "mem_size_mib": 1}"#,
+        );
         assert!(wrong_type.contains("invalid type"), "{wrong_type}");
         assert!(fault("PUT", "/actions", r#"{"action_type": "Explode"}"#).contains("Explode"));
         assert!(fault("PATCH", "/vm", r#"{"state": "Running"}"#).contains("Running"));
