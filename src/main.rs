@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use caisson::config::{self, Overrides, VmConfig, DEFAULT_ID};
 use caisson::exit::code;
-use caisson::{builder, demo, logger, seccomp};
+use caisson::{builder, demo, logger, metrics, seccomp};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -66,13 +66,13 @@ struct RunArgs {
     /// Show each log line's source file and line.
     #[arg(long)]
     show_log_origin: bool,
-    /// Passed by Firecracker's jailer; accepted.
+    /// Passed by Firecracker's jailer; `api_server.process_startup_time_us` is measured from it.
     #[arg(long, value_name = "US")]
     start_time_us: Option<u64>,
-    /// Passed by Firecracker's jailer; accepted.
+    /// Passed by Firecracker's jailer; `api_server.process_startup_time_cpu_us` is measured from it.
     #[arg(long, value_name = "US")]
     start_time_cpu_us: Option<u64>,
-    /// Passed by Firecracker's jailer; accepted.
+    /// Passed by Firecracker's jailer; added to `api_server.process_startup_time_cpu_us`.
     #[arg(long, value_name = "US")]
     parent_cpu_time_us: Option<u64>,
     /// Do not install seccomp filters (debugging only).
@@ -147,7 +147,12 @@ fn run_vm(cfg: &config::ValidConfig) -> Result<i32, Failure> {
         cfg.mem_size_mib
     );
     let vm = builder::build_vm(cfg).map_err(Failure::vmm)?;
-    let reason = vm.run().map_err(Failure::vmm)?;
+    let reason = vm.run();
+    // As Firecracker does when the VMM stops. The per-device groups come in here.
+    if let Err(e) = metrics::flush(Vec::new) {
+        log::warn!("{e}");
+    }
+    let reason = reason.map_err(Failure::vmm)?;
     let exit_code = reason.exit_code();
     if exit_code == code::OK {
         log::info!("VM {} ended: {reason}", cfg.id);
@@ -192,6 +197,14 @@ fn run(args: RunArgs) -> Result<i32, Failure> {
         .validate(&args.id, max_vcpus)
         .map_err(Failure::input)?;
     cfg.seccomp = seccomp_filters(args.no_seccomp, args.seccomp_filter.as_deref())?;
+    if let Some(path) = &cfg.metrics_path {
+        metrics::init(path).map_err(Failure::input)?;
+    }
+    metrics::report_start_time(
+        args.start_time_us,
+        args.start_time_cpu_us,
+        args.parent_cpu_time_us,
+    );
     run_vm(&cfg)
 }
 
