@@ -314,6 +314,39 @@ pub fn flush(extra: impl FnOnce() -> Vec<ExtraGroup>) -> Result<bool, MetricsErr
     SINK.flush(&METRICS, extra)
 }
 
+/// For the handler of a deadly signal (SIGSYS): writes a last line of the
+/// groups in [`METRICS`] if the sink is free and has nothing pending. The
+/// per-device groups are left out (building them allocates). Async-signal-safe:
+/// no allocation (the line is serialised into a stack buffer), no blocking
+/// lock, one write(2); a line of zeros is under 2 KiB, so it fits a pipe
+/// atomically (PIPE_BUF) and the buffer with room to spare.
+pub fn flush_in_signal_handler() {
+    let Some(out) = SINK.out.get() else {
+        return;
+    };
+    let Ok(mut out) = out.try_lock() else {
+        return;
+    };
+    if !out.pending.is_empty() {
+        return;
+    }
+    let mut buf = [0u8; 8192];
+    let mut w: &mut [u8] = &mut buf;
+    let line = Line {
+        m: &METRICS,
+        utc_timestamp_ms: utc_timestamp_ms(),
+        extra: &[],
+    };
+    // Only a line longer than the buffer fails, and only that path allocates.
+    if serde_json::to_writer(&mut w, &line).is_err() || w.is_empty() {
+        return;
+    }
+    let room = w.len();
+    let len = buf.len() - room;
+    buf[len] = b'\n';
+    let _ = out.file.write(&buf[..=len]);
+}
+
 /// Microseconds on `clock` (CLOCK_MONOTONIC or CLOCK_PROCESS_CPUTIME_ID).
 fn clock_us(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {

@@ -175,6 +175,8 @@ extern "C" fn handle_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
     // SAFETY: for SIGSYS the kernel fills `_sigsys`, whose `_syscall` int sits 24
     // bytes into siginfo_t on x86_64 (after signo, errno, code, padding, call_addr).
     let nr = unsafe { *(info as *const i32).add(6) };
+    // An atomic store: async-signal-safe.
+    crate::metrics::METRICS.seccomp.num_faults.store(1);
     let mut thread = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer given.
     unsafe { libc::prctl(libc::PR_GET_NAME, thread.as_mut_ptr()) };
@@ -209,6 +211,7 @@ extern "C" fn handle_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
             unsafe { libc::write(fd, line.buf.as_ptr().cast(), line.len) };
         }
     }
+    crate::metrics::flush_in_signal_handler();
     // Die by SIGSYS: with the default disposition restored, re-raising it kills the
     // process. Were these calls themselves filtered, the kernel forces SIGSYS anyway.
     // SAFETY: plain libc calls with valid arguments; the process ends here.

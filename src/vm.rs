@@ -72,6 +72,9 @@ impl MutEventSubscriber for SignalWatcher {
         if let Ok(Some(info)) = self.fd.read_signal() {
             let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
             log::info!("received signal {signo}, stopping the VM");
+            if signo == libc::SIGHUP {
+                crate::metrics::METRICS.signals.sighup.store(1);
+            }
             self.exit.request(ExitReason::Signal(signo));
         }
     }
@@ -192,7 +195,11 @@ impl Vm {
             if let Some(r) = self.exit.reason() {
                 break r;
             }
-            self.events.run().map_err(VmError::EventLoop)?;
+            let dispatched = self.events.run().map_err(VmError::EventLoop)?;
+            crate::metrics::METRICS
+                .vmm
+                .device_events
+                .add(dispatched as u64);
         };
         self.stop_vcpus();
         Ok(reason)

@@ -130,7 +130,8 @@ group!(
 );
 
 group!(
-    /// `seccomp`: set to 1 by the SIGSYS handler (the process then dies).
+    /// `seccomp`: set to 1 by the SIGSYS handler, which writes a last line
+    /// before the process dies.
     SeccompMetrics {
         num_faults: SharedStoreMetric,
     }
@@ -204,6 +205,27 @@ group!(
         exit_mmio_write_agg: LatencyAggregateMetrics,
     }
 );
+
+/// Counts one exit of a kind and times its handling until the value drops.
+macro_rules! exit_timers {
+    ($($fn:ident: $count:ident, $agg:ident;)*) => {
+        impl VcpuMetrics {
+            $(
+                pub fn $fn(&self) -> LatencyRecorder<'_> {
+                    self.$count.inc();
+                    self.$agg.record()
+                }
+            )*
+        }
+    };
+}
+
+exit_timers! {
+    io_in: exit_io_in, exit_io_in_agg;
+    io_out: exit_io_out, exit_io_out_agg;
+    mmio_read: exit_mmio_read, exit_mmio_read_agg;
+    mmio_write: exit_mmio_write, exit_mmio_write_agg;
+}
 
 group!(
     /// `vmm`: the main thread.

@@ -173,3 +173,26 @@ fn a_fifo_nobody_reads_never_blocks_and_keeps_lines_whole() {
         .sum();
     assert_eq!(missed, full);
 }
+
+#[test]
+fn the_signal_handler_line_is_whole_and_skipped_while_the_sink_is_busy() {
+    // The global sink: this is the only test that initialises it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.json");
+    init(&path).expect("init");
+    METRICS.seccomp.num_faults.store(1);
+    {
+        let _busy = SINK.out.get().expect("sink").lock().expect("lock");
+        flush_in_signal_handler();
+    }
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
+    flush_in_signal_handler();
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.ends_with('\n'));
+    let v = parse(text.trim_end());
+    assert_eq!(v["seccomp"]["num_faults"], 1);
+    for g in GROUPS {
+        assert!(v[g].is_object(), "{g}");
+    }
+}
