@@ -327,7 +327,7 @@ pub struct ValidConfig {
     pub virtio: VirtioConfig,
     /// Per-thread seccomp filters; `None` only with `--no-seccomp`.
     pub seccomp: Option<crate::seccomp::Filters>,
-    /// `metrics.metrics_path`, checked to open as the metrics sink will open it.
+    /// `metrics.metrics_path`: a file or FIFO in an existing directory.
     pub metrics_path: Option<PathBuf>,
 }
 
@@ -413,14 +413,7 @@ impl VmConfig {
         }
         let metrics_path = self.metrics.as_ref().map(|m| m.metrics_path.clone());
         if let Some(p) = &metrics_path {
-            crate::metrics::open_nonblock(p).map_err(|e| ConfigError::File {
-                field: "metrics.metrics_path",
-                path: p.clone(),
-                reason: match e {
-                    crate::metrics::MetricsError::Open { source, .. } => source.to_string(),
-                    other => other.to_string(),
-                },
-            })?;
+            check_metrics_path(p)?;
         }
 
         Ok(ValidConfig {
@@ -553,6 +546,33 @@ fn check_output_file(field: &'static str, path: &Path) -> Result<(), ConfigError
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
+}
+
+/// `metrics.metrics_path` names a file or FIFO, existing or not, in an existing
+/// directory. It is not opened here: opening and closing a FIFO would hand its
+/// reader an end of file. The sink opens it, once.
+fn check_metrics_path(path: &Path) -> Result<(), ConfigError> {
+    let err = |reason: String| ConfigError::File {
+        field: "metrics.metrics_path",
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(err("is a directory".into())),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            match std::fs::metadata(parent) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(err(format!("{} is not a directory", parent.display()))),
+                Err(e) => Err(err(format!("directory {}: {e}", parent.display()))),
+            }
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
 }
 
 fn check_kernel_file(path: &Path) -> Result<KernelFormat, ConfigError> {
