@@ -78,10 +78,8 @@ fn monotonic_us() -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec into the struct given.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
-        0
-    );
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0);
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
