@@ -329,3 +329,15 @@ fn a_bad_metrics_path_is_rejected_by_name() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("flush_secs"), "{out:?}");
 }
+
+#[test]
+fn an_emulation_failure_is_a_vcpu_failure() {
+    require_kvm();
+    let dir = tempdir();
+    let m = dir.path().join("metrics.json");
+    let cfg = config(dir.path(), "emufail", "console=ttyS0", &m, json!({}));
+    let out = caisson(&["--no-api", "--config-file", &cfg]);
+    assert_eq!(out.code, Some(4), "{out:?}");
+    let l = lines(&m);
+    assert_eq!(total(&l, "vcpu", "failures"), 1);
+}

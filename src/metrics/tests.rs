@@ -196,3 +196,45 @@ fn the_signal_handler_line_is_whole_and_skipped_while_the_sink_is_busy() {
         assert!(v[g].is_object(), "{g}");
     }
 }
+
+/// The devices count into the global [`METRICS`], which other tests move too:
+/// only increases are checked.
+#[test]
+fn legacy_devices_count_their_accesses() {
+    use crate::devices::bus::BusDevice;
+    use vmm_sys_util::eventfd::EventFd;
+
+    let uart = &METRICS.uart;
+    let before = (
+        uart.write_count.total(),
+        uart.missed_read_count.total(),
+        uart.missed_write_count.total(),
+    );
+    let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+    let mut serial = crate::devices::serial::SerialDevice::new(irq, Box::new(std::io::sink()));
+    for b in b"abc" {
+        serial.write(0, &[*b]);
+    }
+    serial.write(0, &[1, 2]);
+    serial.read(5, &mut [0u8; 2]);
+    assert!(uart.write_count.total() >= before.0 + 3);
+    assert!(uart.missed_read_count.total() > before.1);
+    assert!(uart.missed_write_count.total() > before.2);
+
+    let kbd = &METRICS.i8042;
+    let before = (
+        kbd.reset_count.total(),
+        kbd.missed_write_count.total(),
+        kbd.read_count.total(),
+    );
+    let exit = std::sync::Arc::new(crate::exit::ExitSignal::new().expect("exit signal"));
+    let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+    let mut i8042 = crate::devices::i8042::I8042::new(exit.clone(), irq);
+    i8042.read(4, &mut [0u8]);
+    i8042.write(4, &[0xfe, 0xfe]);
+    i8042.write(4, &[0xfe]);
+    assert!(exit.reason().is_some());
+    assert!(kbd.reset_count.total() > before.0);
+    assert!(kbd.missed_write_count.total() > before.1);
+    assert!(kbd.read_count.total() > before.2);
+}
