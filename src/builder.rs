@@ -19,7 +19,7 @@ use crate::devices::i8042::I8042;
 use crate::devices::serial::{SerialDevice, SerialOut};
 use crate::exit::ExitSignal;
 use crate::memory::{self, MemoryError};
-use crate::vcpu::{self, PauseControl, Vcpu, VcpuError};
+use crate::vcpu::{self, Lifecycle, PauseControl, Vcpu, VcpuError};
 use crate::vm::{self, Vm, VmError, VmParts};
 
 pub mod virtio_devices;
@@ -197,6 +197,11 @@ struct Resources {
     _memory: GuestMemoryMmap,
 }
 
+/// The per-device metric groups (`block_<id>`, `net_<id>`, ...) for a metrics line.
+pub fn device_metric_groups() -> Vec<crate::metrics::ExtraGroup> {
+    Vec::new()
+}
+
 /// Builds and starts the VM described by `cfg`. The vCPUs run when this returns.
 pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
     vm::block_stop_signals()?;
@@ -275,9 +280,11 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
             fd,
             pio.clone(),
             mmio.clone(),
-            exit.clone(),
-            stop.clone(),
-            pause.clone(),
+            Lifecycle {
+                exit: exit.clone(),
+                stop: stop.clone(),
+                pause: pause.clone(),
+            },
             emulator_safe,
         );
         v.configure(&vcpu_cpuid, entry, protocol)?;
@@ -302,6 +309,16 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
     for s in virtio.subscribers {
         vm.add_device_subscriber(s);
     }
+    // Metrics every 60 s; the timer is armed here, before the filter forbids it.
+    let periodic = crate::metrics::periodic::PeriodicFlush::new(
+        crate::metrics::periodic::PERIOD,
+        Box::new(device_metric_groups),
+    )
+    .map_err(|source| BuildError::EventFd {
+        what: "the metrics timer",
+        source,
+    })?;
+    vm.add_subscriber(Arc::new(Mutex::new(periodic)));
     // Last step before any guest code runs: confine the main thread too.
     match &cfg.seccomp {
         Some(f) => f.install(crate::seccomp::ThreadKind::Vmm)?,

@@ -186,6 +186,13 @@ pub struct LoggerConfig {
     pub module: Option<String>,
 }
 
+/// `metrics` (Firecracker's `PUT /metrics` body): a file or named pipe.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub metrics_path: PathBuf,
+}
+
 /// Caisson's own settings, under the top-level key `caisson`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -235,7 +242,7 @@ pub struct VmConfig {
     #[serde(default)]
     pub logger: Option<LoggerConfig>,
     #[serde(default)]
-    pub metrics: Option<serde_json::Value>,
+    pub metrics: Option<MetricsConfig>,
     #[serde(rename = "cpu-config", default)]
     pub cpu_config: Option<serde_json::Value>,
     #[serde(default)]
@@ -320,6 +327,8 @@ pub struct ValidConfig {
     pub virtio: VirtioConfig,
     /// Per-thread seccomp filters; `None` only with `--no-seccomp`.
     pub seccomp: Option<crate::seccomp::Filters>,
+    /// `metrics.metrics_path`: a file or FIFO in an existing directory.
+    pub metrics_path: Option<PathBuf>,
 }
 
 /// What [`VmConfig::validate_rest`] checked.
@@ -330,6 +339,7 @@ struct Checked {
     mem_size_mib: u64,
     serial: SerialSink,
     virtio: VirtioConfig,
+    metrics_path: Option<PathBuf>,
 }
 
 /// Values from the command line that override the file.
@@ -386,6 +396,7 @@ impl VmConfig {
             serial: rest.serial,
             virtio: rest.virtio,
             seccomp: None,
+            metrics_path: rest.metrics_path,
         })
     }
 
@@ -437,6 +448,10 @@ impl VmConfig {
         if let SerialSink::File(p) = &serial {
             check_output_file("caisson.serial", p)?;
         }
+        let metrics_path = self.metrics.as_ref().map(|m| m.metrics_path.clone());
+        if let Some(p) = &metrics_path {
+            check_metrics_path(p)?;
+        }
         Ok(Checked {
             initrd,
             cmdline,
@@ -445,6 +460,7 @@ impl VmConfig {
             mem_size_mib: mem,
             serial,
             virtio,
+            metrics_path,
         })
     }
 
@@ -477,11 +493,7 @@ impl VmConfig {
                 });
             }
         }
-        let unsupported: [(&'static str, bool); 4] = [
-            (
-                "metrics",
-                self.metrics.as_ref().is_some_and(|v| !v.is_null()),
-            ),
+        let unsupported: [(&'static str, bool); 3] = [
             (
                 "cpu-config",
                 self.cpu_config.as_ref().is_some_and(|v| !v.is_null()),
@@ -566,6 +578,33 @@ fn check_output_file(field: &'static str, path: &Path) -> Result<(), ConfigError
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
+}
+
+/// `metrics.metrics_path` names a file or FIFO, existing or not, in an existing
+/// directory. It is not opened here: opening and closing a FIFO would hand its
+/// reader an end of file. The sink opens it, once.
+fn check_metrics_path(path: &Path) -> Result<(), ConfigError> {
+    let err = |reason: String| ConfigError::File {
+        field: "metrics.metrics_path",
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(err("is a directory".into())),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            match std::fs::metadata(parent) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(err(format!("{} is not a directory", parent.display()))),
+                Err(e) => Err(err(format!("directory {}: {e}", parent.display()))),
+            }
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
 }
 
 fn check_kernel_file(path: &Path) -> Result<KernelFormat, ConfigError> {
@@ -701,6 +740,51 @@ mod tests {
                 err.contains("caisson.virtio_cmdline") && err.contains(bad),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn metrics_follow_firecracker_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kernel = dir.path().join("vmlinux");
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[18] = 62;
+        std::fs::write(&kernel, &elf).expect("kernel");
+        let validate = |metrics: &str| {
+            let text = format!(
+                r#"{{"boot-source": {{"kernel_image_path": {:?}}}, "metrics": {metrics}}}"#,
+                kernel.display().to_string()
+            );
+            VmConfig::from_json(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.validate("vm", 1).map_err(|e| e.to_string()))
+        };
+        let path = dir.path().join("metrics.json");
+        let ok = validate(&format!(
+            r#"{{"metrics_path": {:?}}}"#,
+            path.display().to_string()
+        ))
+        .expect("valid");
+        assert_eq!(ok.metrics_path.as_deref(), Some(path.as_path()));
+        assert!(validate("null").expect("valid").metrics_path.is_none());
+        for (bad, named) in [
+            (
+                r#"{"metrics_path": "/nonexistent-dir/m.json"}"#.to_string(),
+                "/nonexistent-dir/m.json",
+            ),
+            (
+                format!(
+                    r#"{{"metrics_path": {:?}}}"#,
+                    dir.path().display().to_string()
+                ),
+                "metrics.metrics_path",
+            ),
+            (r#"{}"#.to_string(), "metrics_path"),
+            (r#"{"metrics_path": "m", "level": 1}"#.to_string(), "level"),
+        ] {
+            let err = validate(&bad).expect_err(&bad);
+            assert!(err.contains(named), "{bad}: {err}");
         }
     }
 

@@ -133,8 +133,8 @@ pub enum ActionError {
     Logger(#[from] crate::logger::LoggerError),
     #[error("machine-config: {0} is required in a PUT (use PATCH to change single fields)")]
     MachineConfigMissing(&'static str),
-    #[error("Reinitialization of metrics not allowed.")]
-    MetricsAlreadySet,
+    #[error("{0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("cannot start the microVM: {0}")]
     Start(#[from] crate::builder::BuildError),
     #[error("{0}")]
@@ -177,11 +177,8 @@ pub fn actions_from_config(cfg: VmConfig) -> Vec<VmmAction> {
     if let Some(e) = cfg.entropy {
         out.push(VmmAction::SetEntropyDevice(e));
     }
-    if let Some(m) = cfg.metrics.filter(|v| !v.is_null()) {
-        match m.get("metrics_path").and_then(|p| p.as_str()) {
-            Some(p) => out.push(VmmAction::ConfigureMetrics(PathBuf::from(p))),
-            None => out.push(VmmAction::NotSupported("metrics without metrics_path")),
-        }
+    if let Some(m) = cfg.metrics {
+        out.push(VmmAction::ConfigureMetrics(m.metrics_path));
     }
     // Keys Caisson does not implement are refused by name.
     for (key, v) in [
@@ -203,7 +200,6 @@ pub struct Controller {
     max_vcpus: u64,
     resources: VmConfig,
     seccomp: Option<crate::seccomp::Filters>,
-    metrics_path: Option<PathBuf>,
     started: bool,
 }
 
@@ -214,7 +210,6 @@ impl Controller {
             max_vcpus,
             resources: VmConfig::default(),
             seccomp,
-            metrics_path: None,
             started: false,
         }
     }
@@ -333,13 +328,17 @@ impl Controller {
             A::Pause => {
                 let start = std::time::Instant::now();
                 vm.pause()?;
-                log::info!("paused the VM in {} us", start.elapsed().as_micros());
+                let us = micros(start);
+                crate::metrics::METRICS.latencies_us.vmm_pause_vm.store(us);
+                log::info!("'pause vm' took {us} us");
                 Ok(VmmData::Empty)
             }
             A::Resume => {
                 let start = std::time::Instant::now();
                 vm.resume()?;
-                log::info!("resumed the VM in {} us", start.elapsed().as_micros());
+                let us = micros(start);
+                crate::metrics::METRICS.latencies_us.vmm_resume_vm.store(us);
+                log::info!("'resume vm' took {us} us");
                 Ok(VmmData::Empty)
             }
             A::SendCtrlAltDel => vm
@@ -390,15 +389,19 @@ impl Controller {
     }
 
     fn configure_metrics(&mut self, path: PathBuf) -> ActionResult {
-        if self.metrics_path.is_some() {
-            return Err(ActionError::MetricsAlreadySet);
-        }
-        self.resources.metrics = Some(serde_json::json!({"metrics_path": path}));
-        self.metrics_path = Some(path);
+        let mut next = self.resources.clone();
+        next.metrics = Some(crate::config::MetricsConfig {
+            metrics_path: path.clone(),
+        });
+        next.check(&self.id, self.max_vcpus)?;
+        crate::metrics::init(&path)?;
+        self.resources = next;
         Ok(VmmData::Empty)
     }
 
     fn flush_metrics(&mut self) -> ActionResult {
+        // Without a metrics_path there is nowhere to write: as Firecracker, not an error.
+        crate::metrics::flush(crate::builder::device_metric_groups)?;
         Ok(VmmData::Empty)
     }
 
@@ -430,6 +433,10 @@ impl Controller {
         self.started = true;
         Ok(vm)
     }
+}
+
+fn micros(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 fn apply_machine_update(c: &mut VmConfig, u: MachineConfigUpdate) {

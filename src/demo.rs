@@ -27,5 +27,6 @@ pub fn demo_config(
         serial: SerialSink::Stdout,
         virtio: Default::default(),
         seccomp,
+        metrics_path: None,
     }
 }

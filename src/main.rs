@@ -9,7 +9,7 @@ use caisson::config::{self, Overrides, VmConfig, DEFAULT_ID};
 use caisson::controller::{actions_from_config, ActionError, Controller, VmmAction};
 use caisson::exit::code;
 use caisson::vm::Vm;
-use caisson::{builder, demo, logger, seccomp};
+use caisson::{builder, demo, logger, metrics, seccomp};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -74,13 +74,13 @@ struct RunArgs {
     /// Show each log line's source file and line.
     #[arg(long)]
     show_log_origin: bool,
-    /// Passed by Firecracker's jailer; accepted.
+    /// Passed by Firecracker's jailer; `api_server.process_startup_time_us` is measured from it.
     #[arg(long, value_name = "US")]
     start_time_us: Option<u64>,
-    /// Passed by Firecracker's jailer; accepted.
+    /// Passed by Firecracker's jailer; `api_server.process_startup_time_cpu_us` is measured from it.
     #[arg(long, value_name = "US")]
     start_time_cpu_us: Option<u64>,
-    /// Passed by Firecracker's jailer; accepted.
+    /// Passed by Firecracker's jailer; added to `api_server.process_startup_time_cpu_us`.
     #[arg(long, value_name = "US")]
     parent_cpu_time_us: Option<u64>,
     /// Do not install seccomp filters (debugging only).
@@ -153,7 +153,12 @@ fn finish(
     vm: Vm,
     control: Option<&mut dyn caisson::vm::Control>,
 ) -> Result<i32, Failure> {
-    let reason = vm.run(control).map_err(Failure::vmm)?;
+    let reason = vm.run(control);
+    // As Firecracker does when the VMM stops.
+    if let Err(e) = metrics::flush(builder::device_metric_groups) {
+        log::warn!("{e}");
+    }
+    let reason = reason.map_err(Failure::vmm)?;
     let exit_code = reason.exit_code();
     if exit_code == code::OK {
         log::info!("VM {id} ended: {reason}");
@@ -292,6 +297,11 @@ fn run(args: RunArgs) -> Result<i32, Failure> {
     };
     // Without /dev/kvm the static checks still run; building then reports KVM's error.
     let max_vcpus = builder::kvm_max_vcpus().unwrap_or(config::MAX_VCPUS_MPTABLE);
+    metrics::report_start_time(
+        args.start_time_us,
+        args.start_time_cpu_us,
+        args.parent_cpu_time_us,
+    );
     let mut controller = Controller::new(&args.id, max_vcpus, filters);
     let mut vm = None;
     if args.config_file.is_some() || args.kernel.is_some() {

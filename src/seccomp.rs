@@ -1,8 +1,8 @@
 //! Per-thread seccomp filters. The filters are seccompiler JSON files in seccomp/
 //! (one per thread kind), compiled to BPF at build time and embedded. Each thread
 //! installs its own filter before the first KVM_RUN. A forbidden syscall traps to
-//! a SIGSYS handler that logs the syscall by name and then lets SIGSYS kill the
-//! process.
+//! a SIGSYS handler that logs the syscall by name, writes a last metrics line
+//! (`seccomp.num_faults` = 1) and then lets SIGSYS kill the process.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -185,6 +185,8 @@ extern "C" fn handle_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
     // SAFETY: for SIGSYS the kernel fills `_sigsys`, whose `_syscall` int sits 24
     // bytes into siginfo_t on x86_64 (after signo, errno, code, padding, call_addr).
     let nr = unsafe { *(info as *const i32).add(6) };
+    // An atomic store: async-signal-safe.
+    crate::metrics::METRICS.seccomp.num_faults.store(1);
     let mut thread = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer given.
     unsafe { libc::prctl(libc::PR_GET_NAME, thread.as_mut_ptr()) };
@@ -219,6 +221,8 @@ extern "C" fn handle_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
             unsafe { libc::write(fd, line.buf.as_ptr().cast(), line.len) };
         }
     }
+    // Built on the stack, without allocating or blocking (see metrics).
+    crate::metrics::flush_in_signal_handler();
     // Die by SIGSYS: with the default disposition restored, re-raising it kills the
     // process. Were these calls themselves filtered, the kernel forces SIGSYS anyway.
     // SAFETY: plain libc calls with valid arguments; the process ends here.

@@ -16,6 +16,7 @@ use crate::arch::x86_64::emulation_assist::{self, MAX_INSN_LEN};
 use crate::arch::x86_64::{lapic, msr, regs};
 use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, ExitSignal};
+use crate::metrics::METRICS;
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
 
 /// The signal that kicks a vCPU out of KVM_RUN.
@@ -160,17 +161,24 @@ impl VcpuHandle {
     }
 }
 
+/// What every vCPU of a VM shares with the VM: how it ends and how it pauses.
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub exit: Arc<ExitSignal>,
+    pub stop: Arc<AtomicBool>,
+    pub pause: Arc<PauseControl>,
+}
+
 impl Vcpu {
     pub fn new(
         index: u8,
         fd: VcpuFd,
         pio: Arc<Bus>,
         mmio: Arc<Bus>,
-        exit: Arc<ExitSignal>,
-        stop: Arc<AtomicBool>,
-        pause: Arc<PauseControl>,
+        lifecycle: Lifecycle,
         assists: bool,
     ) -> Self {
+        let Lifecycle { exit, stop, pause } = lifecycle;
         Self {
             index,
             fd,
@@ -306,24 +314,28 @@ impl Vcpu {
             let reason = match self.fd.run() {
                 Ok(exit) => match exit {
                     VcpuExit::IoOut(port, data) => {
+                        let _timed = METRICS.vcpu.io_out();
                         if !self.pio.write(u64::from(port), data) {
                             log::trace!("vCPU {}: unhandled out {port:#x}", self.index);
                         }
                         None
                     }
                     VcpuExit::IoIn(port, data) => {
+                        let _timed = METRICS.vcpu.io_in();
                         if !self.pio.read(u64::from(port), data) {
                             data.fill(0xff);
                         }
                         None
                     }
                     VcpuExit::MmioRead(addr, data) => {
+                        let _timed = METRICS.vcpu.mmio_read();
                         if !self.mmio.read(addr, data) {
                             data.fill(0);
                         }
                         None
                     }
                     VcpuExit::MmioWrite(addr, data) => {
+                        let _timed = METRICS.vcpu.mmio_write();
                         if !self.mmio.write(addr, data) {
                             log::trace!("vCPU {}: unhandled MMIO write {addr:#x}", self.index);
                         }
@@ -354,6 +366,7 @@ impl Vcpu {
                         rip: 0,
                     }),
                     other => {
+                        METRICS.vcpu.failures.inc();
                         log::warn!("vCPU {}: unexpected exit {other:?}", self.index);
                         None
                     }
@@ -368,6 +381,12 @@ impl Vcpu {
                 }),
             };
             if let Some(mut reason) = reason {
+                if matches!(
+                    reason,
+                    ExitReason::KvmError { .. } | ExitReason::VcpuFailed { .. }
+                ) {
+                    METRICS.vcpu.failures.inc();
+                }
                 // The RIP is read after the exit so the message names where it happened.
                 match &mut reason {
                     ExitReason::TripleFault { rip, .. } | ExitReason::KvmError { rip, .. } => {

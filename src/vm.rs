@@ -92,6 +92,9 @@ impl MutEventSubscriber for SignalWatcher {
         if let Ok(Some(info)) = self.fd.read_signal() {
             let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
             log::info!("received signal {signo}, stopping the VM");
+            if signo == libc::SIGHUP {
+                crate::metrics::METRICS.signals.sighup.store(1);
+            }
             self.exit.request(ExitReason::Signal(signo));
         }
     }
@@ -362,7 +365,11 @@ impl Vm {
             if let Some(r) = self.exit.reason() {
                 break r;
             }
-            self.events.run().map_err(VmError::EventLoop)?;
+            let dispatched = self.events.run().map_err(VmError::EventLoop)?;
+            crate::metrics::METRICS
+                .vmm
+                .device_events
+                .add(dispatched as u64);
             if let Some(c) = control.as_mut() {
                 c.handle_pending(&mut self);
             }

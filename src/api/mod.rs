@@ -353,6 +353,12 @@ impl Server {
     /// Parses one request, has the VMM thread act on it, and turns the outcome
     /// into a response.
     fn answer(&mut self, request: &http::Request) -> Response {
+        let response = self.act(request);
+        count(&request.method, &request.path, response.status < 300);
+        response
+    }
+
+    fn act(&mut self, request: &http::Request) -> Response {
         let action = match routes::parse(&request.method, &request.path, &request.body) {
             Ok(a) => a,
             Err(fault) => {
@@ -372,6 +378,43 @@ impl Server {
             }
             Err(_) => Response::fault(503, "The VMM is shutting down."),
         }
+    }
+}
+
+/// Firecracker's per-endpoint request counters: `*_count` for every request,
+/// `*_fails` for those answered with an error.
+fn count(method: &str, path: &str, ok: bool) {
+    use crate::metrics::{SharedIncMetric, METRICS};
+    let first = path
+        .trim_start_matches('/')
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let (get, put, patch) = (
+        &METRICS.get_api_requests,
+        &METRICS.put_api_requests,
+        &METRICS.patch_api_requests,
+    );
+    let pair: (&SharedIncMetric, Option<&SharedIncMetric>) = match (method, first) {
+        ("GET", "") => (&get.instance_info_count, None),
+        ("GET", "machine-config") => (&get.machine_cfg_count, None),
+        ("GET", "version") => (&get.vmm_version_count, None),
+        ("PUT", "actions") => (&put.actions_count, Some(&put.actions_fails)),
+        ("PUT", "boot-source") => (&put.boot_source_count, Some(&put.boot_source_fails)),
+        ("PUT", "drives") => (&put.drive_count, Some(&put.drive_fails)),
+        ("PUT", "logger") => (&put.logger_count, Some(&put.logger_fails)),
+        ("PUT", "machine-config") => (&put.machine_cfg_count, Some(&put.machine_cfg_fails)),
+        ("PUT", "metrics") => (&put.metrics_count, Some(&put.metrics_fails)),
+        ("PUT", "network-interfaces") => (&put.network_count, Some(&put.network_fails)),
+        ("PUT", "vsock") => (&put.vsock_count, Some(&put.vsock_fails)),
+        ("PATCH", "drives") => (&patch.drive_count, Some(&patch.drive_fails)),
+        ("PATCH", "network-interfaces") => (&patch.network_count, Some(&patch.network_fails)),
+        ("PATCH", "machine-config") => (&patch.machine_cfg_count, Some(&patch.machine_cfg_fails)),
+        _ => return,
+    };
+    pair.0.inc();
+    if let (false, Some(fails)) = (ok, pair.1) {
+        fails.inc();
     }
 }
 

@@ -385,6 +385,7 @@ impl I8042 {
     }
 
     fn reset(&self) {
+        crate::metrics::METRICS.i8042.reset_count.inc();
         self.exit.request(ExitReason::GuestReset);
     }
 
@@ -470,20 +471,33 @@ impl I8042 {
 
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let m = &crate::metrics::METRICS.i8042;
         let value = match (offset, data.len()) {
-            (DATA, 1) => self.read_data(),
-            (STATUS, 1) => self.status(),
-            _ => 0,
+            (DATA, 1) => Some(self.read_data()),
+            (STATUS, 1) => Some(self.status()),
+            _ => None,
         };
-        data.fill(value);
+        let count = if value.is_some() {
+            &m.read_count
+        } else {
+            &m.missed_read_count
+        };
+        count.inc();
+        data.fill(value.unwrap_or(0));
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        let m = &crate::metrics::METRICS.i8042;
         match (offset, data) {
             (DATA, &[b]) => self.write_data(b),
             (STATUS, &[b]) => self.command(b),
-            _ => log::trace!("i8042: ignored write of {data:02x?} at offset {offset}"),
+            _ => {
+                m.missed_write_count.inc();
+                log::trace!("i8042: ignored write of {data:02x?} at offset {offset}");
+                return;
+            }
         }
+        m.write_count.inc();
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 
+use vm_superio::serial::SerialEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -30,15 +31,32 @@ impl Trigger for EventFdTrigger {
 
 pub type SerialOut = Box<dyn Write + Send>;
 
+/// Counts into the `uart` metrics, as Firecracker's SerialEventsWrapper does.
+#[derive(Debug)]
+pub struct UartMetricsEvents;
+
+impl SerialEvents for UartMetricsEvents {
+    fn buffer_read(&self) {
+        crate::metrics::METRICS.uart.read_count.inc();
+    }
+    fn out_byte(&self) {
+        crate::metrics::METRICS.uart.write_count.inc();
+    }
+    fn tx_lost_byte(&self) {
+        crate::metrics::METRICS.uart.missed_write_count.inc();
+    }
+    fn in_buffer_empty(&self) {}
+}
+
 pub struct SerialDevice {
-    serial: Serial<EventFdTrigger, vm_superio::serial::NoEvents, SerialOut>,
+    serial: Serial<EventFdTrigger, UartMetricsEvents, SerialOut>,
     write_errors: u64,
 }
 
 impl SerialDevice {
     pub fn new(irq: EventFd, out: SerialOut) -> Self {
         Self {
-            serial: Serial::new(EventFdTrigger(irq), out),
+            serial: Serial::with_events(EventFdTrigger(irq), UartMetricsEvents, out),
             write_errors: 0,
         }
     }
@@ -57,20 +75,26 @@ impl SerialDevice {
 }
 
 impl BusDevice for SerialDevice {
+    /// Registers are one byte wide; wider accesses are ignored and counted, as
+    /// in Firecracker.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        if let (Some(b), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
-            *b = self.serial.read(off);
+        match (data, u8::try_from(offset)) {
+            ([b], Ok(off)) => *b = self.serial.read(off),
+            _ => crate::metrics::METRICS.uart.missed_read_count.inc(),
         }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if let (Some(b), Ok(off)) = (data.first(), u8::try_from(offset)) {
-            if let Err(e) = self.serial.write(off, *b) {
-                // A closed output must not stop the guest; say so once.
-                self.write_errors += 1;
-                if self.write_errors == 1 {
-                    log::warn!("serial: output failed, further errors are not logged: {e:?}");
-                }
+        let (&[b], Ok(off)) = (data, u8::try_from(offset)) else {
+            crate::metrics::METRICS.uart.missed_write_count.inc();
+            return;
+        };
+        if let Err(e) = self.serial.write(off, b) {
+            // A closed output must not stop the guest; say so once.
+            crate::metrics::METRICS.uart.error_count.inc();
+            self.write_errors += 1;
+            if self.write_errors == 1 {
+                log::warn!("serial: output failed, further errors are not logged: {e:?}");
             }
         }
     }

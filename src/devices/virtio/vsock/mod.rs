@@ -36,6 +36,7 @@ use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError}
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::config::devices::ValidVsock;
 use crate::devices::SandboxNeeds;
+use crate::metrics::METRICS;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     paths: &[
@@ -146,7 +147,10 @@ impl Conn {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return false,
+                Err(_) => {
+                    METRICS.vsock.tx_write_fails.inc();
+                    return false;
+                }
             }
         }
         true
@@ -291,14 +295,16 @@ impl Vsock {
 
     fn remove(&mut self, key: Key) {
         if let Some(c) = self.conns.remove(&key) {
+            METRICS.vsock.conns_removed.inc();
             let fd = c.stream.as_raw_fd();
             self.unwatch(fd);
             self.by_fd.remove(&fd);
         }
     }
 
-    /// Resets `key` on both sides.
+    /// Resets `key` on both sides (counted as a killed connection).
     fn reset_conn(&mut self, key: Key) {
+        METRICS.vsock.conns_killed.inc();
         self.remove(key);
         self.send_ctrl(key, OP_RST);
     }
@@ -373,6 +379,7 @@ impl Vsock {
         self.by_fd.insert(fd, key);
         self.conns
             .insert(key, Conn::new(stream, State::HostConnecting));
+        METRICS.vsock.conns_added.inc();
         self.send_ctrl(key, OP_REQUEST);
     }
 
@@ -416,6 +423,7 @@ impl Vsock {
                     self.watch(fd, true);
                     self.by_fd.insert(fd, key);
                     self.conns.insert(key, c);
+                    METRICS.vsock.conns_added.inc();
                     self.send_ctrl(key, OP_RESPONSE);
                 }
                 Err(e) => {
@@ -464,9 +472,11 @@ impl Vsock {
             OP_CREDIT_UPDATE => {}
             OP_CREDIT_REQUEST => self.send_ctrl(key, OP_CREDIT_UPDATE),
             OP_SHUTDOWN => {
-                // Deliver what is buffered, then close both directions.
+                // Deliver what is buffered, then close both directions (an
+                // orderly end: not counted as a killed connection).
                 let _ = c.flush();
-                self.reset_conn(key);
+                self.remove(key);
+                self.send_ctrl(key, OP_RST);
             }
             OP_RST => self.remove(key),
             _ => {
@@ -493,6 +503,8 @@ impl Vsock {
             let warn = &mut *ctx.warn;
             match parse_tx(&bytes, self.cid) {
                 Ok((h, payload)) => {
+                    METRICS.vsock.tx_packets_count.inc();
+                    METRICS.vsock.tx_bytes_count.add(payload.len() as u64);
                     let payload = payload.to_vec();
                     self.handle_tx(&h, &payload, &mut |m| {
                         warn.warn(m);
@@ -548,6 +560,7 @@ impl Vsock {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => c.readable = false,
                 Err(_) => {
+                    METRICS.vsock.rx_read_fails.inc();
                     self.reset_conn(key);
                     return self.ctrl.pop_front();
                 }
@@ -584,7 +597,9 @@ impl Vsock {
             if h.op == OP_RW {
                 let n = scatter(ctx.mem, &chain.writable, HDR_LEN as u64, &self.buf);
                 used += n as u32;
+                METRICS.vsock.rx_bytes_count.add(n as u64);
             }
+            METRICS.vsock.rx_packets_count.inc();
             complete(ctx, RX_QUEUE, chain.head, used)?;
             any = true;
         }
@@ -601,6 +616,7 @@ impl Vsock {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    METRICS.vsock.muxer_event_fails.inc();
                     log::warn!("virtio-vsock: epoll_wait failed: {e}");
                     return;
                 }
@@ -657,12 +673,18 @@ impl VirtioDevice for Vsock {
         &self.config
     }
     fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
+        let m = &METRICS.vsock;
         match queue {
             TX_QUEUE => {
-                self.process_tx(ctx)?;
-                self.pump_rx(ctx)
+                m.tx_queue_event_count.inc();
+                let r = self.process_tx(ctx).and_then(|()| self.pump_rx(ctx));
+                r.inspect_err(|_| m.tx_queue_event_fails.inc())
             }
-            RX_QUEUE => self.pump_rx(ctx),
+            RX_QUEUE => {
+                m.rx_queue_event_count.inc();
+                self.pump_rx(ctx)
+                    .inspect_err(|_| m.rx_queue_event_fails.inc())
+            }
             // Event queue buffers are kept for transport events (none yet).
             _ => Ok(()),
         }
