@@ -1,0 +1,197 @@
+//! API benchmark (issue 9's targets): medians of 25 runs of
+//! - exec -> the API socket accepting: wall and CPU time (target ≤ 5 ms and
+//!   ≤ 2 CPU-ms; Firecracker's own target is 8 CPU-ms);
+//! - `InstanceStart` sent -> the hello guest's first serial byte (target < 10 ms);
+//!
+//! and the VMM's idle resident memory beyond guest RAM with the API on (target
+//! < 3 MiB). Prints figures; asserts nothing about speed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 25;
+const CAISSON: &str = env!("CARGO_BIN_EXE_caisson");
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// CPU time consumed so far by every thread of `pid` (schedstat, ns).
+fn cpu_time(pid: u32) -> Duration {
+    let mut ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
+/// One request with `Connection: close`; returns the status code.
+fn request(sock: &Path, method: &str, path: &str, body: &str) -> u16 {
+    let mut s = UnixStream::connect(sock).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn spawn(sock: &Path) -> Child {
+    let _ = std::fs::remove_file(sock);
+    Command::new(CAISSON)
+        .args(["--api-sock", sock.to_str().unwrap(), "--id", "bench"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Connects as soon as the socket accepts (polling every 50 µs).
+fn wait_accepting(sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UnixStream::connect(sock).is_err() {
+        assert!(Instant::now() < deadline, "the API socket never accepted");
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn socket_ready(dir: &Path) {
+    let sock = dir.join("ready.sock");
+    let (mut wall, mut cpu) = (vec![], vec![]);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let child = spawn(&sock);
+        wait_accepting(&sock);
+        wall.push(start.elapsed());
+        cpu.push(cpu_time(child.id()));
+        stop(child);
+    }
+    println!("api: exec -> API socket accepting, median of {RUNS} runs");
+    println!(
+        "  wall {:>8.2?} (target <= 5 ms)  cpu {:>8.2?} (target <= 2 ms; Firecracker's 8 ms)",
+        median(&mut wall),
+        median(&mut cpu)
+    );
+}
+
+fn configure(sock: &Path, kernel: &Path, boot_args: &str, mem: u32) {
+    let machine = format!(r#"{{"vcpu_count": 1, "mem_size_mib": {mem}}}"#);
+    assert_eq!(request(sock, "PUT", "/machine-config", &machine), 204);
+    let boot = serde_json::json!({"kernel_image_path": kernel, "boot_args": boot_args}).to_string();
+    assert_eq!(request(sock, "PUT", "/boot-source", &boot), 204);
+}
+
+fn start_to_first_byte(dir: &Path, kernel: &Path) {
+    let sock = dir.join("start.sock");
+    let mut first = vec![];
+    for _ in 0..RUNS {
+        let mut child = spawn(&sock);
+        wait_accepting(&sock);
+        configure(&sock, kernel, "console=ttyS0", 128);
+        let mut out = child.stdout.take().unwrap();
+        let start = Instant::now();
+        assert_eq!(
+            request(
+                &sock,
+                "PUT",
+                "/actions",
+                r#"{"action_type": "InstanceStart"}"#
+            ),
+            204
+        );
+        let mut byte = [0u8; 1];
+        out.read_exact(&mut byte).unwrap();
+        first.push(start.elapsed());
+        let mut rest = Vec::new();
+        out.read_to_end(&mut rest).unwrap();
+        stop(child);
+    }
+    println!("api: InstanceStart sent -> hello guest's first serial byte, median of {RUNS} runs");
+    println!("  wall {:>8.2?} (target < 10 ms)", median(&mut first));
+}
+
+/// Rss (kB) of the whole process and of the guest RAM mapping.
+fn rss_split(pid: u32, guest_kb: u64) -> (u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let (mut total, mut guest, mut in_guest) = (0, 0, false);
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        match (f.next(), f.next()) {
+            (Some("Size:"), Some(kb)) => in_guest = kb.parse::<u64>().ok() == Some(guest_kb),
+            (Some("Rss:"), Some(kb)) => {
+                let kb: u64 = kb.parse().unwrap();
+                total += kb;
+                if in_guest {
+                    guest += kb;
+                }
+            }
+            _ => {}
+        }
+    }
+    (total, guest)
+}
+
+fn idle_memory(dir: &Path, demo: &Path) {
+    let sock = dir.join("mem.sock");
+    let child = spawn(&sock);
+    wait_accepting(&sock);
+    configure(&sock, demo, "console=ttyS0 caisson.demo_wait", 128);
+    assert_eq!(
+        request(
+            &sock,
+            "PUT",
+            "/actions",
+            r#"{"action_type": "InstanceStart"}"#
+        ),
+        204
+    );
+    // The demo guest prints, then waits for serial input: idle.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(request(&sock, "GET", "/", ""), 200);
+    let (total, guest) = rss_split(child.id(), 128 * 1024);
+    stop(child);
+    println!("memory: demo guest idle, API on, 1 vCPU, 128 MiB");
+    println!(
+        "  VMM resident set {total} KiB, guest RAM touched {guest} KiB, overhead {} KiB ({:.2} MiB; target < 3 MiB)",
+        total - guest,
+        (total - guest) as f64 / 1024.0
+    );
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let guests = PathBuf::from(caisson::demo::GUEST_BUILD_DIR);
+    let dir = std::env::temp_dir().join(format!("caisson-api-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    socket_ready(&dir);
+    start_to_first_byte(&dir, &guests.join("hello.elf"));
+    idle_memory(&dir, &guests.join("demo.elf"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
