@@ -3,15 +3,20 @@
 //!
 //! Sandbox: no paths or fds beyond its eventfds; needs getrandom.
 
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
 use super::chain::scatter;
+use super::metrics::EntropyDeviceMetrics;
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::devices::SandboxNeeds;
+use crate::rate_limiter::RateLimiter;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     paths: &[],
-    fds: &["queue ioeventfd", "irqfd"],
-    syscalls: &["getrandom"],
+    fds: &["queue ioeventfd", "irqfd", "rate limiter timerfd"],
+    syscalls: &["getrandom", "timerfd_settime"],
 };
 
 /// Bytes served per request at most; the rest of a bigger buffer is left alone.
@@ -47,11 +52,63 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), RngError> {
 
 pub struct Rng {
     buf: Vec<u8>,
+    limiter: RateLimiter,
+    metrics: Arc<EntropyDeviceMetrics>,
 }
 
 impl Rng {
+    /// An unlimited device whose metrics belong to no group (tests).
     pub fn new() -> Self {
-        Self { buf: Vec::new() }
+        Self::with_limiter(RateLimiter::unlimited(), Arc::default())
+    }
+
+    pub fn with_limiter(limiter: RateLimiter, metrics: Arc<EntropyDeviceMetrics>) -> Self {
+        Self {
+            buf: Vec::new(),
+            limiter,
+            metrics,
+        }
+    }
+
+    /// Serves the queue until it is empty or the limiter runs dry.
+    fn run_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
+        let mut any = false;
+        while let Some(chain) = ctx.next_chain(queue)? {
+            let len = usize::try_from(chain.writable_len())
+                .unwrap_or(MAX_FILL)
+                .min(MAX_FILL);
+            // Charged for what it gets: one op and the bytes served.
+            if chain.readable.is_empty() && len > 0 && !self.limiter.consume_request(len as u64) {
+                ctx.undo_pop(queue);
+                self.metrics.entropy_rate_limiter_throttled.inc();
+                break;
+            }
+            any = true;
+            self.metrics.entropy_event_count.inc();
+            if !chain.readable.is_empty() {
+                ctx.warn.warn(&format_args!(
+                    "request {} carries device-readable buffers; dropped",
+                    chain.head
+                ));
+                complete(ctx, queue, chain.head, 0)?;
+                continue;
+            }
+            self.buf.resize(len, 0);
+            let written = match fill_random(&mut self.buf) {
+                Ok(()) => scatter(ctx.mem, &chain.writable, 0, &self.buf),
+                Err(e) => {
+                    self.metrics.host_rng_fails.inc();
+                    ctx.warn.warn(&e);
+                    0
+                }
+            };
+            self.metrics.entropy_bytes.add(written as u64);
+            complete(ctx, queue, chain.head, u32::try_from(written).unwrap_or(0))?;
+        }
+        if any {
+            notify(ctx, queue);
+        }
+        Ok(())
     }
 }
 
@@ -76,34 +133,26 @@ impl VirtioDevice for Rng {
     }
 
     fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
-        let mut any = false;
-        while let Some(chain) = ctx.next_chain(queue)? {
-            any = true;
-            if !chain.readable.is_empty() {
-                ctx.warn.warn(&format_args!(
-                    "request {} carries device-readable buffers; dropped",
-                    chain.head
-                ));
-                complete(ctx, queue, chain.head, 0)?;
-                continue;
-            }
-            let len = usize::try_from(chain.writable_len())
-                .unwrap_or(MAX_FILL)
-                .min(MAX_FILL);
-            self.buf.resize(len, 0);
-            let written = match fill_random(&mut self.buf) {
-                Ok(()) => scatter(ctx.mem, &chain.writable, 0, &self.buf),
-                Err(e) => {
-                    ctx.warn.warn(&e);
-                    0
-                }
-            };
-            complete(ctx, queue, chain.head, u32::try_from(written).unwrap_or(0))?;
+        let r = self.run_queue(ctx, queue);
+        if r.is_err() {
+            self.metrics.entropy_event_fails.inc();
         }
-        if any {
-            notify(ctx, queue);
+        r
+    }
+
+    fn host_fds(&self) -> Vec<RawFd> {
+        self.limiter.timer_fd().into_iter().collect()
+    }
+
+    fn process_fd(&mut self, ctx: Option<&mut DeviceCtx>, _fd: RawFd) -> Result<(), VirtioError> {
+        if !self.limiter.event_handler() {
+            return Ok(());
         }
-        Ok(())
+        self.metrics.rate_limiter_event_count.inc();
+        match ctx {
+            Some(ctx) => self.process_queue(ctx, 0),
+            None => Ok(()),
+        }
     }
 }
 
