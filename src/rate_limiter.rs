@@ -89,11 +89,7 @@ impl TokenBucketConfig {
             ));
         }
         if self.size != 0 && self.refill_time == 0 {
-            return Err(bad(
-                "refill_time",
-                0,
-                "must be positive when size is not 0",
-            ));
+            return Err(bad("refill_time", 0, "must be positive when size is not 0"));
         }
         Ok(())
     }
@@ -488,7 +484,10 @@ mod tests {
         assert_eq!(b.budget(), 250);
         assert_eq!(b.reduce_at(250, t0 + ms(250)), Reduction::Success);
         // Long idle: full, never more.
-        assert_eq!(b.reduce_at(1001, t0 + ms(10_000)), Reduction::OverConsumption(ms(1)));
+        assert_eq!(
+            b.reduce_at(1001, t0 + ms(10_000)),
+            Reduction::OverConsumption(ms(1))
+        );
         let mut b = TokenBucket::new(&tb(1000, None, 1000), t0).unwrap();
         assert_eq!(b.reduce_at(1, t0 + ms(5000)), Reduction::Success);
         assert_eq!(b.budget(), 999);
@@ -548,7 +547,11 @@ mod tests {
         assert!(l.consume_request_at(600, t0));
         assert!(!l.consume_request_at(600, t0), "bytes exhausted");
         assert!(l.is_blocked());
-        assert_eq!(l.ops().unwrap().budget(), 9, "the refused op was given back");
+        assert_eq!(
+            l.ops().unwrap().budget(),
+            9,
+            "the refused op was given back"
+        );
         // While blocked even a free request fails.
         assert!(!l.consume_request_at(0, t0 + ms(50_000)));
         assert!(!l.event_handler() || !l.is_blocked());
@@ -603,17 +606,27 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let e = |c: RateLimiterConfig| c.validate("drives[0].rate_limiter").unwrap_err().to_string();
+        let e = |c: RateLimiterConfig| {
+            c.validate("drives[0].rate_limiter")
+                .unwrap_err()
+                .to_string()
+        };
         let m = e(RateLimiterConfig {
             bandwidth: Some(tb(10, None, 0)),
             ops: None,
         });
-        assert!(m.starts_with("drives[0].rate_limiter.bandwidth.refill_time: 0"), "{m}");
+        assert!(
+            m.starts_with("drives[0].rate_limiter.bandwidth.refill_time: 0"),
+            "{m}"
+        );
         let m = e(RateLimiterConfig {
             bandwidth: None,
             ops: Some(tb(MAX_TOKENS + 1, None, 10)),
         });
-        assert!(m.starts_with("drives[0].rate_limiter.ops.size: 9007199254740993"), "{m}");
+        assert!(
+            m.starts_with("drives[0].rate_limiter.ops.size: 9007199254740993"),
+            "{m}"
+        );
         let m = e(RateLimiterConfig {
             bandwidth: Some(tb(1, Some(u64::MAX), 10)),
             ops: None,
@@ -687,7 +700,9 @@ mod tests {
             bandwidth: Some(tb(1, None, 0)),
             ops: None,
         };
-        let m = RateLimiterPatch::from_config(&bad, "rx_rate_limiter").unwrap_err().to_string();
+        let m = RateLimiterPatch::from_config(&bad, "rx_rate_limiter")
+            .unwrap_err()
+            .to_string();
         assert!(m.contains("rx_rate_limiter.bandwidth.refill_time"), "{m}");
         // A timerless limiter refuses buckets.
         let p = RateLimiterPatch {

@@ -39,7 +39,12 @@ fn measure(dir: &Path, limiter: serde_json::Value, len: u64, warm: u64, n: u64) 
     std::fs::write(&path, cfg.to_string()).unwrap();
     let hz = tsc_hz();
     let start = Instant::now();
-    let out = caisson(&["--config-file", path.to_str().unwrap(), "--serial", "stdout"]);
+    let out = caisson(&[
+        "--config-file",
+        path.to_str().unwrap(),
+        "--serial",
+        "stdout",
+    ]);
     let wall = start.elapsed();
     assert_eq!(out.code, Some(0), "{out:?}");
     let line = out
@@ -50,16 +55,25 @@ fn measure(dir: &Path, limiter: serde_json::Value, len: u64, warm: u64, n: u64) 
         .to_string();
     // "rate: reqs <n> bytes <n> ticks <n>"
     let w: Vec<&str> = line.split_whitespace().collect();
-    let (reqs, bytes, ticks): (u64, u64, u64) =
-        (w[2].parse().unwrap(), w[4].parse().unwrap(), w[6].parse().unwrap());
+    let (reqs, bytes, ticks): (u64, u64, u64) = (
+        w[2].parse().unwrap(),
+        w[4].parse().unwrap(),
+        w[6].parse().unwrap(),
+    );
     let secs = ticks as f64 / hz;
-    eprintln!("{line}: {secs:.3} s at {:.0} MHz, VM run {wall:?}", hz / 1e6);
+    eprintln!(
+        "{line}: {secs:.3} s at {:.0} MHz, VM run {wall:?}",
+        hz / 1e6
+    );
     (reqs, bytes, secs)
 }
 
 fn within_10_percent(what: &str, measured: f64, configured: f64) {
     let err = (measured - configured).abs() / configured;
-    eprintln!("{what}: measured {measured:.0}/s, configured {configured:.0}/s ({:.1}% off)", err * 100.0);
+    eprintln!(
+        "{what}: measured {measured:.0}/s, configured {configured:.0}/s ({:.1}% off)",
+        err * 100.0
+    );
     assert!(
         err <= 0.10,
         "{what}: measured {measured:.0}/s, configured {configured:.0}/s"

@@ -429,7 +429,10 @@ impl Block {
                 Err(e) => {
                     ctx.warn
                         .warn(&format_args!("request {} failed: {e}", chain.head));
-                    let code = parsed.as_ref().err().map_or(VIRTIO_BLK_S_IOERR, BlockError::status);
+                    let code = parsed
+                        .as_ref()
+                        .err()
+                        .map_or(VIRTIO_BLK_S_IOERR, BlockError::status);
                     (code, 0)
                 }
             };
@@ -521,8 +524,16 @@ impl Block {
             if d.read_only != self.disk.read_only {
                 return Err(VirtioError::Device(format!(
                     "the new file is {}, the drive is {}",
-                    if d.read_only { "read-only" } else { "read-write" },
-                    if self.disk.read_only { "read-only" } else { "read-write" },
+                    if d.read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
+                    if self.disk.read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
                 )));
             }
         }

@@ -155,7 +155,10 @@ mod tests {
     fn groups_report_per_device_intervals_and_their_sum() {
         let a = block("metrics-test-a");
         let b = block("metrics-test-b");
-        assert!(Arc::ptr_eq(&a, &block("metrics-test-a")), "one group per id");
+        assert!(
+            Arc::ptr_eq(&a, &block("metrics-test-a")),
+            "one group per id"
+        );
         a.read_bytes.add(100);
         b.read_bytes.add(23);
         b.flush_count.inc();

@@ -32,8 +32,8 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 use self::interrupt::Interrupt;
-use crate::rate_limiter::RateLimiterPatch;
 use self::warn::WarnLimiter;
+use crate::rate_limiter::RateLimiterPatch;
 
 /// `VIRTIO_F_VERSION_1`: the only transport feature every device offers.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;

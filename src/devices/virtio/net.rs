@@ -14,8 +14,8 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use super::chain::{gather, scatter};
-use super::tap::{Tap, TapError, VNET_HDR_LEN};
 use super::metrics::NetDeviceMetrics;
+use super::tap::{Tap, TapError, VNET_HDR_LEN};
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{DeviceUpdate, UpdateOutcome};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
@@ -25,7 +25,12 @@ use crate::rate_limiter::{RateLimiter, RateLimiterError};
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     paths: &["/dev/net/tun (only when the tap is opened by name)"],
-    fds: &["tap", "queue ioeventfds", "irqfd", "rx and tx rate limiter timerfds"],
+    fds: &[
+        "tap",
+        "queue ioeventfds",
+        "irqfd",
+        "rx and tx rate limiter timerfds",
+    ],
     syscalls: &[
         "read",
         "write",
@@ -356,7 +361,9 @@ impl VirtioDevice for Net {
         let e = |e: RateLimiterError| VirtioError::Device(e.to_string());
         // Both are checked before either changes.
         let has_timer = |l: &RateLimiter| l.timer_fd().is_some();
-        if (rx.is_some() && !has_timer(&self.rx_limiter)) || (tx.is_some() && !has_timer(&self.tx_limiter)) {
+        if (rx.is_some() && !has_timer(&self.rx_limiter))
+            || (tx.is_some() && !has_timer(&self.tx_limiter))
+        {
             return Err(e(RateLimiterError::NoTimer));
         }
         if let Some(p) = &rx {
@@ -433,21 +440,29 @@ mod tests {
         /// Posts TX frame `i` (descriptor i of queue 1) and runs the device.
         fn send(&mut self, i: u16) {
             let addr = 0x40000 + u64::from(i) * 0x1000;
-            self.mem.write_slice(&[0u8; 12], GuestAddress(addr)).unwrap();
-            self.mem.write_slice(&[i as u8; 60], GuestAddress(addr + 12)).unwrap();
+            self.mem
+                .write_slice(&[0u8; 12], GuestAddress(addr))
+                .unwrap();
+            self.mem
+                .write_slice(&[i as u8; 60], GuestAddress(addr + 12))
+                .unwrap();
             let d = TXQ + ct::DESC_TABLE + 16 * u64::from(i);
             self.mem.write_obj(addr, GuestAddress(d)).unwrap();
             self.mem.write_obj(72u32, GuestAddress(d + 8)).unwrap();
             self.mem.write_obj(0u32, GuestAddress(d + 12)).unwrap();
             let avail = TXQ + ct::AVAIL_RING;
-            self.mem.write_obj(i, GuestAddress(avail + 4 + 2 * u64::from(i))).unwrap();
+            self.mem
+                .write_obj(i, GuestAddress(avail + 4 + 2 * u64::from(i)))
+                .unwrap();
             self.mem.write_obj(i + 1, GuestAddress(avail + 2)).unwrap();
             wr(&mut self.dev, r::QUEUE_NOTIFY, 1);
             run_notified(&mut self.dev);
         }
 
         fn tx_used(&self) -> u16 {
-            self.mem.read_obj(GuestAddress(TXQ + ct::USED_RING + 2)).unwrap()
+            self.mem
+                .read_obj(GuestAddress(TXQ + ct::USED_RING + 2))
+                .unwrap()
         }
 
         /// Frames the "tap" peer received.

@@ -78,7 +78,9 @@ impl Rig {
     /// Posts an IN of one sector at `sector` and lets the device run; returns
     /// the used ring's idx afterwards.
     fn post_read(&mut self, sector: u64) -> u16 {
-        self.mem.write_obj(VIRTIO_BLK_T_IN, GuestAddress(HDR)).unwrap();
+        self.mem
+            .write_obj(VIRTIO_BLK_T_IN, GuestAddress(HDR))
+            .unwrap();
         self.mem.write_obj(sector, GuestAddress(HDR + 8)).unwrap();
         self.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
         let head = (self.next * 8) % 16;
@@ -88,7 +90,10 @@ impl Rig {
             &[(HDR, 16, false), (BUF, 512, true), (STATUS, 1, true)],
         );
         self.mem
-            .write_obj(head, GuestAddress(ct::AVAIL_RING + 4 + 2 * u64::from(self.next % 16)))
+            .write_obj(
+                head,
+                GuestAddress(ct::AVAIL_RING + 4 + 2 * u64::from(self.next % 16)),
+            )
             .unwrap();
         self.next += 1;
         self.mem
@@ -462,7 +467,11 @@ fn patch_removes_and_replaces_the_limit() {
     assert_eq!(r.post_read(1), 23);
     assert_eq!(r.post_read(1), 23);
     assert_eq!(m.update_count.total(), 2);
-    assert_eq!(rd(&mut r.dev, r::INTERRUPT_STATUS) & 2, 0, "no config interrupt");
+    assert_eq!(
+        rd(&mut r.dev, r::INTERRUPT_STATUS) & 2,
+        0,
+        "no config interrupt"
+    );
 }
 
 #[test]
@@ -481,7 +490,11 @@ fn new_backing_file_changes_capacity_and_raises_a_config_interrupt() {
     let mut b = [0u8; 8];
     r.dev.read(r::CONFIG, &mut b);
     assert_eq!(u64::from_le_bytes(b), 40);
-    assert_ne!(rd(&mut r.dev, r::INTERRUPT_STATUS) & 2, 0, "config interrupt");
+    assert_ne!(
+        rd(&mut r.dev, r::INTERRUPT_STATUS) & 2,
+        0,
+        "config interrupt"
+    );
     assert_eq!(rd(&mut r.dev, r::CONFIG_GENERATION), gen.wrapping_add(1));
     // Requests go to the new file, and sector 30 is now in range.
     assert_eq!(r.submit(VIRTIO_BLK_T_IN, 30, &[(BUF, 512, true)]), (0, 513));
@@ -489,7 +502,10 @@ fn new_backing_file_changes_capacity_and_raises_a_config_interrupt() {
     r.mem.read_slice(&mut got, GuestAddress(BUF)).unwrap();
     assert_eq!(got, [0xab; 512]);
     // GET_ID still answers the drive's own id.
-    assert_eq!(r.submit(VIRTIO_BLK_T_GET_ID, 0, &[(BUF, 20, true)]), (0, 21));
+    assert_eq!(
+        r.submit(VIRTIO_BLK_T_GET_ID, 0, &[(BUF, 20, true)]),
+        (0, 21)
+    );
     let mut id = [0u8; 20];
     r.mem.read_slice(&mut id, GuestAddress(BUF)).unwrap();
     assert_eq!(&id, b"rootfs-drive-id-long");
