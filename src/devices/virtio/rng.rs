@@ -190,6 +190,43 @@ mod tests {
     }
 
     #[test]
+    fn throttled_request_waits_for_the_timer() {
+        use crate::rate_limiter::{RateLimiterConfig, TokenBucketConfig};
+        let cfg = RateLimiterConfig {
+            bandwidth: Some(TokenBucketConfig {
+                size: 1024,
+                one_time_burst: None,
+                refill_time: 100,
+            }),
+            ops: None,
+        };
+        let m: Arc<EntropyDeviceMetrics> = Arc::default();
+        let rng = Rng::with_limiter(RateLimiter::new(&cfg).unwrap(), m.clone());
+        let mem = ct::memory();
+        let mut d = MmioDevice::new("rng".into(), Box::new(rng), mem.clone()).unwrap();
+        bring_up(&mut d, VIRTIO_F_VERSION_1, 16);
+        ct::write_chain(&mem, 0, &[(ct::DATA, 1024, true)]);
+        ct::write_chain(&mem, 1, &[(ct::DATA + 4096, 1024, true)]);
+        ct::publish(&mem, &[0, 1]);
+        wr(&mut d, r::QUEUE_NOTIFY, 0);
+        run_notified(&mut d);
+        assert_eq!(ct::used(&mem, 0).0, 1, "the second 1 KiB waits");
+        assert_eq!(m.entropy_rate_limiter_throttled.total(), 1);
+        let fd = d.device().host_fds()[0];
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a count of 1.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1);
+        host_fd(&mut d, fd);
+        assert_eq!(ct::used(&mem, 1), (2, 1, 1024));
+        assert_eq!(m.entropy_bytes.total(), 2048);
+        assert_eq!(m.rate_limiter_event_count.total(), 1);
+    }
+
+    #[test]
     fn readable_buffer_is_dropped_not_written() {
         let mem = ct::memory();
         let mut d = MmioDevice::new("rng".into(), Box::new(Rng::new()), mem.clone()).unwrap();
