@@ -100,3 +100,57 @@ fn limited_drive_serves_the_configured_ops() {
     let (reqs, _, secs) = measure(dir.path(), limiter, 512, 60, 150);
     within_10_percent("ops", reqs as f64 / secs, 50.0);
 }
+
+/// A bad bucket in the config file: exit 2 before boot, one line naming the
+/// field and the value. `{}` and size 0 boot and limit nothing.
+#[test]
+fn bad_buckets_are_rejected_and_empty_ones_are_unlimited() {
+    let dir = tempdir();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let run = |limiter: serde_json::Value, cmdline: &str| {
+        let cfg = serde_json::json!({
+            "boot-source": {"kernel_image_path": guest("virtio_rate"), "boot_args": cmdline},
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
+            "drives": [{"drive_id": "d", "path_on_host": img, "is_root_device": false,
+                        "is_read_only": true, "rate_limiter": limiter}],
+        });
+        let path = dir.path().join("vm.json");
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        caisson(&[
+            "--config-file",
+            path.to_str().unwrap(),
+            "--serial",
+            "stdout",
+        ])
+    };
+    let out = run(
+        serde_json::json!({"ops": {"size": 10, "refill_time": 0}}),
+        "console=ttyS0",
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert!(
+        lines[0].contains("drives[0].rate_limiter.ops.refill_time") && lines[0].contains('0'),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // `{}` and zero sizes limit nothing: 16 MiB go through (a zero-size bucket
+    // that counted could never serve a request).
+    require_kvm();
+    for limiter in [
+        serde_json::json!({}),
+        serde_json::json!({"bandwidth": {"size": 0, "refill_time": 86400000},
+                           "ops": {"size": 0, "refill_time": 0}}),
+    ] {
+        let out = run(limiter, "console=ttyS0 rate.len=65536 rate.n=256");
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(
+            out.lines()
+                .iter()
+                .any(|l| l.starts_with("rate: reqs 256 bytes 16777216 ")),
+            "{out:?}"
+        );
+    }
+}
