@@ -383,7 +383,9 @@ impl Block {
     /// request stays in the queue for the limiter's timer).
     fn run_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
         let mut any = false;
+        let mut popped = false;
         while let Some(chain) = ctx.next_chain(queue)? {
+            popped = true;
             let Some(status) = status_addr(&chain) else {
                 ctx.warn.warn(&format_args!(
                     "request {} has no writable status byte; dropped",
@@ -444,6 +446,9 @@ impl Block {
                 0
             };
             complete(ctx, queue, chain.head, used)?;
+        }
+        if !popped {
+            self.metrics.no_avail_buffer.inc();
         }
         if any {
             notify(ctx, queue);

@@ -51,6 +51,7 @@ pub struct NetDeviceMetrics {
     pub rx_event_rate_limiter_count: SharedIncMetric,
     pub rx_rate_limiter_throttled: SharedIncMetric,
     pub rx_tap_event_count: SharedIncMetric,
+    /// Bytes given to the guest, virtio-net header included (likewise TX).
     pub rx_bytes_count: SharedIncMetric,
     pub rx_packets_count: SharedIncMetric,
     pub rx_count: SharedIncMetric,
@@ -63,7 +64,6 @@ pub struct NetDeviceMetrics {
     pub tx_queue_event_count: SharedIncMetric,
     pub tx_rate_limiter_event_count: SharedIncMetric,
     pub tx_rate_limiter_throttled: SharedIncMetric,
-    pub update_count: SharedIncMetric,
 }
 
 /// `entropy` (Firecracker's `EntropyDeviceMetrics`).

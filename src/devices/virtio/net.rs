@@ -148,8 +148,10 @@ impl Net {
 
     fn process_tx(&mut self, ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
         let mut any = false;
+        let mut popped = false;
         let mut bytes = Vec::new();
         while let Some(chain) = ctx.next_chain(TX_QUEUE)? {
+            popped = true;
             // One op and the whole chain's bytes, header included (Firecracker's cost).
             if !self.tx_limiter.consume_request(chain.readable_len()) {
                 ctx.undo_pop(TX_QUEUE);
@@ -195,6 +197,9 @@ impl Net {
                 }
             }
             complete(ctx, TX_QUEUE, chain.head, 0)?;
+        }
+        if !popped {
+            self.metrics.no_tx_avail_buffer.inc();
         }
         if any {
             notify(ctx, TX_QUEUE);
@@ -372,7 +377,6 @@ impl VirtioDevice for Net {
         if let Some(p) = &tx {
             self.tx_limiter.update(p).map_err(e)?;
         }
-        self.metrics.update_count.inc();
         Ok(UpdateOutcome::default())
     }
 }

@@ -558,4 +558,8 @@ fn metrics_count_reads_writes_flushes_and_bad_requests() {
     assert_eq!(m.flush_count.total(), 1);
     assert_eq!(m.invalid_reqs_count.total(), 1);
     assert_eq!(m.queue_event_count.total(), 4);
+    assert_eq!(m.no_avail_buffer.total(), 0);
+    wr(&mut r.dev, r::QUEUE_NOTIFY, 0);
+    run_notified(&mut r.dev);
+    assert_eq!(m.no_avail_buffer.total(), 1, "a notify with nothing queued");
 }
