@@ -6,6 +6,10 @@
 //! sector range must lie inside the file's capacity, else the request gets IOERR.
 //! [`parse_request`] is a pure function of the chain and guest memory.
 //!
+//! A [`RateLimiter`] charges each valid request one op and its data bytes (IN
+//! and OUT); a request it refuses stays in the queue and the limiter's timerfd
+//! (a host fd of the device) resumes the queue.
+//!
 //! Sandbox: the disk file is opened before confinement and held as an fd; needs
 //! lseek, read, write, fsync.
 

@@ -6,6 +6,10 @@
 //! guest a zeroed header with `num_buffers = 1`. [`tx_frame`] and [`rx_header`]
 //! are pure functions over byte slices (fuzzed).
 //!
+//! RX and TX each have a rate limiter (one op and the bytes with the header per
+//! frame): a refused TX chain stays in the queue, a refused RX frame waits (and
+//! the tap behind it) until the limiter's timerfd fires.
+//!
 //! Sandbox: the tap fd (opened through /dev/net/tun before confinement, or
 //! inherited); needs read, write.
 

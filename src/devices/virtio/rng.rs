@@ -1,6 +1,9 @@
 //! virtio-rng (entropy device): fills each device-writable buffer from the host's
 //! getrandom(2).
 //!
+//! A rate limiter charges one op and the bytes served per request; a refused
+//! request stays in the queue until the limiter's timerfd fires.
+//!
 //! Sandbox: no paths or fds beyond its eventfds; needs getrandom.
 
 use std::os::fd::RawFd;
