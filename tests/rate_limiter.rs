@@ -154,3 +154,46 @@ fn bad_buckets_are_rejected_and_empty_ones_are_unlimited() {
         );
     }
 }
+
+/// Under the VMM thread's seccomp filter, what a PATCH does works: open a new
+/// backing file (openat without O_CREAT, statx), and a throttled limiter arms
+/// and reads its timer (timerfd_settime, read). A missing rule kills this test
+/// process with SIGSYS.
+#[test]
+fn patch_and_limiter_syscalls_pass_the_vmm_filter() {
+    use caisson::devices::virtio::block::Disk;
+    use caisson::rate_limiter::{RateLimiter, RateLimiterConfig, TokenBucketConfig, TokenType};
+    use caisson::seccomp::{Filters, ThreadKind};
+
+    let dir = tempdir();
+    let img = dir.path().join("new.img");
+    std::fs::write(&img, vec![0u8; 8 * 512]).unwrap();
+    let filters = Filters::embedded().unwrap();
+    let cfg = RateLimiterConfig {
+        bandwidth: None,
+        ops: Some(TokenBucketConfig {
+            size: 1,
+            one_time_burst: None,
+            refill_time: 1000,
+        }),
+    };
+    // Created at build time, before confinement.
+    let mut limiter = RateLimiter::new(&cfg).unwrap();
+    let r = std::thread::spawn(move || {
+        filters.install(ThreadKind::Vmm).unwrap();
+        let disk = Disk::open(&img, false, "d").unwrap();
+        assert!(limiter.consume(1, TokenType::Ops));
+        assert!(
+            !limiter.consume(1, TokenType::Ops),
+            "throttled: timer armed"
+        );
+        assert!(
+            !limiter.event_handler(),
+            "not expired yet: a non-blocking read"
+        );
+        (disk.capacity(), limiter.is_blocked())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(r, (8, true));
+}
