@@ -199,7 +199,7 @@ struct Resources {
 
 /// The per-device metric groups (`block_<id>`, `net_<id>`, ...) for a metrics line.
 pub fn device_metric_groups() -> Vec<crate::metrics::ExtraGroup> {
-    Vec::new()
+    crate::devices::virtio::metrics::groups()
 }
 
 /// Builds and starts the VM described by `cfg`. The vCPUs run when this returns.
@@ -304,6 +304,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         parked,
         serial_input,
         i8042: legacy.i8042,
+        virtio: virtio.by_id,
         resources,
     })?;
     for s in virtio.subscribers {

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::rate_limiter::RateLimiterConfig;
+
 pub mod devices;
 
 use devices::VirtioConfig;
@@ -133,7 +135,7 @@ pub struct DriveConfig {
     #[serde(default)]
     pub io_engine: Option<String>,
     #[serde(default)]
-    pub rate_limiter: Option<serde_json::Value>,
+    pub rate_limiter: Option<RateLimiterConfig>,
     #[serde(default)]
     pub socket: Option<PathBuf>,
 }
@@ -147,9 +149,9 @@ pub struct NetConfig {
     #[serde(default)]
     pub guest_mac: Option<String>,
     #[serde(default)]
-    pub rx_rate_limiter: Option<serde_json::Value>,
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
     #[serde(default)]
-    pub tx_rate_limiter: Option<serde_json::Value>,
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// `vsock`.
@@ -167,7 +169,7 @@ pub struct VsockConfig {
 #[serde(deny_unknown_fields)]
 pub struct EntropyConfig {
     #[serde(default)]
-    pub rate_limiter: Option<serde_json::Value>,
+    pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// `logger`.

@@ -14,6 +14,8 @@ use crate::config::{
     BootSourceConfig, CaissonConfig, DriveConfig, EntropyConfig, LoggerConfig, MachineConfig,
     NetConfig, VmConfig, VsockConfig,
 };
+use crate::devices::virtio::{block::Disk, device_type, DeviceUpdate};
+use crate::rate_limiter::{RateLimiterConfig, RateLimiterPatch};
 use crate::vm::{RunState, Vm};
 
 /// Firecracker's message for a pre-boot action sent after boot.
@@ -41,7 +43,7 @@ pub struct MachineConfigUpdate {
 pub struct DriveUpdate {
     pub drive_id: String,
     pub path_on_host: Option<PathBuf>,
-    pub rate_limiter: Option<serde_json::Value>,
+    pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// `PATCH /network-interfaces/{id}` (Firecracker's `PartialNetworkInterface`).
@@ -49,8 +51,8 @@ pub struct DriveUpdate {
 #[serde(deny_unknown_fields)]
 pub struct NetUpdate {
     pub iface_id: String,
-    pub rx_rate_limiter: Option<serde_json::Value>,
-    pub tx_rate_limiter: Option<serde_json::Value>,
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// Everything the VMM can be asked to do.
@@ -405,18 +407,75 @@ impl Controller {
         Ok(VmmData::Empty)
     }
 
-    fn update_drive(&mut self, u: DriveUpdate, _vm: &mut Vm) -> ActionResult {
-        Err(ActionError::Update {
-            what: format!("drive {}", u.drive_id),
-            reason: "not wired yet".into(),
-        })
+    /// `PATCH /drives/{id}`: a new backing file (the capacity is updated and the
+    /// guest gets a config-change interrupt) and/or a new rate limiter.
+    fn update_drive(&mut self, u: DriveUpdate, vm: &mut Vm) -> ActionResult {
+        let what = || format!("drive {}", u.drive_id);
+        let err = |reason: String| ActionError::Update {
+            what: what(),
+            reason,
+        };
+        let index = self
+            .resources
+            .drives
+            .iter()
+            .position(|d| d.drive_id == u.drive_id)
+            .ok_or_else(|| err("no such drive".into()))?;
+        let read_only = self.resources.drives[index].is_read_only;
+        let disk = match &u.path_on_host {
+            Some(p) => Some(Disk::open(p, read_only, &u.drive_id).map_err(|e| err(e.to_string()))?),
+            None => None,
+        };
+        let rate_limiter = match &u.rate_limiter {
+            Some(r) => Some(
+                RateLimiterPatch::from_config(r, "rate_limiter").map_err(|e| err(e.to_string()))?,
+            ),
+            None => None,
+        };
+        vm.update_device(
+            device_type::BLOCK,
+            &u.drive_id,
+            DeviceUpdate::Drive { disk, rate_limiter },
+        )?;
+        let d = &mut self.resources.drives[index];
+        if let Some(p) = u.path_on_host {
+            d.path_on_host = p;
+        }
+        if let Some(r) = u.rate_limiter {
+            merge_limiter(&mut d.rate_limiter, r);
+        }
+        Ok(VmmData::Empty)
     }
 
-    fn update_net(&mut self, u: NetUpdate, _vm: &mut Vm) -> ActionResult {
-        Err(ActionError::Update {
+    /// `PATCH /network-interfaces/{id}`: new rate limiters.
+    fn update_net(&mut self, u: NetUpdate, vm: &mut Vm) -> ActionResult {
+        let err = |reason: String| ActionError::Update {
             what: format!("network interface {}", u.iface_id),
-            reason: "not wired yet".into(),
-        })
+            reason,
+        };
+        let index = self
+            .resources
+            .network_interfaces
+            .iter()
+            .position(|n| n.iface_id == u.iface_id)
+            .ok_or_else(|| err("no such interface".into()))?;
+        let patch = |r: &Option<RateLimiterConfig>, field: &str| match r {
+            Some(r) => RateLimiterPatch::from_config(r, field)
+                .map(Some)
+                .map_err(|e| err(e.to_string())),
+            None => Ok(None),
+        };
+        let rx = patch(&u.rx_rate_limiter, "rx_rate_limiter")?;
+        let tx = patch(&u.tx_rate_limiter, "tx_rate_limiter")?;
+        vm.update_device(device_type::NET, &u.iface_id, DeviceUpdate::Net { rx, tx })?;
+        let n = &mut self.resources.network_interfaces[index];
+        if let Some(r) = u.rx_rate_limiter {
+            merge_limiter(&mut n.rx_rate_limiter, r);
+        }
+        if let Some(r) = u.tx_rate_limiter {
+            merge_limiter(&mut n.tx_rate_limiter, r);
+        }
+        Ok(VmmData::Empty)
     }
 
     /// `InstanceStart`: validates everything and runs the one ordered build.
@@ -432,6 +491,18 @@ impl Controller {
         let vm = crate::builder::build_vm(&cfg)?;
         self.started = true;
         Ok(vm)
+    }
+}
+
+/// Firecracker's PATCH rule on the recorded config: a given bucket replaces
+/// the old one, an omitted one stays.
+fn merge_limiter(old: &mut Option<RateLimiterConfig>, new: RateLimiterConfig) {
+    let cur = old.get_or_insert_with(RateLimiterConfig::default);
+    if new.bandwidth.is_some() {
+        cur.bandwidth = new.bandwidth;
+    }
+    if new.ops.is_some() {
+        cur.ops = new.ops;
     }
 }
 

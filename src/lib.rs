@@ -14,6 +14,7 @@ pub mod exit;
 pub mod logger;
 pub mod memory;
 pub mod metrics;
+pub mod rate_limiter;
 pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

@@ -19,6 +19,8 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::devices::i8042::I8042;
 use crate::devices::lock;
 use crate::devices::serial::SerialDevice;
+use crate::devices::virtio::mmio::MmioDevice;
+use crate::devices::virtio::DeviceUpdate;
 use crate::exit::{ExitReason, ExitSignal};
 use crate::vcpu::{PauseControl, VcpuHandle};
 
@@ -40,6 +42,10 @@ pub enum VmError {
     },
     #[error("the i8042 cannot take the key sequence: {0}")]
     Keyboard(String),
+    #[error("no device with id {0:?}")]
+    NoDevice(String),
+    #[error("{id}: the update failed: {reason}")]
+    Update { id: String, reason: String },
 }
 
 /// How long a pause may take before it is reported as failed.
@@ -197,6 +203,8 @@ pub struct VmParts {
     pub parked: Receiver<u8>,
     pub serial_input: Option<Arc<Mutex<SerialDevice>>>,
     pub i8042: Arc<Mutex<I8042>>,
+    /// The virtio devices by drive_id / iface_id, for post-boot updates.
+    pub virtio: Vec<(String, Arc<Mutex<MmioDevice>>)>,
     /// Held for the VM's lifetime: KVM state and guest RAM.
     pub resources: Box<dyn std::any::Any + Send>,
 }
@@ -214,6 +222,7 @@ pub struct Vm {
     /// Device subscribers taken off the loop while paused.
     parked_devices: Vec<Subscriber>,
     i8042: Arc<Mutex<I8042>>,
+    virtio: Vec<(String, Arc<Mutex<MmioDevice>>)>,
     // Held for the VM's lifetime: KVM state and guest RAM.
     _resources: Box<dyn std::any::Any + Send>,
 }
@@ -229,6 +238,7 @@ impl Vm {
             parked,
             serial_input,
             i8042,
+            virtio,
             resources,
         } = parts;
         let mut events = EventManager::<Subscriber>::new().map_err(VmError::EventManager)?;
@@ -256,6 +266,7 @@ impl Vm {
             device_ids: Vec::new(),
             parked_devices: Vec::new(),
             i8042,
+            virtio,
             _resources: resources,
         })
     }
@@ -347,6 +358,26 @@ impl Vm {
         lock(&self.i8042)
             .trigger_ctrl_alt_del()
             .map_err(|e| VmError::Keyboard(e.to_string()))
+    }
+
+    /// Applies a post-boot update to the virtio device `id` of type `device_type`
+    /// (PATCH /drives, PATCH /network-interfaces).
+    pub fn update_device(
+        &self,
+        device_type: u32,
+        id: &str,
+        update: DeviceUpdate,
+    ) -> Result<(), VmError> {
+        let dev = self
+            .virtio
+            .iter()
+            .find(|(i, d)| i == id && lock(d).device().device_type() == device_type)
+            .map(|(_, d)| d)
+            .ok_or_else(|| VmError::NoDevice(id.to_string()))?;
+        lock(dev).update(update).map_err(|e| VmError::Update {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// Asks the VM to end as if it had received `reason`.

@@ -13,10 +13,12 @@ use crate::arch::x86_64::acpi::VirtioMmioWindow;
 use crate::config::devices::VirtioConfig;
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::virtio::block::{Block, Disk};
+use crate::devices::virtio::metrics;
 use crate::devices::virtio::mmio::{MmioDevice, MmioError};
 use crate::devices::virtio::registers::QUEUE_NOTIFY;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::{placement, VirtioDevice, MMIO_WINDOW};
+use crate::rate_limiter::{RateLimiter, RateLimiterConfig};
 use crate::vm::Subscriber;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +43,17 @@ pub enum VirtioSetupError {
     Device { device: String, reason: String },
 }
 
-/// A device and the name its log lines carry.
-type Named = (String, Box<dyn VirtioDevice>);
+/// A device, the name its log lines carry, and its API id (drive_id, iface_id).
+type Named = (String, Box<dyn VirtioDevice>, Option<String>);
+
+/// A limiter for `cfg`; its timerfd is created now, before confinement, so a
+/// later PATCH can add buckets.
+fn limiter(name: &str, cfg: &Option<RateLimiterConfig>) -> Result<RateLimiter, VirtioSetupError> {
+    RateLimiter::new(&cfg.unwrap_or_default()).map_err(|e| VirtioSetupError::Device {
+        device: name.to_string(),
+        reason: e.to_string(),
+    })
+}
 
 /// The devices of `cfg`, in placement order.
 fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
@@ -59,7 +70,10 @@ fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
             .open(&d.path)
             .map_err(err)?;
         let disk = Disk::new(file, d.read_only, &d.id).map_err(err)?;
-        out.push((format!("virtio-blk {}", d.id), Box::new(Block::new(disk))));
+        let name = format!("virtio-blk {}", d.id);
+        let rl = limiter(&name, &d.rate_limiter)?;
+        let dev = Block::with_limiter(disk, rl, metrics::block(&d.id));
+        out.push((name, Box::new(dev), Some(d.id.clone())));
     }
     for n in &cfg.nets {
         out.push((
@@ -68,6 +82,7 @@ fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
                 device: format!("virtio-net {}", n.id),
                 reason: e.to_string(),
             })?,
+            Some(n.id.clone()),
         ));
     }
     if let Some(v) = &cfg.vsock {
@@ -79,10 +94,13 @@ fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
                     reason: e.to_string(),
                 }
             })?,
+            None,
         ));
     }
-    if cfg.entropy {
-        out.push(("virtio-rng".into(), Box::new(Rng::new())));
+    if let Some(e) = &cfg.entropy {
+        let rl = limiter("virtio-rng", &e.rate_limiter)?;
+        let dev = Rng::with_limiter(rl, metrics::entropy());
+        out.push(("virtio-rng".into(), Box::new(dev), None));
     }
     Ok(out)
 }
@@ -91,6 +109,9 @@ fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
 pub struct Placed {
     pub subscribers: Vec<Subscriber>,
     pub windows: Vec<VirtioMmioWindow>,
+    /// Drives by drive_id and interfaces by iface_id, for PATCH
+    /// ([`MmioDevice::update`]).
+    pub by_id: Vec<(String, Arc<Mutex<MmioDevice>>)>,
 }
 
 /// Creates the devices, puts them on `mmio` and wires their eventfds into KVM.
@@ -102,7 +123,8 @@ pub fn setup(
 ) -> Result<Placed, VirtioSetupError> {
     let mut subscribers: Vec<Subscriber> = Vec::new();
     let mut windows = Vec::new();
-    for (index, (name, dev)) in devices(cfg)?.into_iter().enumerate() {
+    let mut by_id = Vec::new();
+    for (index, (name, dev, id)) in devices(cfg)?.into_iter().enumerate() {
         let (addr, irq) = placement(index);
         let dev = MmioDevice::new(name.clone(), dev, mem.clone())?;
         let kvm = |what, r: Result<(), kvm_ioctls::Error>| {
@@ -120,6 +142,9 @@ pub fn setup(
         log::info!("{name}: MMIO {addr:#x}, IRQ {irq}");
         let dev = Arc::new(Mutex::new(dev));
         mmio.insert(addr, MMIO_WINDOW, dev.clone())?;
+        if let Some(id) = id {
+            by_id.push((id, dev.clone()));
+        }
         subscribers.push(dev);
         // irqfds pulse the line: the guest must see it edge-triggered.
         windows.push(VirtioMmioWindow {
@@ -131,5 +156,6 @@ pub fn setup(
     Ok(Placed {
         subscribers,
         windows,
+        by_id,
     })
 }

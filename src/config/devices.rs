@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::{ConfigError, DriveConfig, NetConfig, VmConfig};
 use crate::devices::virtio::placement;
+use crate::rate_limiter::{RateLimiterConfig, RateLimiterError};
 
 /// Linux's IFNAMSIZ, including the NUL.
 pub const IFNAMSIZ: usize = 16;
@@ -31,6 +32,7 @@ pub struct ValidDrive {
     pub read_only: bool,
     pub root: bool,
     pub partuuid: Option<String>,
+    pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// Where a network interface's tap comes from.
@@ -48,6 +50,8 @@ pub struct ValidNet {
     pub id: String,
     pub tap: TapSource,
     pub mac: Option<[u8; 6]>,
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// A checked vsock device.
@@ -57,6 +61,12 @@ pub struct ValidVsock {
     pub uds_path: PathBuf,
 }
 
+/// A checked entropy device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidEntropy {
+    pub rate_limiter: Option<RateLimiterConfig>,
+}
+
 /// Every virtio device, in the order they are placed in the MMIO gap: drives
 /// (the root drive first, so that it is /dev/vda), interfaces, vsock, entropy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,7 +74,7 @@ pub struct VirtioConfig {
     pub drives: Vec<ValidDrive>,
     pub nets: Vec<ValidNet>,
     pub vsock: Option<ValidVsock>,
-    pub entropy: bool,
+    pub entropy: Option<ValidEntropy>,
 }
 
 impl VirtioConfig {
@@ -73,7 +83,7 @@ impl VirtioConfig {
         self.drives.len()
             + self.nets.len()
             + usize::from(self.vsock.is_some())
-            + usize::from(self.entropy)
+            + usize::from(self.entropy.is_some())
     }
 
     /// Words for the kernel command line: the root device and, with
@@ -123,15 +133,22 @@ fn check_device_id(field: String, id: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn must_be_null(field: String, v: &Option<serde_json::Value>) -> Result<(), ConfigError> {
-    match v {
-        Some(v) if !v.is_null() => Err(invalid(
-            field,
-            v,
-            "not supported by Caisson yet (must be null or absent)",
-        )),
-        _ => Ok(()),
+/// Checks a rate limiter; `{}` and zero sizes are kept (they limit nothing).
+fn check_rate_limiter(
+    field: String,
+    v: &Option<RateLimiterConfig>,
+) -> Result<Option<RateLimiterConfig>, ConfigError> {
+    if let Some(rl) = v {
+        rl.validate(&field).map_err(|e| match e {
+            RateLimiterError::Invalid {
+                field,
+                value,
+                reason,
+            } => invalid(field, value, reason),
+            other => invalid(field.clone(), "", other.to_string()),
+        })?;
     }
+    Ok(*v)
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -151,7 +168,7 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 fn check_drive(i: usize, d: &DriveConfig) -> Result<ValidDrive, ConfigError> {
     let f = |name: &str| format!("drives[{i}].{name}");
     check_device_id(f("drive_id"), &d.drive_id)?;
-    must_be_null(f("rate_limiter"), &d.rate_limiter)?;
+    let rate_limiter = check_rate_limiter(f("rate_limiter"), &d.rate_limiter)?;
     if let Some(s) = &d.socket {
         return Err(invalid(
             f("socket"),
@@ -209,6 +226,7 @@ fn check_drive(i: usize, d: &DriveConfig) -> Result<ValidDrive, ConfigError> {
         read_only: d.is_read_only,
         root: d.is_root_device,
         partuuid: d.partuuid.clone(),
+        rate_limiter,
     })
 }
 
@@ -220,8 +238,8 @@ fn fd_is_open(fd: i32) -> bool {
 fn check_net(i: usize, n: &NetConfig, cfg: &VmConfig) -> Result<ValidNet, ConfigError> {
     let f = |name: &str| format!("network-interfaces[{i}].{name}");
     check_device_id(f("iface_id"), &n.iface_id)?;
-    must_be_null(f("rx_rate_limiter"), &n.rx_rate_limiter)?;
-    must_be_null(f("tx_rate_limiter"), &n.tx_rate_limiter)?;
+    let rx_rate_limiter = check_rate_limiter(f("rx_rate_limiter"), &n.rx_rate_limiter)?;
+    let tx_rate_limiter = check_rate_limiter(f("tx_rate_limiter"), &n.tx_rate_limiter)?;
     let mac = match &n.guest_mac {
         Some(s) => Some(parse_mac(s).ok_or_else(|| {
             invalid(
@@ -274,6 +292,8 @@ fn check_net(i: usize, n: &NetConfig, cfg: &VmConfig) -> Result<ValidNet, Config
         id: n.iface_id.clone(),
         tap,
         mac,
+        rx_rate_limiter,
+        tx_rate_limiter,
     })
 }
 
@@ -378,8 +398,8 @@ pub fn validate_devices(cfg: &VmConfig) -> Result<VirtioConfig, ConfigError> {
     }
     out.vsock = cfg.vsock.as_ref().map(check_vsock).transpose()?;
     if let Some(e) = &cfg.entropy {
-        must_be_null("entropy.rate_limiter".into(), &e.rate_limiter)?;
-        out.entropy = true;
+        let rate_limiter = check_rate_limiter("entropy.rate_limiter".into(), &e.rate_limiter)?;
+        out.entropy = Some(ValidEntropy { rate_limiter });
     }
     let max = crate::devices::virtio::MAX_DEVICES;
     if out.count() > max {
@@ -624,9 +644,68 @@ mod tests {
     }
 
     #[test]
-    fn entropy_rate_limiter_is_rejected() {
-        let c =
-            cfg(r#"{"entropy": {"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}}}"#);
-        assert!(err(&c).contains("entropy.rate_limiter"), "{}", err(&c));
+    fn rate_limiters_are_validated_and_carried() {
+        let d = disk();
+        let p = d.path().display();
+        let c = cfg(&format!(
+            r#"{{"drives": [{{"drive_id": "d", "path_on_host": "{p}", "is_root_device": false,
+                "rate_limiter": {{"bandwidth": {{"size": 1048576, "one_time_burst": 10, "refill_time": 1000}},
+                                  "ops": {{"size": 0, "refill_time": 0}}}}}}],
+               "network-interfaces": [{{"iface_id": "eth0", "host_dev_name": "tap0",
+                   "rx_rate_limiter": {{}}, "tx_rate_limiter": {{"ops": {{"size": 5, "refill_time": 100}}}}}}],
+               "entropy": {{"rate_limiter": {{"bandwidth": {{"size": 1, "refill_time": 1}}}}}}}}"#
+        ));
+        let v = validate_devices(&c).unwrap();
+        let rl = v.drives[0].rate_limiter.unwrap();
+        assert_eq!(rl.bandwidth.unwrap().one_time_burst, Some(10));
+        // `{}` and a zero size are accepted and limit nothing.
+        assert!(!RateLimiterConfig {
+            bandwidth: None,
+            ops: rl.ops
+        }
+        .is_limited());
+        assert!(!v.nets[0].rx_rate_limiter.unwrap().is_limited());
+        assert_eq!(v.nets[0].tx_rate_limiter.unwrap().ops.unwrap().size, 5);
+        assert!(v.entropy.unwrap().rate_limiter.unwrap().is_limited());
+    }
+
+    #[test]
+    fn bad_buckets_are_errors_naming_the_field() {
+        let d = disk();
+        let p = d.path().display();
+        let c = cfg(&format!(
+            r#"{{"drives": [{{"drive_id": "d", "path_on_host": "{p}", "is_root_device": false,
+                "rate_limiter": {{"ops": {{"size": 10, "refill_time": 0}}}}}}]}}"#
+        ));
+        assert!(
+            err(&c).contains("drives[0].rate_limiter.ops.refill_time"),
+            "{}",
+            err(&c)
+        );
+        let c = cfg(
+            r#"{"network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                "tx_rate_limiter": {"bandwidth": {"size": 9007199254740993, "refill_time": 1}}}]}"#,
+        );
+        assert!(
+            err(&c).contains("network-interfaces[0].tx_rate_limiter.bandwidth.size"),
+            "{}",
+            err(&c)
+        );
+        let c = cfg(
+            r#"{"entropy": {"rate_limiter": {"ops": {"size": 1, "one_time_burst": 18446744073709551615, "refill_time": 1}}}}"#,
+        );
+        assert!(
+            err(&c).contains("entropy.rate_limiter.ops.one_time_burst"),
+            "{}",
+            err(&c)
+        );
+        // Unknown fields and missing refill_time are schema errors.
+        for bad in [
+            r#"{"entropy": {"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1, "burst": 2}}}}"#,
+            r#"{"entropy": {"rate_limiter": {"bandwidth": {"size": 1}}}}"#,
+            r#"{"entropy": {"rate_limiter": {"iops": {}}}}"#,
+        ] {
+            assert!(VmConfig::from_json(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,18 +6,28 @@
 //! sector range must lie inside the file's capacity, else the request gets IOERR.
 //! [`parse_request`] is a pure function of the chain and guest memory.
 //!
+//! A [`RateLimiter`] charges each valid request one op and its data bytes (IN
+//! and OUT); a request it refuses stays in the queue and the limiter's timerfd
+//! (a host fd of the device) resumes the queue.
+//!
 //! Sandbox: the disk file is opened before confinement and held as an fd; needs
 //! lseek, read, write, fsync.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::Arc;
 
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::chain::{gather, split_at, Chain, Desc};
+use super::metrics::BlockDeviceMetrics;
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
+use super::{DeviceUpdate, UpdateOutcome};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::devices::SandboxNeeds;
+use crate::rate_limiter::RateLimiter;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     paths: &[],
@@ -25,8 +35,9 @@ pub const SANDBOX: SandboxNeeds = SandboxNeeds {
         "disk file (opened before confinement)",
         "queue ioeventfd",
         "irqfd",
+        "rate limiter timerfd",
     ],
-    syscalls: &["lseek", "read", "write", "fsync"],
+    syscalls: &["lseek", "read", "write", "fsync", "timerfd_settime"],
 };
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -222,6 +233,25 @@ impl Disk {
         })
     }
 
+    /// Opens `path` (read-write unless `read_only`): at build time, and on the
+    /// VMM thread for PATCH path_on_host (openat, statx).
+    pub fn open(path: &Path, read_only: bool, drive_id: &str) -> Result<Self, BlockError> {
+        let err = |source| BlockError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(err)?;
+        Self::new(file, read_only, drive_id).map_err(err)
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// Capacity in 512-byte sectors.
     pub fn capacity(&self) -> u64 {
         self.capacity
@@ -305,15 +335,129 @@ pub struct Block {
     disk: Disk,
     /// capacity (u64), size_max (u32), seg_max (u32).
     config: [u8; 16],
+    limiter: RateLimiter,
+    metrics: Arc<BlockDeviceMetrics>,
 }
 
 impl Block {
+    /// An unlimited drive whose metrics belong to no group (fuzzers, tests).
     pub fn new(disk: Disk) -> Self {
+        Self::with_limiter(disk, RateLimiter::unlimited(), Arc::default())
+    }
+
+    /// A drive behind `limiter`, counting into `metrics`.
+    pub fn with_limiter(
+        disk: Disk,
+        limiter: RateLimiter,
+        metrics: Arc<BlockDeviceMetrics>,
+    ) -> Self {
         let mut config = [0u8; 16];
         config[..8].copy_from_slice(&disk.capacity().to_le_bytes());
         config[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
         config[12..].copy_from_slice(&SEG_MAX.to_le_bytes());
-        Self { config, disk }
+        Self {
+            config,
+            disk,
+            limiter,
+            metrics,
+        }
+    }
+
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    fn count_done(&self, req: &Request) {
+        let m = &self.metrics;
+        match req.kind {
+            RequestKind::In => {
+                m.read_bytes.add(req.data_len);
+                m.read_count.inc();
+            }
+            RequestKind::Out => {
+                m.write_bytes.add(req.data_len);
+                m.write_count.inc();
+            }
+            RequestKind::Flush => m.flush_count.inc(),
+            RequestKind::GetId => {}
+        }
+    }
+
+    /// Serves `queue` until it is empty or the rate limiter runs dry (then the
+    /// request stays in the queue for the limiter's timer).
+    fn run_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
+        let mut any = false;
+        let mut popped = false;
+        while let Some(chain) = ctx.next_chain(queue)? {
+            popped = true;
+            let Some(status) = status_addr(&chain) else {
+                ctx.warn.warn(&format_args!(
+                    "request {} has no writable status byte; dropped",
+                    chain.head
+                ));
+                self.metrics.invalid_reqs_count.inc();
+                complete(ctx, queue, chain.head, 0)?;
+                any = true;
+                continue;
+            };
+            let parsed = parse_request(ctx.mem, &chain, self.disk.capacity, self.disk.read_only);
+            if let Ok(req) = &parsed {
+                // Firecracker's costs: one op per request, the data bytes of IN and OUT.
+                let bytes = match req.kind {
+                    RequestKind::In | RequestKind::Out => req.data_len,
+                    _ => 0,
+                };
+                if !self.limiter.consume_request(bytes) {
+                    ctx.undo_pop(queue);
+                    self.metrics.rate_limiter_throttled_events.inc();
+                    break;
+                }
+            }
+            any = true;
+            let outcome = match &parsed {
+                Err(e) => {
+                    self.metrics.invalid_reqs_count.inc();
+                    Err(e.to_string())
+                }
+                Ok(req) => match self.disk.execute(ctx.mem, req) {
+                    Ok(n) => {
+                        self.count_done(req);
+                        Ok(n)
+                    }
+                    Err(e) => {
+                        self.metrics.execute_fails.inc();
+                        Err(e.to_string())
+                    }
+                },
+            };
+            let (code, written) = match &outcome {
+                Ok(n) => (VIRTIO_BLK_S_OK, *n),
+                Err(e) => {
+                    ctx.warn
+                        .warn(&format_args!("request {} failed: {e}", chain.head));
+                    let code = parsed
+                        .as_ref()
+                        .err()
+                        .map_or(VIRTIO_BLK_S_IOERR, BlockError::status);
+                    (code, 0)
+                }
+            };
+            // The status byte lies in checked guest memory; if it cannot be
+            // written the chain completes empty.
+            let used = if ctx.mem.write_obj(code, status).is_ok() {
+                written + 1
+            } else {
+                0
+            };
+            complete(ctx, queue, chain.head, used)?;
+        }
+        if !popped {
+            self.metrics.no_avail_buffer.inc();
+        }
+        if any {
+            notify(ctx, queue);
+        }
+        Ok(())
     }
 }
 
@@ -337,354 +481,86 @@ impl VirtioDevice for Block {
     }
 
     fn process_queue(&mut self, ctx: &mut DeviceCtx, queue: usize) -> Result<(), VirtioError> {
-        let mut any = false;
-        while let Some(chain) = ctx.next_chain(queue)? {
-            any = true;
-            let used = match self.disk.handle(ctx.mem, &chain) {
-                Ok(n) => n,
-                Err(Some(e)) => {
-                    ctx.warn
-                        .warn(&format_args!("request {} failed: {e}", chain.head));
-                    1
-                }
-                Err(None) => {
-                    ctx.warn.warn(&format_args!(
-                        "request {} has no writable status byte; dropped",
-                        chain.head
-                    ));
-                    0
-                }
-            };
-            complete(ctx, queue, chain.head, used)?;
+        self.metrics.queue_event_count.inc();
+        let r = self.run_queue(ctx, queue);
+        if r.is_err() {
+            self.metrics.event_fails.inc();
         }
-        if any {
-            notify(ctx, queue);
+        r
+    }
+
+    fn host_fds(&self) -> Vec<RawFd> {
+        self.limiter.timer_fd().into_iter().collect()
+    }
+
+    fn process_fd(&mut self, ctx: Option<&mut DeviceCtx>, _fd: RawFd) -> Result<(), VirtioError> {
+        // The only host fd is the limiter's timer.
+        if !self.limiter.event_handler() {
+            return Ok(());
         }
-        Ok(())
+        self.metrics.rate_limiter_event_count.inc();
+        match ctx {
+            Some(ctx) => {
+                let r = self.run_queue(ctx, 0);
+                if r.is_err() {
+                    self.metrics.event_fails.inc();
+                }
+                r
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn update(&mut self, update: DeviceUpdate) -> Result<UpdateOutcome, VirtioError> {
+        let r = self.apply(update);
+        match &r {
+            Ok(_) => self.metrics.update_count.inc(),
+            Err(_) => self.metrics.update_fails.inc(),
+        }
+        r
+    }
+}
+
+impl Block {
+    fn apply(&mut self, update: DeviceUpdate) -> Result<UpdateOutcome, VirtioError> {
+        let DeviceUpdate::Drive { disk, rate_limiter } = update else {
+            return Err(VirtioError::Device(
+                "a drive takes drive updates only".into(),
+            ));
+        };
+        if let Some(d) = &disk {
+            // The guest negotiated VIRTIO_BLK_F_RO (or not) for the old file.
+            if d.read_only != self.disk.read_only {
+                return Err(VirtioError::Device(format!(
+                    "the new file is {}, the drive is {}",
+                    if d.read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
+                    if self.disk.read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
+                )));
+            }
+        }
+        if let Some(p) = &rate_limiter {
+            self.limiter
+                .update(p)
+                .map_err(|e| VirtioError::Device(e.to_string()))?;
+        }
+        let mut out = UpdateOutcome::default();
+        if let Some(mut d) = disk {
+            d.id = self.disk.id;
+            self.disk = d;
+            self.config[..8].copy_from_slice(&self.disk.capacity().to_le_bytes());
+            out.config_changed = true;
+        }
+        Ok(out)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::devices::bus::BusDevice;
-    use crate::devices::virtio::chain::testing as ct;
-    use crate::devices::virtio::mmio::testing::*;
-    use crate::devices::virtio::mmio::MmioDevice;
-    use crate::devices::virtio::registers as r;
-    use crate::devices::virtio::status as s;
-    use std::io::{Read, Write};
-
-    const HDR: u64 = ct::DATA;
-    const BUF: u64 = ct::DATA + 0x1000;
-    const STATUS: u64 = ct::DATA + 0x100;
-
-    struct Rig {
-        mem: GuestMemoryMmap,
-        dev: MmioDevice,
-        file: tempfile::NamedTempFile,
-        next: u16,
-    }
-
-    fn rig(sectors: u64, read_only: bool) -> Rig {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        let content: Vec<u8> = (0..sectors * SECTOR_SIZE)
-            .map(|i| (i / 512) as u8)
-            .collect();
-        file.write_all(&content).unwrap();
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(file.path())
-            .unwrap();
-        let disk = Disk::new(f, read_only, "rootfs-drive-id-longer-than-20").unwrap();
-        let mem = ct::memory();
-        let mut dev =
-            MmioDevice::new("blk".into(), Box::new(Block::new(disk)), mem.clone()).unwrap();
-        bring_up(&mut dev, VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH, 16);
-        Rig {
-            mem,
-            dev,
-            file,
-            next: 0,
-        }
-    }
-
-    impl Rig {
-        /// Submits header + `data` descriptors + status; returns (status, used len).
-        fn submit(&mut self, kind: u32, sector: u64, data: &[(u64, u32, bool)]) -> (u8, u32) {
-            self.mem.write_obj(kind, GuestAddress(HDR)).unwrap();
-            self.mem.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
-            self.mem.write_obj(sector, GuestAddress(HDR + 8)).unwrap();
-            self.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
-            let mut descs = vec![(HDR, 16, false)];
-            descs.extend_from_slice(data);
-            descs.push((STATUS, 1, true));
-            self.submit_raw(&descs)
-        }
-
-        fn submit_raw(&mut self, descs: &[(u64, u32, bool)]) -> (u8, u32) {
-            let head = (self.next * 8) % 16;
-            ct::write_chain(&self.mem, head, descs);
-            let slot = self.next;
-            self.mem
-                .write_obj(
-                    head,
-                    GuestAddress(ct::AVAIL_RING + 4 + 2 * u64::from(slot % 16)),
-                )
-                .unwrap();
-            self.next += 1;
-            self.mem
-                .write_obj(self.next, GuestAddress(ct::AVAIL_RING + 2))
-                .unwrap();
-            wr(&mut self.dev, r::QUEUE_NOTIFY, 0);
-            run_notified(&mut self.dev);
-            let (idx, id, len) = ct::used(&self.mem, slot % 16);
-            assert_eq!(idx, self.next, "request completed");
-            assert_eq!(id, u32::from(head));
-            (self.mem.read_obj(GuestAddress(STATUS)).unwrap(), len)
-        }
-
-        fn file_bytes(&self) -> Vec<u8> {
-            let mut v = Vec::new();
-            std::fs::File::open(self.file.path())
-                .unwrap()
-                .read_to_end(&mut v)
-                .unwrap();
-            v
-        }
-    }
-
-    #[test]
-    fn capacity_in_config_space() {
-        let mut r = rig(10, false);
-        let mut b = [0u8; 8];
-        r.dev.read(r::CONFIG, &mut b);
-        assert_eq!(u64::from_le_bytes(b), 10);
-        let mut b4 = [0u8; 4];
-        r.dev.read(r::CONFIG + 4, &mut b4);
-        assert_eq!(b4, [0; 4]);
-        r.dev.read(r::CONFIG + 8, &mut b4);
-        assert_eq!(u32::from_le_bytes(b4), SIZE_MAX);
-        r.dev.read(r::CONFIG + 12, &mut b4);
-        assert_eq!(u32::from_le_bytes(b4), SEG_MAX);
-        assert!(u64::from(SIZE_MAX) * u64::from(SEG_MAX) <= MAX_REQUEST_BYTES);
-        // Past the 16-byte config space: ignored.
-        r.dev.read(r::CONFIG + 14, &mut b4);
-        assert_eq!(b4, [0; 4]);
-    }
-
-    #[test]
-    fn read_write_flush() {
-        let mut r = rig(16, false);
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_IN, 3, &[(BUF, 1024, true)]),
-            (0, 1025)
-        );
-        let mut got = vec![0u8; 1024];
-        r.mem.read_slice(&mut got, GuestAddress(BUF)).unwrap();
-        assert!(got[..512].iter().all(|b| *b == 3) && got[512..].iter().all(|b| *b == 4));
-
-        let pattern: Vec<u8> = (0..1536u32).map(|i| (i * 7) as u8).collect();
-        r.mem.write_slice(&pattern, GuestAddress(BUF)).unwrap();
-        // Split across two descriptors.
-        assert_eq!(
-            r.submit(
-                VIRTIO_BLK_T_OUT,
-                5,
-                &[(BUF, 1024, false), (BUF + 1024, 512, false)]
-            ),
-            (0, 1)
-        );
-        assert_eq!(r.submit(VIRTIO_BLK_T_FLUSH, 0, &[]), (0, 1));
-        let file = r.file_bytes();
-        assert_eq!(&file[5 * 512..8 * 512], &pattern[..]);
-        assert!(
-            file[8 * 512..9 * 512].iter().all(|b| *b == 8),
-            "neighbour untouched"
-        );
-        assert_eq!(file.len(), 16 * 512, "file did not grow");
-    }
-
-    #[test]
-    fn get_id_returns_the_drive_id() {
-        let mut r = rig(1, false);
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_GET_ID, 0, &[(BUF, 20, true)]),
-            (0, 21)
-        );
-        let mut id = [0u8; 20];
-        r.mem.read_slice(&mut id, GuestAddress(BUF)).unwrap();
-        assert_eq!(&id, b"rootfs-drive-id-long");
-    }
-
-    #[test]
-    fn sector_of_flush_and_get_id_is_ignored() {
-        // Found by fuzzing: the sector of these requests was multiplied unchecked.
-        let mut r = rig(1, false);
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_GET_ID, u64::MAX, &[(BUF, 20, true)]),
-            (0, 21)
-        );
-        assert_eq!(r.submit(VIRTIO_BLK_T_FLUSH, u64::MAX, &[]), (0, 1));
-    }
-
-    #[test]
-    fn unknown_type_is_unsupported() {
-        let mut r = rig(1, false);
-        assert_eq!(r.submit(11, 0, &[]).0, VIRTIO_BLK_S_UNSUPP);
-        assert_eq!(
-            r.submit(0x8000_0000, 0, &[(BUF, 512, true)]).0,
-            VIRTIO_BLK_S_UNSUPP
-        );
-    }
-
-    #[test]
-    fn out_of_range_sectors_get_ioerr() {
-        let mut r = rig(4, false);
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_IN, 4, &[(BUF, 512, true)]).0,
-            VIRTIO_BLK_S_IOERR
-        );
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_IN, 3, &[(BUF, 1024, true)]).0,
-            VIRTIO_BLK_S_IOERR
-        );
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_OUT, u64::MAX / 256, &[(BUF, 512, false)])
-                .0,
-            VIRTIO_BLK_S_IOERR
-        );
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_OUT, u64::MAX, &[(BUF, 512, false)]).0,
-            VIRTIO_BLK_S_IOERR
-        );
-        assert_eq!(r.file_bytes().len(), 4 * 512, "no write past the end");
-        assert_eq!(r.submit(VIRTIO_BLK_T_IN, 3, &[(BUF, 512, true)]), (0, 513));
-    }
-
-    #[test]
-    fn bad_lengths_get_ioerr() {
-        let mut r = rig(64, false);
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_IN, 0, &[(BUF, 100, true)]).0,
-            VIRTIO_BLK_S_IOERR
-        );
-        // Longer than MAX_REQUEST_BYTES, in guest memory and inside the chain bound.
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 32 << 20)]).unwrap();
-        let chain = Chain {
-            head: 0,
-            readable: vec![Desc {
-                addr: GuestAddress(HDR),
-                len: 16,
-                writable: false,
-            }],
-            writable: vec![
-                Desc {
-                    addr: GuestAddress(0x100000),
-                    len: (MAX_REQUEST_BYTES + 512) as u32,
-                    writable: true,
-                },
-                Desc {
-                    addr: GuestAddress(STATUS),
-                    len: 1,
-                    writable: true,
-                },
-            ],
-        };
-        mem.write_obj(VIRTIO_BLK_T_IN, GuestAddress(HDR)).unwrap();
-        assert!(matches!(
-            parse_request(&mem, &chain, u64::MAX / 512, false),
-            Err(BlockError::TooLong { .. })
-        ));
-    }
-
-    #[test]
-    fn wrong_direction_data_gets_ioerr() {
-        let mut r = rig(4, false);
-        // IN whose data buffer is device-readable: the device must not write it.
-        r.mem.write_slice(&[0x55; 512], GuestAddress(BUF)).unwrap();
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_IN, 0, &[(BUF, 512, false)]).0,
-            VIRTIO_BLK_S_IOERR
-        );
-        let mut got = [0u8; 512];
-        r.mem.read_slice(&mut got, GuestAddress(BUF)).unwrap();
-        assert_eq!(got, [0x55; 512]);
-        // OUT whose data is device-writable.
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_OUT, 0, &[(BUF, 512, true)]).0,
-            VIRTIO_BLK_S_IOERR
-        );
-        assert!(r.file_bytes()[..512].iter().all(|b| *b == 0));
-    }
-
-    #[test]
-    fn short_header_gets_ioerr() {
-        let mut r = rig(4, false);
-        r.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
-        assert_eq!(
-            r.submit_raw(&[(HDR, 8, false), (STATUS, 1, true)]).0,
-            VIRTIO_BLK_S_IOERR
-        );
-    }
-
-    #[test]
-    fn no_status_byte_is_dropped() {
-        let mut r = rig(4, false);
-        r.mem
-            .write_obj(VIRTIO_BLK_T_OUT, GuestAddress(HDR))
-            .unwrap();
-        let (_, len) = r.submit_raw(&[(HDR, 16, false), (BUF, 512, false)]);
-        assert_eq!(len, 0);
-        assert!(
-            r.file_bytes()[..512].iter().all(|b| *b == 0),
-            "nothing written"
-        );
-        assert_eq!(rd(&mut r.dev, r::STATUS), 0xf);
-    }
-
-    #[test]
-    fn read_only_drive_refuses_writes() {
-        let mut r = rig(4, true);
-        let mut f = [0u8; 4];
-        wr(&mut r.dev, r::DEVICE_FEATURES_SEL, 0);
-        r.dev.read(r::DEVICE_FEATURES, &mut f);
-        assert_ne!(
-            u32::from_le_bytes(f) & (1 << 5),
-            0,
-            "VIRTIO_BLK_F_RO offered"
-        );
-        r.mem.write_slice(&[9; 512], GuestAddress(BUF)).unwrap();
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_OUT, 0, &[(BUF, 512, false)]).0,
-            VIRTIO_BLK_S_IOERR
-        );
-        assert!(r.file_bytes()[..512].iter().all(|b| *b == 0));
-        assert_eq!(
-            r.submit(VIRTIO_BLK_T_IN, 1, &[(BUF, 512, true)]).0,
-            VIRTIO_BLK_S_OK
-        );
-        assert_eq!(r.submit(VIRTIO_BLK_T_FLUSH, 0, &[]).0, VIRTIO_BLK_S_OK);
-    }
-
-    #[test]
-    fn descriptor_outside_memory_needs_reset() {
-        let mut r = rig(4, false);
-        r.mem.write_obj(VIRTIO_BLK_T_IN, GuestAddress(HDR)).unwrap();
-        ct::write_chain(
-            &r.mem,
-            0,
-            &[
-                (HDR, 16, false),
-                (0xdead_0000, 512, true),
-                (STATUS, 1, true),
-            ],
-        );
-        ct::publish(&r.mem, &[0]);
-        wr(&mut r.dev, r::QUEUE_NOTIFY, 0);
-        run_notified(&mut r.dev);
-        assert_ne!(rd(&mut r.dev, r::STATUS) & s::DEVICE_NEEDS_RESET, 0);
-        assert_eq!(ct::used(&r.mem, 0).0, 0);
-    }
-}
+mod tests;

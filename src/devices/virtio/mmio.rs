@@ -18,7 +18,7 @@ use super::interrupt::Interrupt;
 use super::registers as r;
 use super::status as s;
 use super::warn::WarnLimiter;
-use super::{DeviceCtx, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
+use super::{DeviceCtx, DeviceUpdate, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
 use crate::devices::SandboxNeeds;
 
@@ -128,6 +128,20 @@ impl MmioDevice {
     /// Every hostile-guest warning raised so far.
     pub fn warnings(&self) -> u64 {
         self.warn.total()
+    }
+
+    /// Applies a post-boot update from the API (on the VMM thread); a changed
+    /// configuration space bumps ConfigGeneration and, once the driver is
+    /// running, raises the configuration-change interrupt.
+    pub fn update(&mut self, u: DeviceUpdate) -> Result<(), VirtioError> {
+        let out = self.dev.update(u)?;
+        if out.config_changed {
+            self.config_generation = self.config_generation.wrapping_add(1);
+            if self.status & s::DRIVER_OK != 0 {
+                self.interrupt.signal_config();
+            }
+        }
+        Ok(())
     }
 
     /// The driver broke the device: DEVICE_NEEDS_RESET plus a config interrupt.

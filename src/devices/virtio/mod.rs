@@ -17,6 +17,7 @@
 pub mod block;
 pub mod chain;
 pub mod interrupt;
+pub mod metrics;
 pub mod mmio;
 pub mod net;
 pub mod registers;
@@ -32,6 +33,7 @@ use vm_memory::GuestMemoryMmap;
 
 use self::interrupt::Interrupt;
 use self::warn::WarnLimiter;
+use crate::rate_limiter::RateLimiterPatch;
 
 /// `VIRTIO_F_VERSION_1`: the only transport feature every device offers.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
@@ -117,6 +119,55 @@ impl DeviceCtx<'_> {
             .transpose()
             .map_err(|source| VirtioError::Chain { queue, source })
     }
+
+    /// Puts the last popped chain of `queue` back (a throttled request is
+    /// served later, not lost).
+    pub fn undo_pop(&mut self, queue: usize) {
+        use virtio_queue::QueueT;
+        if let Some(q) = self.queues.get_mut(queue) {
+            let n = q.next_avail();
+            q.set_next_avail(n.wrapping_sub(1));
+        }
+    }
+}
+
+/// A post-boot update from the API.
+pub enum DeviceUpdate {
+    /// PATCH /drives/{id}: a new backing file (path_on_host, opened by the
+    /// caller with the drive's original mode) and/or a rate limiter change.
+    Drive {
+        disk: Option<block::Disk>,
+        rate_limiter: Option<RateLimiterPatch>,
+    },
+    /// PATCH /network-interfaces/{id}.
+    Net {
+        rx: Option<RateLimiterPatch>,
+        tx: Option<RateLimiterPatch>,
+    },
+}
+
+impl std::fmt::Debug for DeviceUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Drive { disk, rate_limiter } => f
+                .debug_struct("Drive")
+                .field("disk", &disk.as_ref().map(|d| d.capacity()))
+                .field("rate_limiter", rate_limiter)
+                .finish(),
+            Self::Net { rx, tx } => f
+                .debug_struct("Net")
+                .field("rx", rx)
+                .field("tx", tx)
+                .finish(),
+        }
+    }
+}
+
+/// What an update changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpdateOutcome {
+    /// The configuration space changed: the driver gets a config interrupt.
+    pub config_changed: bool,
 }
 
 /// One virtio device behind the MMIO transport.
@@ -151,6 +202,10 @@ pub trait VirtioDevice: Send {
     /// The driver reset the device (status 0): drop all in-flight state. Runs on
     /// a vCPU thread: no syscall beyond read, write and close.
     fn reset(&mut self) {}
+    /// A post-boot update from the API (PATCH /drives/{id}, PATCH /network-interfaces/{id}).
+    fn update(&mut self, _update: DeviceUpdate) -> Result<UpdateOutcome, VirtioError> {
+        Err(VirtioError::Device("this device takes no updates".into()))
+    }
 }
 
 /// Completes `head` on queue `queue` with `len` bytes written, and interrupts the

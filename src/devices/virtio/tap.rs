@@ -149,6 +149,15 @@ impl Tap {
         &self.name
     }
 
+    /// A "tap" over any file (a socket in unit tests).
+    #[cfg(test)]
+    pub(crate) fn from_file(file: File, name: &str) -> Self {
+        Self {
+            file,
+            name: name.to_string(),
+        }
+    }
+
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
