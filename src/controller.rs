@@ -245,8 +245,17 @@ impl Controller {
         })
     }
 
+    /// `GET /vm/config`: the resources in the config-file schema, with the
+    /// machine's defaults filled in as Firecracker reports them.
     fn full_config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.resources).unwrap_or(serde_json::Value::Null)
+        let mut v = serde_json::to_value(&self.resources).unwrap_or(serde_json::Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("machine-config".into(), self.machine_config());
+            if self.resources.caisson == CaissonConfig::default() {
+                o.remove("caisson");
+            }
+        }
+        v
     }
 
     /// Applies `change` to a copy of the resources and keeps it only if what is
