@@ -101,3 +101,34 @@ ops = b"".join([
     struct.pack("<BHI", 4, 0x100, 0),  # 4-byte read of the capacity
 ])
 write("mmio_registers", "block_in", mem + ops)
+
+# http_request: a 2-byte prefix (payload-limit index, continue_sent), then one
+# connection's bytes.
+LIMIT_51200, LIMIT_100 = 5, 3
+put_mc = b'{"vcpu_count": 2, "mem_size_mib": 256}'
+write("http_request", "get", bytes([LIMIT_51200, 0]) + b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+write("http_request", "put_body", bytes([LIMIT_51200, 0]) + b"PUT /machine-config HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(put_mc) + put_mc)
+write("http_request", "pipelined", bytes([LIMIT_100, 0]) + b"GET /version HTTP/1.1\r\n\r\nPATCH /vm HTTP/1.1\r\nContent-Length: 19\r\n\r\n{\"state\": \"Paused\"}GET / HTTP/1.0\r\n\r\n")
+write("http_request", "expect", bytes([LIMIT_100, 0]) + b"PUT /actions HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 32\r\n\r\n")
+write("http_request", "chunked", bytes([LIMIT_51200, 0]) + b"PUT /vm HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+write("http_request", "close", bytes([LIMIT_51200, 1]) + b"GET /machine-config HTTP/1.1\r\nConnection: close\r\n\r\n")
+
+# api_body: the endpoint's index in api_body.rs's ENDPOINTS, then the body.
+api_bodies = {
+    4: b'{"vcpu_count": 2, "mem_size_mib": 1024, "smt": false, "track_dirty_pages": false, "huge_pages": "None"}',
+    5: b'{"mem_size_mib": 64}',
+    6: b'{"kernel_image_path": "/vmlinux", "boot_args": "console=ttyS0 reboot=k panic=1", "initrd_path": null}',
+    7: b'{"log_path": "/log", "level": "Info", "show_level": true, "show_log_origin": false}',
+    8: b'{"metrics_path": "/metrics"}',
+    9: b'{"serial_out_path": "/serial"}',
+    10: b'{"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "/v.sock"}',
+    11: b'{"rate_limiter": null}',
+    12: b'{"drive_id": "rootfs", "path_on_host": "/rootfs.ext4", "is_root_device": true, "is_read_only": false, "cache_type": "Unsafe", "io_engine": "Sync"}',
+    13: b'{"drive_id": "rootfs", "path_on_host": "/new.ext4"}',
+    14: b'{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02"}',
+    15: b'{"iface_id": "eth0", "rx_rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}}',
+    16: b'{"action_type": "InstanceStart"}',
+    17: b'{"state": "Paused"}',
+}
+for index, body in api_bodies.items():
+    write("api_body", "endpoint_%02d" % index, bytes([index]) + body)

@@ -363,7 +363,20 @@ fn demo(vcpus: u8, cmdline: &str, no_seccomp: bool) -> Result<i32, Failure> {
     run_vm(&demo::demo_config("demo", cmdline, vcpus, filters))
 }
 
+/// One malloc arena for the whole process. glibc gives each thread an arena
+/// of its own and, when one shrinks, reads /proc/sys/vm/overcommit_memory,
+/// which no thread's seccomp filter allows; one arena also means less memory.
+fn single_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator tunable; called before any thread
+    // is spawned.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
+    single_malloc_arena();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Demo {

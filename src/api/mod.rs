@@ -31,6 +31,9 @@ pub const MAX_CONNECTIONS: usize = 10;
 pub const THREAD_NAME: &str = "fc_api";
 /// The API thread's stack: it parses small requests only.
 const STACK_SIZE: usize = 256 * 1024;
+/// Answers queued for a client that does not read them: past this, its
+/// connection is not read (nor its buffered requests answered) until it does.
+const OUT_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -231,25 +234,20 @@ impl Server {
     }
 
     fn serve(&mut self, fd: RawFd, set: EventSet) {
-        let limit = http::MAX_HEAD_LEN + self.max_payload;
+        let limit = self.read_limit();
         let Some(conn) = self.conns.get_mut(&fd) else {
             return;
         };
-        if set.contains(EventSet::IN) && !conn.closing {
+        if set.contains(EventSet::IN) && !conn.closing && conn.out.len() < OUT_LIMIT {
             let mut chunk = [0u8; 4096];
-            loop {
+            while conn.buf.len() <= limit {
                 match conn.stream.read(&mut chunk) {
                     Ok(0) => {
                         // The client is gone (perhaps mid-request): nothing to answer.
                         self.close(fd);
                         return;
                     }
-                    Ok(n) => {
-                        conn.buf.extend_from_slice(&chunk[..n]);
-                        if conn.buf.len() > limit + chunk.len() {
-                            break;
-                        }
-                    }
+                    Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(_) => {
@@ -258,11 +256,24 @@ impl Server {
                     }
                 }
             }
+        }
+        // Answer what is buffered, as far as the client takes the answers.
+        loop {
+            let before = self.conns.get(&fd).map(|c| c.buf.len());
             self.handle_buffered(fd);
+            if !self.flush(fd) {
+                return;
+            }
+            let Some(c) = self.conns.get(&fd) else {
+                return;
+            };
+            // Go on while answers are taken and requests are being consumed.
+            let progress = Some(c.buf.len()) != before;
+            if !c.out.is_empty() || c.closing || c.buf.is_empty() || !progress {
+                break;
+            }
         }
-        if !self.flush(fd) {
-            return;
-        }
+        self.watch(fd);
         if set.contains(EventSet::READ_HANG_UP) || set.contains(EventSet::HANG_UP) {
             if let Some(c) = self.conns.get(&fd) {
                 if c.out.is_empty() {
@@ -272,13 +283,37 @@ impl Server {
         }
     }
 
+    /// Most bytes buffered from one client: a request head and a full body.
+    fn read_limit(&self) -> usize {
+        http::MAX_HEAD_LEN + self.max_payload
+    }
+
+    /// Watches a connection for input only while its answers are being taken
+    /// and its buffer has room, and for room to write while answers wait.
+    fn watch(&mut self, fd: RawFd) {
+        let limit = self.read_limit();
+        let Some(c) = self.conns.get(&fd) else {
+            return;
+        };
+        let mut set = EventSet::READ_HANG_UP;
+        if !c.closing && c.out.len() < OUT_LIMIT && c.buf.len() <= limit {
+            set |= EventSet::IN;
+        }
+        if !c.out.is_empty() {
+            set |= EventSet::OUT;
+        }
+        let _ = self
+            .epoll
+            .ctl(ControlOperation::Modify, fd, EpollEvent::new(set, fd as u64));
+    }
+
     /// Answers every complete request in the connection's buffer.
     fn handle_buffered(&mut self, fd: RawFd) {
         loop {
             let Some(conn) = self.conns.get_mut(&fd) else {
                 return;
             };
-            if conn.closing {
+            if conn.closing || conn.out.len() >= OUT_LIMIT {
                 return;
             }
             match http::parse(&conn.buf, self.max_payload, conn.continue_sent) {

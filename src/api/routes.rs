@@ -70,7 +70,9 @@ fn body<T: DeserializeOwned>(method: &str, raw: &[u8]) -> Result<T, String> {
     if raw.is_empty() {
         return Err(format!("Empty {method} request."));
     }
-    serde_json::from_slice(raw).map_err(|e| e.to_string())
+    serde_json::from_slice(raw).map_err(|e| {
+        format!("An error occurred when deserializing the json body of a request: {e}.")
+    })
 }
 
 fn same_id(path_id: &str, body_id: &str) -> Result<(), String> {
@@ -96,7 +98,12 @@ pub fn parse(method: &str, path: &str, raw: &[u8]) -> Result<VmmAction, String> 
     let path = path.split('?').next().unwrap_or("");
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let segments: Vec<&str> = trimmed.split('/').collect();
-    let invalid = || format!("Invalid request method and/or path: {method} {trimmed}.");
+    // Firecracker names the method and the path's first segment.
+    let first = segments.first().copied().unwrap_or("");
+    let invalid = || format!("Invalid request method and/or path: {method} {first}.");
+    if method == "GET" && !raw.is_empty() {
+        return Err("GET request cannot have a body.".into());
+    }
     let action = match (method, segments.as_slice()) {
         ("GET", [""]) => VmmAction::GetInstanceInfo,
         ("GET", ["version"]) => VmmAction::GetVersion,
@@ -311,8 +318,13 @@ mod tests {
         );
         assert_eq!(
             fault("DELETE", "/drives/x", ""),
-            "Invalid request method and/or path: DELETE drives/x."
+            "Invalid request method and/or path: DELETE drives."
         );
+        assert_eq!(
+            fault("GET", "/vm/nothing", ""),
+            "Invalid request method and/or path: GET vm."
+        );
+        assert_eq!(fault("GET", "/", "{}"), "GET request cannot have a body.");
         assert_eq!(
             fault("GET", "/nothing", ""),
             "Invalid request method and/or path: GET nothing."

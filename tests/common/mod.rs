@@ -2,6 +2,7 @@
 //! deadline and capture what it printed.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod http;
 pub mod linux;
 pub mod net;
 
