@@ -302,9 +302,11 @@ impl Server {
         if !c.out.is_empty() {
             set |= EventSet::OUT;
         }
-        let _ = self
-            .epoll
-            .ctl(ControlOperation::Modify, fd, EpollEvent::new(set, fd as u64));
+        let _ = self.epoll.ctl(
+            ControlOperation::Modify,
+            fd,
+            EpollEvent::new(set, fd as u64),
+        );
     }
 
     /// Answers every complete request in the connection's buffer.
