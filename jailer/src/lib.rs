@@ -5,6 +5,7 @@ pub mod audit;
 pub mod cgroup;
 pub mod cleanup;
 pub mod cli;
+pub mod fcmode;
 pub mod identity;
 pub mod jail;
 pub mod jailfs;

@@ -50,6 +50,8 @@ pub enum Kind {
     Drive,
     /// logger.log_path or caisson.serial: an output file.
     Output,
+    /// Firecracker's mode: the VM config itself, read by the VMM in the jail.
+    Config,
 }
 
 /// One opened file of the VM.

@@ -83,6 +83,13 @@ pub struct JailState {
     pub owners: Vec<OwnerRecord>,
     /// The vsock socket's host path (inside the jail), if any.
     pub vsock_host_path: Option<PathBuf>,
+    /// Firecracker's mode: the jail root is the orchestrator's and is kept.
+    #[serde(default)]
+    pub firecracker_mode: bool,
+    /// Firecracker's mode: what the jailer created in the jail root (removed in
+    /// reverse order when the VM ends).
+    #[serde(default)]
+    pub created_in_jail: Vec<PathBuf>,
 }
 
 /// The state file of `id`.
