@@ -621,14 +621,21 @@ pub fn give_config_to(
 }
 
 /// Removes what the jailer created in an orchestrator's jail root, newest first.
-/// Directories are removed only when empty; what is missing is fine.
+/// A directory it made goes with the unix sockets the VMM left in it (the only
+/// files Landlock let it create), and only then if empty; what is missing is fine.
 pub fn remove_created(created: &[PathBuf]) -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt;
     let mut problems = Vec::new();
     for p in created.iter().rev() {
         let Ok(meta) = std::fs::symlink_metadata(p) else {
             continue;
         };
         let r = if meta.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_socket()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
             std::fs::remove_dir(p)
         } else {
             std::fs::remove_file(p)
