@@ -81,6 +81,12 @@ pub enum JailError {
     Nul { value: String },
     #[error(transparent)]
     FcMode(#[from] fcmode::FcModeError),
+    #[error("--node {node}: cannot read {path}: {source}")]
+    Node {
+        node: u32,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Whose jail it is.
@@ -187,11 +193,13 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| profile.cgroup.parent.clone());
         cgroup::check_parent(&cgroup_parent)?;
-        let extra_cgroups = args
-            .cgroups
-            .iter()
-            .map(|c| cgroup::parse_setting(c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut extra_cgroups = match args.node {
+            Some(node) => numa_cpuset(node)?,
+            None => Vec::new(),
+        };
+        for c in &args.cgroups {
+            extra_cgroups.push(cgroup::parse_setting(c)?);
+        }
         Ok(Self {
             id,
             exec_file,
@@ -211,6 +219,21 @@ impl Settings {
             rootless: args.rootless,
         })
     }
+}
+
+/// `--node`, as Firecracker's jailer had it (cgroups_from_numa_node): cpuset.cpus
+/// is the node's CPU list, cpuset.mems the node.
+fn numa_cpuset(node: u32) -> Result<Vec<(String, String)>, JailError> {
+    let path = format!("/sys/devices/system/node/node{node}/cpulist");
+    let cpus = std::fs::read_to_string(&path).map_err(|source| JailError::Node {
+        node,
+        path: path.clone(),
+        source,
+    })?;
+    Ok(vec![
+        ("cpuset.cpus".into(), cpus.trim().to_string()),
+        ("cpuset.mems".into(), node.to_string()),
+    ])
 }
 
 /// The whole jail sequence. Returns the exit code to exit with: the VMM's, or

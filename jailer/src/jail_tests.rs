@@ -168,3 +168,27 @@ fn limits_follow_the_guest() {
     assert_eq!(l.cpu_period_us, 100_000);
     assert_eq!(l.pids_max, 64);
 }
+
+#[test]
+fn node_sets_the_cpuset_of_that_numa_node() {
+    let mut a = args();
+    a.node = Some(0);
+    a.cgroups = vec!["cpuset.cpus=0".into()];
+    let s = Settings::resolve(&a).unwrap();
+    let cpus = std::fs::read_to_string("/sys/devices/system/node/node0/cpulist").unwrap();
+    // The node first; an explicit --cgroup, written after it, wins.
+    assert_eq!(
+        s.extra_cgroups,
+        vec![
+            ("cpuset.cpus".to_string(), cpus.trim().to_string()),
+            ("cpuset.mems".to_string(), "0".to_string()),
+            ("cpuset.cpus".to_string(), "0".to_string()),
+        ]
+    );
+    a.node = Some(4095);
+    let e = Settings::resolve(&a).unwrap_err().to_string();
+    assert!(
+        e.contains("--node 4095") && e.contains("node4095/cpulist"),
+        "{e}"
+    );
+}
