@@ -498,6 +498,7 @@ pub fn prepare(
                         path: p.clone(),
                         uid: m.uid(),
                         gid: m.gid(),
+                        mode: Some(m.mode() & 0o7777),
                     });
                 }
             }
@@ -573,49 +574,46 @@ pub fn write_pid_file(paths: &JailPaths, pid: i32) -> Result<(), FcModeError> {
     write!(f, "{pid}").map_err(io("write", &p))
 }
 
-/// Hands the config to the VM's uid for the VM's lifetime when it cannot read it
-/// (Kata writes it 0640 root:root for a VMM running as root). Returns the owner to
-/// restore.
-pub fn give_config_to(
-    files: &[Resource],
-    uid: u32,
-    gid: u32,
-) -> Result<Vec<OwnerRecord>, FcModeError> {
+/// Makes the VM's files usable by its uid for the VM's lifetime, where the
+/// orchestrator made them for a VMM running as root: the config when the VM
+/// cannot read it (Kata writes it 0640 root:root) is given to the VM; a writable
+/// file (already given to the VM) without owner read and write gets them (Kata's
+/// log and metrics FIFOs are made with mode 0). Returns what to restore.
+pub fn hand_over(files: &[Resource], uid: u32, gid: u32) -> Result<Vec<OwnerRecord>, FcModeError> {
     let mut done = Vec::new();
-    for r in files.iter().filter(|r| r.kind == Kind::Config) {
-        if crate::resources::readable_by(r, uid, gid) {
-            continue;
+    for r in files {
+        let (chown, need) = match (r.kind, r.writable) {
+            (Kind::Config, _) if !crate::resources::readable_by(r, uid, gid) => (true, 0o400),
+            (_, true) => (false, 0o600),
+            _ => continue,
+        };
+        if chown {
+            nix::unistd::fchownat(
+                &r.fd,
+                "",
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+                nix::fcntl::AtFlags::AT_EMPTY_PATH,
+            )
+            .map_err(|errno| FcModeError::Sys {
+                action: "chown the VM config",
+                path: r.host_path.clone(),
+                errno,
+            })?;
         }
-        nix::unistd::fchownat(
-            &r.fd,
-            "",
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-            nix::fcntl::AtFlags::AT_EMPTY_PATH,
-        )
-        .map_err(|errno| FcModeError::Sys {
-            action: "chown the VM config",
-            path: r.host_path.clone(),
-            errno,
-        })?;
-        if r.mode & 0o400 == 0 {
-            let f = std::fs::File::from(
-                nix::fcntl::open(&r.fd_path(), OFlag::O_RDONLY, Mode::empty()).map_err(
-                    |errno| FcModeError::Sys {
-                        action: "open",
-                        path: r.host_path.clone(),
-                        errno,
-                    },
-                )?,
-            );
-            f.set_permissions(std::fs::Permissions::from_mode(r.mode | 0o400))
+        let chmod = r.mode & need != need;
+        if chmod {
+            std::fs::set_permissions(r.fd_path(), std::fs::Permissions::from_mode(r.mode | need))
                 .map_err(io("chmod", &r.host_path))?;
         }
-        done.push(OwnerRecord {
-            path: r.host_path.clone(),
-            uid: r.uid,
-            gid: r.gid,
-        });
+        if chown || chmod {
+            done.push(OwnerRecord {
+                path: r.host_path.clone(),
+                uid: r.uid,
+                gid: r.gid,
+                mode: chmod.then_some(r.mode),
+            });
+        }
     }
     Ok(done)
 }

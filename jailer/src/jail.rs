@@ -382,6 +382,14 @@ fn open(s: &Settings, args: &RunArgs) -> Result<Opened, JailError> {
 
 fn rlimits_for(s: &Settings, args: &RunArgs, res: &Resources) -> Result<Rlimits, JailError> {
     let mut rlimits = Rlimits::from_profile(&s.profile, res.largest_writable_disk());
+    // Firecracker's mode: drives come after the start (Kata's hot-plug onto empty
+    // placeholders, the API), so no size is known to derive fsize from; it is
+    // unlimited, as in Firecracker's jailer, unless the profile or a flag sets it.
+    if matches!(s.mode, Mode::Firecracker { .. })
+        && matches!(s.profile.fsize(), Ok(crate::profile::FsizeChoice::Auto))
+    {
+        rlimits.fsize = None;
+    }
     for flag in &args.resource_limits {
         rlimits.apply_flag(flag)?;
     }
@@ -445,7 +453,7 @@ fn allocate(
         .res
         .files
         .iter()
-        // (Firecracker's mode hands the config to the VM, see fcmode::give_config_to.)
+        // (Firecracker's mode hands the config to the VM, see fcmode::hand_over.)
         .find(|r| {
             !r.writable && r.kind != resources::Kind::Config && !resources::readable_by(r, uid, gid)
         })
@@ -594,7 +602,7 @@ fn set_up(
         state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
         state.save(&s.runtime_dir)?;
         if state.firecracker_mode {
-            let given = fcmode::give_config_to(&res.files, state.uid, state.gid)?;
+            let given = fcmode::hand_over(&res.files, state.uid, state.gid)?;
             state.owners.extend(given);
             state.save(&s.runtime_dir)?;
         }

@@ -203,7 +203,8 @@ pub fn prepare(
 /// mounts into the root later (Kata's hot-plugged drives) reaches the jail but
 /// nothing goes back; the root is bound with its submounts; each known file is
 /// bound over itself (read-only when it is); `/` stays writable, for the VMM's
-/// sockets, with Landlock allowing no other new file.
+/// sockets, with Landlock allowing no other new file. Writable files are not bound
+/// (see below).
 pub fn enter_root(
     root: &Path,
     files: &[Resource],
@@ -233,7 +234,10 @@ pub fn enter_root(
     }
 
     let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    for r in files {
+    // Firecracker's mode binds only the read-only files (over themselves): a mount
+    // over a writable placeholder would hide the drive the orchestrator mounts
+    // there later (a propagated mount goes under the one already there).
+    for r in files.iter().filter(|r| !orchestrator || !r.writable) {
         let target = root.join(r.jail_path.strip_prefix("/").unwrap_or(&r.jail_path));
         match &r.tree {
             Some(tree) => {

@@ -38,6 +38,9 @@ pub struct OwnerRecord {
     pub path: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    /// The permission bits to put back, when the jailer changed them too.
+    #[serde(default)]
+    pub mode: Option<u32>,
 }
 
 /// Everything the jailer did for one VM.

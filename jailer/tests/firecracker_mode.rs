@@ -134,6 +134,10 @@ impl FcJail {
 
 impl Drop for FcJail {
     fn drop(&mut self) {
+        // A test that made the root a mount (as Kata does) may have failed midway.
+        for m in [self.root.join("drive_0"), self.root.clone()] {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
         if self.state_path().exists() {
             let _ = Command::new(JAILER)
                 .args(["cleanup", "--id", &self.id])
@@ -606,4 +610,70 @@ fn the_http_client_reads_a_keep_alive_response_and_sends_bodies() {
     assert_eq!(requests[1].0[0], "PATCH /drives/drive_0 HTTP/1.1");
     assert_eq!(requests[1].1, patch);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn mount_points_of(pid: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[4].to_string(), f[5].to_string())
+        })
+        .collect()
+}
+
+/// Kata makes the jail root a shared mount and hot-plugs a drive by bind-mounting
+/// it over a placeholder after the VM started (fc.go fcJailResource,
+/// hotplugBlockDevice): the mount reaches the running jail, whose read-only files
+/// are read-only mounts there and whose own mounts never reach the host.
+#[test]
+fn kata_hot_plugged_mounts_reach_the_running_jail_and_nothing_goes_back() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let j = kata_jail("hotplug");
+    let none: Option<&str> = None;
+    mount(Some(&j.root), &j.root, none, MsFlags::MS_BIND, none).unwrap();
+    mount(none, &j.root, none, MsFlags::MS_SHARED, none).unwrap();
+    kata_launch(&j);
+    let pid = j.wait_pid();
+    wait_exec(pid, "/firecracker");
+    wait_vcpu_thread(pid);
+
+    // In the jail: /rootfs is a read-only mount, the writable drives are not
+    // covered by any mount.
+    let inside = mount_points_of(&pid.to_string());
+    let rootfs = inside
+        .iter()
+        .find(|(p, _)| p == "/rootfs")
+        .expect("/rootfs is bound in the jail");
+    assert!(rootfs.1.split(',').any(|o| o == "ro"), "{rootfs:?}");
+    assert!(
+        !inside.iter().any(|(p, _)| p.starts_with("/drive_")),
+        "{inside:?}"
+    );
+    // The jail's mounts are not the host's.
+    let host = mount_points_of("self");
+    let jailed_rootfs = j.root.join("rootfs").display().to_string();
+    assert!(!host.iter().any(|(p, _)| *p == jailed_rootfs), "{host:?}");
+
+    // Hot-plug: a new image over /drive_0, from the host, while the VM runs.
+    let hot = j.dir.join("img/hot.img");
+    std::fs::write(&hot, b"HOTPLUG-DATA").unwrap();
+    mount(
+        Some(&hot),
+        &j.root.join("drive_0"),
+        none,
+        MsFlags::MS_BIND,
+        none,
+    )
+    .unwrap();
+    let seen = std::fs::read(format!("/proc/{pid}/root/drive_0")).unwrap();
+    assert_eq!(seen, b"HOTPLUG-DATA");
+
+    // SAFETY: signalling the VMM this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    j.wait_cleaned();
+    umount2(&j.root.join("drive_0"), MntFlags::MNT_DETACH).unwrap();
+    umount2(&j.root, MntFlags::MNT_DETACH).unwrap();
+    assert!(j.root.join("vmlinux").exists());
 }
