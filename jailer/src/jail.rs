@@ -134,6 +134,9 @@ impl Settings {
                 if let Some(w) = fcmode::root_id_warning(args.uid, args.gid) {
                     log::warn!("{w}");
                 }
+                if !args.resource_roots.is_empty() {
+                    log::warn!("--resource-root has no effect without --config-file: the VM's files are those in its jail root");
+                }
                 Mode::Firecracker {
                     config: fcmode::config_arg(&args.exec_args)?,
                 }

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ struct FcJail {
     /// `<base>/<exec name>/<id>/root`.
     root: PathBuf,
     exec_name: String,
+    /// The read end of Kata's log FIFO, held open as Kata holds it.
+    log_reader: Option<std::fs::File>,
 }
 
 impl FcJail {
@@ -53,6 +55,7 @@ impl FcJail {
             exec,
             root,
             exec_name: exec_name.into(),
+            log_reader: None,
         }
     }
 
@@ -153,15 +156,26 @@ impl Drop for FcJail {
 }
 
 /// A jail root as Kata's Go runtime fills it (fc.go): the kernel as /vmlinux, a
-/// read-only /rootfs, eight empty placeholder drives, /run, and /fcConfig.json
-/// (0640 root:root, as Kata writes it). The guest is the demo guest waiting for
-/// serial input, which under --daemonize never comes: it keeps running.
+/// read-only /rootfs, eight empty placeholder drives, /run, the logger's FIFO
+/// /logs.fifo (mode 0, read by Kata), and /fcConfig.json (0640 root:root, as Kata
+/// writes it). The guest is the demo guest waiting for serial input, which under
+/// --daemonize never comes: it keeps running.
 fn kata_jail(tag: &str) -> FcJail {
     assert!(
         Path::new("/dev/kvm").exists(),
         "this test boots a guest through KVM and needs /dev/kvm"
     );
-    let j = FcJail::new(tag, &static_caisson(), "firecracker");
+    let mut j = FcJail::new(tag, &static_caisson(), "firecracker");
+    let fifo = j.root.join("logs.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::empty()).unwrap();
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o000)).unwrap();
+    j.log_reader = Some(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap(),
+    );
     j.link(
         &std::fs::read(static_guest("demo")).unwrap(),
         "vmlinux",
@@ -190,6 +204,7 @@ fn kata_jail(tag: &str) -> FcJail {
         },
         "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
         "drives": drives,
+        "logger": {"log_path": "/logs.fifo", "level": "Error"},
     });
     let cfg_path = j.root.join("fcConfig.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
@@ -374,6 +389,17 @@ fn kata_go_launch_is_confined_and_its_jail_root_kept() {
     }
     assert_eq!(owner(&j.root.join("drive_0")), vm);
     assert_eq!(owner(&j.root.join("fcConfig.json")), vm);
+    let mode = |f: &str| {
+        std::fs::metadata(j.root.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(
+        (owner(&j.root.join("logs.fifo")), mode("logs.fifo")),
+        (vm, 0o600)
+    );
     assert_eq!(owner(&j.root.join("rootfs")), (0, 0));
     assert_eq!(owner(&j.root.join("vmlinux")), (0, 0));
     assert_eq!(
@@ -397,7 +423,7 @@ fn kata_go_launch_is_confined_and_its_jail_root_kept() {
     j.wait_cleaned();
     assert!(!pid_alive(pid));
     // The orchestrator's files stay, with their owners back; the jailer's are gone.
-    let mut want: Vec<String> = ["fcConfig.json", "rootfs", "run", "vmlinux"]
+    let mut want: Vec<String> = ["fcConfig.json", "logs.fifo", "rootfs", "run", "vmlinux"]
         .iter()
         .map(|s| s.to_string())
         .chain((0..PLACEHOLDERS).map(|i| format!("drive_{i}")))
@@ -405,9 +431,10 @@ fn kata_go_launch_is_confined_and_its_jail_root_kept() {
     want.sort();
     assert_eq!(j.root_names(), want);
     assert_eq!(std::fs::read_dir(j.root.join("run")).unwrap().count(), 0);
-    for f in ["", "run", "drive_0", "fcConfig.json"] {
+    for f in ["", "run", "drive_0", "fcConfig.json", "logs.fifo"] {
         assert_eq!(owner(&j.root.join(f)), (0, 0), "/{f}");
     }
+    assert_eq!(mode("logs.fifo"), 0);
     assert_eq!(
         std::fs::metadata(j.root.join("fcConfig.json"))
             .unwrap()
