@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::cli::{LandlockFlag, SeccompFlag, SelinuxFlag};
+use crate::mcs::CategoryRange;
 use crate::selinux_backend::fake::FakeSelinux;
 
 #[test]

@@ -18,6 +18,7 @@ pub mod resources;
 pub mod rlimits;
 pub mod seccomp_baseline;
 pub mod selinux_backend;
+pub mod settings;
 pub mod state;
 pub mod supervise;
 pub mod tap;
