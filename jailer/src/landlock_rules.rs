@@ -83,7 +83,6 @@ fn access_for(grant: Grant) -> BitFlags<AccessFs> {
             AccessFs::ReadFile
                 | AccessFs::WriteFile
                 | AccessFs::Truncate
-                | AccessFs::ReadDir
                 | AccessFs::MakeSock
                 | AccessFs::RemoveFile
         }
@@ -185,6 +184,7 @@ mod tests {
             AccessFs::MakeSym,
             AccessFs::MakeFifo,
             AccessFs::RemoveDir,
+            AccessFs::ReadDir,
             AccessFs::Refer,
             AccessFs::IoctlDev,
         ] {

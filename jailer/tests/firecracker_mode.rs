@@ -157,8 +157,8 @@ impl Drop for FcJail {
 
 /// A jail root as Kata's Go runtime fills it (fc.go): the kernel as /vmlinux, a
 /// read-only /rootfs, eight empty placeholder drives, /run, the logger's FIFO
-/// /logs.fifo (mode 0, read by Kata), and /fcConfig.json (0640 root:root, as Kata
-/// writes it). The guest is the demo guest waiting for serial input, which under
+/// /logs.fifo (mode 0, read by Kata), the hybrid vsock's socket /kata.hvsock (made
+/// by the VMM), and /fcConfig.json (0640 root:root, as Kata writes it). The guest is the demo guest waiting for serial input, which under
 /// --daemonize never comes: it keeps running.
 fn kata_jail(tag: &str) -> FcJail {
     assert!(
@@ -205,6 +205,7 @@ fn kata_jail(tag: &str) -> FcJail {
         "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
         "drives": drives,
         "logger": {"log_path": "/logs.fifo", "level": "Error"},
+        "vsock": {"guest_cid": 3, "uds_path": "/kata.hvsock", "vsock_id": "root"},
     });
     let cfg_path = j.root.join("fcConfig.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
@@ -400,6 +401,11 @@ fn kata_go_launch_is_confined_and_its_jail_root_kept() {
         (owner(&j.root.join("logs.fifo")), mode("logs.fifo")),
         (vm, 0o600)
     );
+    // The VMM made its vsock socket in the jail root.
+    use std::os::unix::fs::FileTypeExt;
+    let hvsock = std::fs::symlink_metadata(j.root.join("kata.hvsock")).unwrap();
+    assert!(hvsock.file_type().is_socket());
+    assert_eq!(owner(&j.root.join("kata.hvsock")), vm);
     assert_eq!(owner(&j.root.join("rootfs")), (0, 0));
     assert_eq!(owner(&j.root.join("vmlinux")), (0, 0));
     assert_eq!(
