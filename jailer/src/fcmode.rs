@@ -62,6 +62,8 @@ pub enum FcModeError {
     },
     #[error("jail root {path}: {reason}; without --config-file the jailer works as Firecracker's and expects the orchestrator to have put the VM's files there")]
     Root { path: PathBuf, reason: String },
+    #[error("invalid --exec-file {path}: {reason}")]
+    ExecFile { path: PathBuf, reason: String },
     #[error("{path} already exists in the jail root (left by an earlier VM with this id?); remove it first")]
     Leftover { path: PathBuf },
     #[error("jail root {root}: more than {MAX_SCANNED_FILES} files; give the VMM a --config-file naming its files")]
@@ -533,12 +535,13 @@ pub fn prepare(
         }
     }
     let target = paths.root.join(&paths.exec_name);
-    let meta = std::fs::metadata(exec_file).map_err(io("read the exec file", exec_file))?;
+    let exec_err = |reason: String| FcModeError::ExecFile {
+        path: exec_file.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(exec_file).map_err(|e| exec_err(e.to_string()))?;
     if !meta.is_file() {
-        return Err(FcModeError::Root {
-            path: exec_file.to_path_buf(),
-            reason: "the exec file is not a regular file".into(),
-        });
+        return Err(exec_err("not a regular file".into()));
     }
     let mut src = std::fs::File::open(exec_file).map_err(io("open", exec_file))?;
     let mut dst = std::fs::OpenOptions::new()
