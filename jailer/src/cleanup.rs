@@ -45,7 +45,10 @@ pub fn undo(state: &JailState, runtime_dir: &Path, backend: &dyn SelinuxBackend)
         problems.push(e.to_string());
     }
     problems.extend(crate::resources::restore_owners(&state.owners));
-    if let Err(e) = crate::jailfs::remove_jail_dir(&state.jail_dir, &state.id) {
+    if state.firecracker_mode {
+        // The jail root is the orchestrator's: only the jailer's own files go.
+        problems.extend(crate::fcmode::remove_created(&state.created_in_jail));
+    } else if let Err(e) = crate::jailfs::remove_jail_dir(&state.jail_dir, &state.id) {
         problems.push(e.to_string());
     }
     if let Err(e) = McsStore::new(&runtime_dir.join("mcs")).release(&state.id) {

@@ -59,7 +59,8 @@ pub struct RunArgs {
     /// The VMM binary; copied into the jail and run as /<file name>.
     #[arg(long)]
     pub exec_file: Option<PathBuf>,
-    /// Run the VM as this uid (default: derived from its MCS categories).
+    /// Run the VM as this uid (default: derived from its MCS categories; 0, as Kata
+    /// passes it, is accepted with a warning and replaced by the derived uid).
     #[arg(long)]
     pub uid: Option<u32>,
     /// Run the VM as this gid (default: derived from its MCS categories).
@@ -68,6 +69,10 @@ pub struct RunArgs {
     /// Base of the jail directories.
     #[arg(long, default_value = "/srv/jailer")]
     pub chroot_base_dir: PathBuf,
+    /// NUMA node (Firecracker's older jailer, still passed by Kata): the VM's cpuset
+    /// gets the node's CPUs and memory.
+    #[arg(long)]
+    pub node: Option<u32>,
     /// Join this network namespace (e.g. /var/run/netns/vm1) instead of a new empty one.
     #[arg(long)]
     pub netns: Option<PathBuf>,
@@ -101,7 +106,12 @@ pub struct RunArgs {
     /// The VMM's seccomp filters; off passes --no-seccomp to the VMM.
     #[arg(long, value_enum)]
     pub seccomp: Option<SeccompFlag>,
-    /// The VM config (Firecracker's JSON schema) to confine.
+    /// The VM config (Firecracker's JSON schema) to confine, in a jail of the
+    /// jailer's own (the VMM runs it with --no-api). Without it the jailer works as
+    /// Firecracker's: the orchestrator fills the jail root, the arguments after --
+    /// go to the VMM unchanged (a --config-file among them is read in the jail
+    /// root), the VMM serves its API on /run/firecracker.socket in the jail, and
+    /// /<exec-file name>.pid holds its pid.
     #[arg(long)]
     pub config_file: Option<PathBuf>,
     /// A directory the VM's files must resolve under (repeatable; replaces the

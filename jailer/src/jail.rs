@@ -6,17 +6,18 @@
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cgroup::{self, CgroupPlan, CgroupVersion, Limits};
-use crate::cli::{LandlockFlag, RunArgs, SeccompFlag, SelinuxFlag};
+use crate::cli::RunArgs;
+use crate::fcmode;
 use crate::identity;
 use crate::jailfs::{self, JailPaths};
 use crate::labels::{self, Image};
 use crate::landlock_rules::{self, Grant, LandlockStatus, Rule};
-use crate::mcs::{CategoryRange, McsStore, OsRandom};
+use crate::mcs::{McsStore, OsRandom};
 use crate::namespaces::{self, Netns};
-use crate::profile::{CgroupVersionChoice, LandlockMode, Profile, SeccompMode, SelinuxMode};
+use crate::profile::{LandlockMode, Profile, SeccompMode, SelinuxMode};
 use crate::resources::{self, Resources, JAIL_CONFIG, JAIL_VSOCK_DIR};
 use crate::rlimits::Rlimits;
 use crate::selinux_backend::{HostSelinux, SelinuxBackend};
@@ -78,114 +79,17 @@ pub enum JailError {
     Exec { path: String, errno: nix::Error },
     #[error("argument {value:?} contains a NUL byte")]
     Nul { value: String },
+    #[error(transparent)]
+    FcMode(#[from] fcmode::FcModeError),
+    #[error("--node {node}: cannot read {path}: {source}")]
+    Node {
+        node: u32,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
-/// Everything decided from the flags and the profile before any step runs.
-#[derive(Debug)]
-pub struct Settings {
-    pub id: String,
-    pub exec_file: PathBuf,
-    pub config_file: PathBuf,
-    pub profile: Profile,
-    pub cgroup_version: CgroupVersion,
-    pub cgroup_parent: String,
-    pub extra_cgroups: Vec<(String, String)>,
-    pub mcs_range: CategoryRange,
-    pub runtime_dir: PathBuf,
-    /// Run in a user namespace without root.
-    pub rootless: bool,
-}
-
-impl Settings {
-    /// The profile, with single flags overriding single values.
-    pub fn resolve(args: &RunArgs) -> Result<Self, JailError> {
-        let id = args.id.clone().ok_or(JailError::Missing { flag: "--id" })?;
-        caisson::config::validate_id(&id)?;
-        let exec_file = args.exec_file.clone().ok_or(JailError::Missing {
-            flag: "--exec-file",
-        })?;
-        let config_file = args.config_file.clone().ok_or(JailError::Missing {
-            flag: "--config-file",
-        })?;
-        let mut profile = Profile::load(&args.profile)?;
-        if args.new_pid_ns {
-            profile.namespaces.pid = true;
-        }
-        if let Some(s) = args.selinux {
-            profile.selinux.mode = match s {
-                SelinuxFlag::Auto => SelinuxMode::Auto,
-                SelinuxFlag::Require => SelinuxMode::Require,
-                SelinuxFlag::Off => SelinuxMode::Off,
-            };
-        }
-        if let Some(l) = args.landlock {
-            profile.landlock.mode = match l {
-                LandlockFlag::BestEffort => LandlockMode::BestEffort,
-                LandlockFlag::Require => LandlockMode::Require,
-                LandlockFlag::Off => LandlockMode::Off,
-            };
-        }
-        if let Some(s) = args.seccomp {
-            profile.seccomp.mode = match s {
-                SeccompFlag::On => SeccompMode::On,
-                SeccompFlag::Off => SeccompMode::Off,
-            };
-        }
-        if !args.resource_roots.is_empty() {
-            profile.resources.roots = args.resource_roots.clone();
-        }
-        if let Some(r) = &args.mcs_range {
-            profile.selinux.range = r.clone();
-        }
-        let mcs_range = CategoryRange::parse(&profile.selinux.range)?;
-        let cgroup_version = match &args.cgroup_version {
-            Some(v) => CgroupVersion::parse(v)?,
-            None => match profile.cgroup_version() {
-                Ok(CgroupVersionChoice::V1) => CgroupVersion::V1,
-                Ok(CgroupVersionChoice::V2) => CgroupVersion::V2,
-                Ok(CgroupVersionChoice::Auto) => CgroupVersion::detect(),
-                // Profile::parse already refuses this; never fall back silently.
-                Err(value) => {
-                    return Err(crate::profile::ProfileError::Value {
-                        name: profile.name.clone(),
-                        key: "cgroup.version",
-                        value,
-                        reason: "expected \"auto\", 1 or 2",
-                    }
-                    .into())
-                }
-            },
-        };
-        let cgroup_parent = args
-            .parent_cgroup
-            .clone()
-            .unwrap_or_else(|| profile.cgroup.parent.clone());
-        cgroup::check_parent(&cgroup_parent)?;
-        let extra_cgroups = args
-            .cgroups
-            .iter()
-            .map(|c| cgroup::parse_setting(c))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            id,
-            exec_file,
-            config_file,
-            profile,
-            cgroup_version,
-            cgroup_parent,
-            extra_cgroups,
-            mcs_range,
-            runtime_dir: if args.rootless
-                && args.runtime_dir == Path::new(crate::state::RUNTIME_DIR)
-            {
-                rootless_runtime_dir()
-            } else {
-                args.runtime_dir.clone()
-            },
-            rootless: args.rootless,
-        })
-    }
-}
+pub use crate::settings::{rootless_runtime_dir, Mode, Settings};
 
 /// The whole jail sequence. Returns the exit code to exit with: the VMM's, or
 /// 128+signal when it was killed, or [`supervise::SETUP_FAILED`] when the child
@@ -197,7 +101,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     require_root(args.rootless)?;
     // 2. Validate and open.
     let s = Settings::resolve(args)?;
-    let opened = open(&s, args)?;
+    let mut opened = open(&s, args)?;
     if args.daemonize {
         daemonize()?;
     }
@@ -205,7 +109,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     // 3. sVirt: the MCS pair and the ids derived from it.
     let backend = HostSelinux;
     let selinux_on = selinux_mode(&backend, &s)?;
-    let mut state = allocate(&s, args, &opened, &backend, selinux_on)?;
+    let mut state = allocate(&s, args, &mut opened, &backend, selinux_on)?;
     // From here on, every failure undoes what was done.
     let undo = |state: &JailState| {
         for p in crate::cleanup::undo(state, &s.runtime_dir, &backend) {
@@ -263,7 +167,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         }
     };
     // The child waits for its id maps (rootless) and its state record.
-    if let Err(e) = admit(&s, &mut child, &mut state) {
+    if let Err(e) = admit(&s, &opened.paths, &mut child, &mut state) {
         child.abort();
         undo(&state);
         return Err(e);
@@ -305,17 +209,22 @@ fn open(s: &Settings, args: &RunArgs) -> Result<Opened, JailError> {
             what: "--netns (joining needs CAP_SYS_ADMIN over it)",
         });
     }
-    let res = resources::open_all(&s.config_file, &s.profile.resources.roots)?;
+    let paths = jailfs::jail_paths(&args.chroot_base_dir, &s.exec_file, &s.id)?;
+    let res = match &s.mode {
+        Mode::Caisson { config_file } => {
+            resources::open_all(config_file, &s.profile.resources.roots)?
+        }
+        Mode::Firecracker { config: Some(c) } => fcmode::open_config(&paths.root, c)?,
+        Mode::Firecracker { config: None } => {
+            fcmode::scan_root(&paths.root, &["dev", fcmode::RUN_DIR])?
+        }
+    };
     let netns = args
         .netns
         .as_deref()
         .map(namespaces::open_netns)
         .transpose()?;
-    let paths = jailfs::jail_paths(&args.chroot_base_dir, &s.exec_file, &s.id)?;
-    let mut rlimits = Rlimits::from_profile(&s.profile, res.largest_writable_disk());
-    for flag in &args.resource_limits {
-        rlimits.apply_flag(flag)?;
-    }
+    let rlimits = rlimits_for(s, args, &res)?;
     let limits = cgroup_limits(s, &res);
     Ok(Opened {
         res,
@@ -324,6 +233,22 @@ fn open(s: &Settings, args: &RunArgs) -> Result<Opened, JailError> {
         rlimits,
         limits,
     })
+}
+
+fn rlimits_for(s: &Settings, args: &RunArgs, res: &Resources) -> Result<Rlimits, JailError> {
+    let mut rlimits = Rlimits::from_profile(&s.profile, res.largest_writable_disk());
+    // Firecracker's mode: drives come after the start (Kata's hot-plug onto empty
+    // placeholders, the API), so no size is known to derive fsize from; it is
+    // unlimited, as in Firecracker's jailer, unless the profile or a flag sets it.
+    if matches!(s.mode, Mode::Firecracker { .. })
+        && matches!(s.profile.fsize(), Ok(crate::profile::FsizeChoice::Auto))
+    {
+        rlimits.fsize = None;
+    }
+    for flag in &args.resource_limits {
+        rlimits.apply_flag(flag)?;
+    }
+    Ok(rlimits)
 }
 
 /// Whether labels are applied, per mode, host and rootless.
@@ -345,10 +270,11 @@ fn selinux_mode(backend: &dyn SelinuxBackend, s: &Settings) -> Result<bool, Jail
 fn allocate(
     s: &Settings,
     args: &RunArgs,
-    o: &Opened,
+    o: &mut Opened,
     backend: &dyn SelinuxBackend,
     selinux_on: bool,
 ) -> Result<JailState, JailError> {
+    let fc = matches!(s.mode, Mode::Firecracker { .. });
     let store = McsStore::new(&s.runtime_dir.join("mcs"));
     let categories = store.allocate(
         &s.id,
@@ -358,18 +284,34 @@ fn allocate(
         &mut OsRandom,
     )?;
     let derived = identity::derive_id(s.profile.identity.uid_base, categories);
-    let uid = args.uid.unwrap_or(derived);
-    let gid = args.gid.unwrap_or(derived);
+    let (uid, gid) = if fc {
+        (
+            fcmode::vm_id(args.uid, derived),
+            fcmode::vm_id(args.gid, derived),
+        )
+    } else {
+        (args.uid.unwrap_or(derived), args.gid.unwrap_or(derived))
+    };
     let refuse = |e: JailError| -> Result<JailState, JailError> {
         store.release(&s.id)?;
         Err(e)
     };
+    if s.mode == (Mode::Firecracker { config: None }) {
+        fcmode::classify(&mut o.res.files, uid, gid);
+        match rlimits_for(s, args, &o.res) {
+            Ok(r) => o.rlimits = r,
+            Err(e) => return refuse(e),
+        }
+    }
     // Read-only files stay as they are: the VM's uid must be able to read them.
     if let Some(r) = o
         .res
         .files
         .iter()
-        .find(|r| !r.writable && !resources::readable_by(r, uid, gid))
+        // (Firecracker's mode hands the config to the VM, see fcmode::hand_over.)
+        .find(|r| {
+            !r.writable && r.kind != resources::Kind::Config && !resources::readable_by(r, uid, gid)
+        })
     {
         return refuse(
             resources::ResourceError::Path {
@@ -383,8 +325,15 @@ fn allocate(
             .into(),
         );
     }
+    // Firecracker's mode: the jail root is the orchestrator's, but nothing of an
+    // earlier run may be in it.
+    if fc {
+        if let Err(e) = fcmode::check_leftovers(&o.paths) {
+            return refuse(e.into());
+        }
+    }
     // An existing jail directory is another VM's, or left over: never reused.
-    if o.paths.jail_dir.exists() {
+    if !fc && o.paths.jail_dir.exists() {
         return refuse(
             jailfs::JailFsError::Exists {
                 path: o.paths.jail_dir.clone(),
@@ -437,11 +386,17 @@ fn allocate(
         image_labels: Vec::new(),
         owners: Vec::new(),
         vsock_host_path: o.res.vsock_name.as_ref().map(|n| {
-            o.paths
-                .root
-                .join(JAIL_VSOCK_DIR.trim_start_matches('/'))
-                .join(n)
+            if fc {
+                o.paths.root.join(n)
+            } else {
+                o.paths
+                    .root
+                    .join(JAIL_VSOCK_DIR.trim_start_matches('/'))
+                    .join(n)
+            }
         }),
+        firecracker_mode: fc,
+        created_in_jail: Vec::new(),
     };
     if let Err(e) = state.save(&s.runtime_dir) {
         return refuse(e.into());
@@ -452,6 +407,7 @@ fn allocate(
 /// Rootless id maps, the state with the VM's pid, and the go signal.
 fn admit(
     s: &Settings,
+    paths: &JailPaths,
     child: &mut supervise::Child,
     state: &mut JailState,
 ) -> Result<(), JailError> {
@@ -466,6 +422,9 @@ fn admit(
     }
     state.vm_pid = child.pid;
     state.save(&s.runtime_dir)?;
+    if state.firecracker_mode {
+        fcmode::write_pid_file(paths, child.pid)?;
+    }
     child.release()?;
     Ok(())
 }
@@ -497,6 +456,11 @@ fn set_up(
         // (Rootless: the VM's uid maps to the caller, who owns the files already.)
         state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
         state.save(&s.runtime_dir)?;
+        if state.firecracker_mode {
+            let given = fcmode::hand_over(&res.files, state.uid, state.gid)?;
+            state.owners.extend(given);
+            state.save(&s.runtime_dir)?;
+        }
     }
     // 4. cgroup.
     let plan = match s.cgroup_version {
@@ -526,14 +490,22 @@ fn set_up(
     state.cgroup_leaves = plan.leaves.clone();
     state.save(&s.runtime_dir)?;
     // 6 (host side). The jail directory.
-    jailfs::prepare(
-        paths,
-        &s.id,
-        &s.exec_file,
-        &res.files,
-        &res.jail_config,
-        (!s.rootless).then_some((state.uid, state.gid)),
-    )?;
+    let vm_owner = (!s.rootless).then_some((state.uid, state.gid));
+    if state.firecracker_mode {
+        let done = fcmode::prepare(paths, &s.exec_file, res.vsock_name.as_deref(), vm_owner)?;
+        state.created_in_jail = done.created;
+        state.owners.extend(done.owners);
+        state.save(&s.runtime_dir)?;
+    } else {
+        jailfs::prepare(
+            paths,
+            &s.id,
+            &s.exec_file,
+            &res.files,
+            &res.jail_config,
+            vm_owner,
+        )?;
+    }
     Ok(plan)
 }
 
@@ -570,13 +542,16 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
         None => None,
     };
     // 6. Filesystem.
+    let fc = matches!(ctx.settings.mode, Mode::Firecracker { .. });
     jailfs::enter_root(
         &ctx.paths.root,
         &ctx.res.files,
-        !ctx.res.taps.is_empty(),
+        // Firecracker's jailer always makes /dev/net/tun (the API may add a net device).
+        fc || !ctx.res.taps.is_empty(),
         ctx.uid,
         ctx.gid,
         ctx.settings.rootless,
+        fc,
     )?;
     // 7. rlimits.
     ctx.rlimits.apply()?;
@@ -615,6 +590,9 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
 
 /// The in-jail paths and their access.
 fn landlock_rules(ctx: &ChildCtx<'_>) -> Vec<Rule> {
+    if matches!(ctx.settings.mode, Mode::Firecracker { .. }) {
+        return fcmode::landlock_rules(&ctx.paths.exec_name);
+    }
     let mut rules = vec![
         Rule {
             path: Path::new("/").join(&ctx.paths.exec_name),
@@ -673,18 +651,24 @@ fn exec_strings(
     Ok((argv, label))
 }
 
-/// The argv of the VMM: Firecracker's jailer passes --id and the start times.
+/// The argv of the VMM: Firecracker's jailer passes --id and the start times, then
+/// the arguments after `--` unchanged. Caisson's mode adds `--no-api` and its own
+/// config; Firecracker's leaves the API on (`/run/firecracker.socket`).
 fn vmm_argv(
     s: &Settings,
     paths: &JailPaths,
     extra: &[String],
     started: &StartTimes,
 ) -> Result<Vec<CString>, JailError> {
-    let mut v: Vec<String> = vec![
-        format!("/{}", paths.exec_name),
-        "--no-api".into(),
-        "--config-file".into(),
-        JAIL_CONFIG.into(),
+    let mut v: Vec<String> = vec![format!("/{}", paths.exec_name)];
+    if let Mode::Caisson { .. } = s.mode {
+        v.extend([
+            "--no-api".into(),
+            "--config-file".into(),
+            JAIL_CONFIG.into(),
+        ]);
+    }
+    v.extend([
         "--id".into(),
         s.id.clone(),
         "--start-time-us".into(),
@@ -693,7 +677,7 @@ fn vmm_argv(
         started.cpu_us.to_string(),
         "--parent-cpu-time-us".into(),
         clock_us(libc::CLOCK_PROCESS_CPUTIME_ID).to_string(),
-    ];
+    ]);
     if s.profile.seccomp.mode == SeccompMode::Off {
         log::warn!(
             "seccomp is off for VM {}: passing --no-seccomp to the VMM",
@@ -709,18 +693,46 @@ fn vmm_argv(
 
 fn cgroup_limits(s: &Settings, res: &Resources) -> Limits {
     let c = &s.profile.cgroup;
+    // Without a config (Firecracker's mode, API-driven) the guest's size is not
+    // known before the API sets it: the derived limits are the host's size, i.e.
+    // none, unless the profile sets them.
+    let (guest_mib, vcpus) = if s.mode == (Mode::Firecracker { config: None }) {
+        if c.memory_max_mib.is_none() || c.cpu_quota_us.is_none() {
+            log::warn!(
+                "VM {}: no config, so no memory or CPU limit derived from the guest's size (set cgroup.memory_max_mib and cpu_quota_us in the profile)",
+                s.id
+            );
+        }
+        host_size()
+    } else {
+        (res.mem_size_mib, res.vcpu_count)
+    };
     let memory_mib = c
         .memory_max_mib
-        .unwrap_or(res.mem_size_mib.saturating_add(c.memory_overhead_mib));
+        .unwrap_or(guest_mib.saturating_add(c.memory_overhead_mib));
     Limits {
         memory_bytes: memory_mib.saturating_mul(1 << 20),
         cpu_quota_us: c
             .cpu_quota_us
-            .unwrap_or(res.vcpu_count.max(1).saturating_mul(c.cpu_period_us)),
+            .unwrap_or(vcpus.max(1).saturating_mul(c.cpu_period_us)),
         cpu_period_us: c.cpu_period_us,
         pids_max: c.pids_max,
         extra: s.extra_cgroups.clone(),
     }
+}
+
+/// The host's memory (MiB) and CPU count.
+fn host_size() -> (u64, u64) {
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(u64::MAX >> 20);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    (mem_kib / 1024, cpus)
 }
 
 fn expected_landlock(p: &Profile) -> LandlockStatus {
@@ -767,18 +779,6 @@ pub fn sanitize() -> Result<(), JailError> {
         std::env::remove_var(k);
     }
     Ok(())
-}
-
-/// Rootless runtime dir: `/run/user/<uid>/caisson` when that exists, else
-/// `/tmp/caisson-<uid>`.
-pub fn rootless_runtime_dir() -> PathBuf {
-    let uid = nix::unistd::geteuid().as_raw();
-    let run_user = PathBuf::from(format!("/run/user/{uid}"));
-    if run_user.is_dir() {
-        run_user.join("caisson")
-    } else {
-        PathBuf::from(format!("/tmp/caisson-{uid}"))
-    }
 }
 
 fn require_root(rootless: bool) -> Result<(), JailError> {
@@ -832,106 +832,5 @@ fn clock_us(clock: libc::clockid_t) -> u64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use crate::selinux_backend::fake::FakeSelinux;
-
-    #[test]
-    fn selinux_modes() {
-        let off = FakeSelinux::default();
-        let on = FakeSelinux {
-            enabled: true,
-            ..Default::default()
-        };
-        assert!(!selinux_enabled(&off, SelinuxMode::Auto).unwrap());
-        assert!(matches!(
-            selinux_enabled(&off, SelinuxMode::Require),
-            Err(JailError::SelinuxRequired)
-        ));
-        assert!(selinux_enabled(&on, SelinuxMode::Auto).unwrap());
-        assert!(selinux_enabled(&on, SelinuxMode::Require).unwrap());
-        assert!(!selinux_enabled(&on, SelinuxMode::Off).unwrap());
-    }
-
-    fn args() -> RunArgs {
-        RunArgs {
-            id: Some("vm-1".into()),
-            exec_file: Some("/usr/bin/caisson".into()),
-            config_file: Some("/tmp/vm.json".into()),
-            profile: "strict".into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn flags_override_single_profile_values() {
-        let s = Settings::resolve(&args()).unwrap();
-        assert_eq!(s.profile.seccomp.mode, SeccompMode::On);
-        assert_eq!(s.cgroup_parent, "caisson");
-        let mut a = args();
-        a.profile = "dev".into();
-        a.new_pid_ns = true;
-        a.seccomp = Some(SeccompFlag::On);
-        a.landlock = Some(LandlockFlag::Require);
-        a.selinux = Some(SelinuxFlag::Require);
-        a.parent_cgroup = Some("machine/vms".into());
-        a.cgroup_version = Some("2".into());
-        a.cgroups = vec!["cpuset.cpus=0".into()];
-        a.mcs_range = Some("c10.c20".into());
-        let s = Settings::resolve(&a).unwrap();
-        assert!(s.profile.namespaces.pid);
-        assert_eq!(s.profile.seccomp.mode, SeccompMode::On);
-        assert_eq!(s.profile.landlock.mode, LandlockMode::Require);
-        assert_eq!(s.profile.selinux.mode, SelinuxMode::Require);
-        assert_eq!(s.cgroup_parent, "machine/vms");
-        assert_eq!(s.cgroup_version, CgroupVersion::V2);
-        assert_eq!(
-            s.extra_cgroups,
-            vec![("cpuset.cpus".to_string(), "0".to_string())]
-        );
-        assert_eq!(s.mcs_range, CategoryRange { lo: 10, hi: 20 });
-        // Other dev values stay.
-        assert_eq!(s.profile.rlimits.nofile, 4096);
-    }
-
-    #[test]
-    fn missing_flags_and_bad_ids_are_named() {
-        let mut a = args();
-        a.id = None;
-        assert!(Settings::resolve(&a)
-            .unwrap_err()
-            .to_string()
-            .contains("--id"));
-        let mut a = args();
-        a.id = Some("bad id".into());
-        assert!(Settings::resolve(&a)
-            .unwrap_err()
-            .to_string()
-            .contains("bad id"));
-        let mut a = args();
-        a.config_file = None;
-        assert!(Settings::resolve(&a)
-            .unwrap_err()
-            .to_string()
-            .contains("--config-file"));
-    }
-
-    #[test]
-    fn limits_follow_the_guest() {
-        let s = Settings::resolve(&args()).unwrap();
-        let res = Resources {
-            files: Vec::new(),
-            taps: Vec::new(),
-            vsock_name: None,
-            jail_config: String::new(),
-            mem_size_mib: 512,
-            vcpu_count: 2,
-        };
-        let l = cgroup_limits(&s, &res);
-        assert_eq!(l.memory_bytes, (512 + 128) << 20);
-        assert_eq!(l.cpu_quota_us, 200_000);
-        assert_eq!(l.cpu_period_us, 100_000);
-        assert_eq!(l.pids_max, 64);
-    }
-}
+#[path = "jail_tests.rs"]
+mod tests;

@@ -197,6 +197,14 @@ pub fn prepare(
 
 /// In the child's new mount namespace: bind the resources, create the devices,
 /// pivot_root into the jail, detach the old root and make `/` read-only.
+///
+/// `orchestrator` (Firecracker's mode): the jail root is the orchestrator's, as in
+/// Firecracker's jailer (chroot.rs): mounts are slaves, so what the orchestrator
+/// mounts into the root later (Kata's hot-plugged drives) reaches the jail but
+/// nothing goes back; the root is bound with its submounts; each known file is
+/// bound over itself (read-only when it is); `/` stays writable, for the VMM's
+/// sockets, with Landlock allowing no other new file. Writable files are not bound
+/// (see below).
 pub fn enter_root(
     root: &Path,
     files: &[Resource],
@@ -204,15 +212,32 @@ pub fn enter_root(
     uid: u32,
     gid: u32,
     rootless: bool,
+    orchestrator: bool,
 ) -> Result<(), JailFsError> {
     let none: Option<&str> = None;
-    // Nothing mounted in here propagates back to the host, nor the other way.
-    mount(none, "/", none, MsFlags::MS_PRIVATE | MsFlags::MS_REC, none)
-        .map_err(sys("make private", Path::new("/")))?;
-    mount(Some(root), root, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", root))?;
+    if orchestrator {
+        mount(none, "/", none, MsFlags::MS_SLAVE | MsFlags::MS_REC, none)
+            .map_err(sys("make slave", Path::new("/")))?;
+        mount(
+            Some(root),
+            root,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(sys("bind-mount", root))?;
+    } else {
+        // Nothing mounted in here propagates back to the host, nor the other way.
+        mount(none, "/", none, MsFlags::MS_PRIVATE | MsFlags::MS_REC, none)
+            .map_err(sys("make private", Path::new("/")))?;
+        mount(Some(root), root, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", root))?;
+    }
 
     let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    for r in files {
+    // Firecracker's mode binds only the read-only files (over themselves): a mount
+    // over a writable placeholder would hide the drive the orchestrator mounts
+    // there later (a propagated mount goes under the one already there).
+    for r in files.iter().filter(|r| !orchestrator || !r.writable) {
         let target = root.join(r.jail_path.strip_prefix("/").unwrap_or(&r.jail_path));
         match &r.tree {
             Some(tree) => {
@@ -227,16 +252,19 @@ pub fn enter_root(
     }
 
     // The vsock directory stays writable when / becomes read-only.
-    let vsock = root.join(JAIL_VSOCK_DIR.trim_start_matches('/'));
-    mount(Some(&vsock), &vsock, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", &vsock))?;
-    mount(
-        none,
-        &vsock,
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | hardening,
-        none,
-    )
-    .map_err(sys("remount", &vsock))?;
+    if !orchestrator {
+        let vsock = root.join(JAIL_VSOCK_DIR.trim_start_matches('/'));
+        mount(Some(&vsock), &vsock, none, MsFlags::MS_BIND, none)
+            .map_err(sys("bind-mount", &vsock))?;
+        mount(
+            none,
+            &vsock,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | hardening,
+            none,
+        )
+        .map_err(sys("remount", &vsock))?;
+    }
 
     for (rel, major, minor) in devices(with_tun) {
         let p = root.join(rel);
@@ -266,14 +294,26 @@ pub fn enter_root(
     std::env::set_current_dir("/").map_err(io("chdir", Path::new("/")))?;
     umount2("/old_root", MntFlags::MNT_DETACH).map_err(sys("detach", Path::new("/old_root")))?;
     std::fs::remove_dir("/old_root").map_err(io("remove", Path::new("/old_root")))?;
+    let read_only = if orchestrator {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
     mount(
         none,
         "/",
         none,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | read_only | MsFlags::MS_NOSUID,
         none,
     )
-    .map_err(sys("remount read-only", Path::new("/")))?;
+    .map_err(sys(
+        if orchestrator {
+            "remount nosuid"
+        } else {
+            "remount read-only"
+        },
+        Path::new("/"),
+    ))?;
     Ok(())
 }
 

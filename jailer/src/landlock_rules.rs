@@ -37,6 +37,12 @@ pub enum Grant {
     ReadWrite,
     /// A directory where the VMM creates and removes unix sockets.
     SocketDir,
+    /// Firecracker's mode: the jail root the orchestrator filled. Its files (the
+    /// known ones and those linked or mounted in later, e.g. Kata's hot-plugged
+    /// drives) may be read and written, and unix sockets created and removed
+    /// anywhere under it (the API socket in /run, a vsock socket in /); nothing may
+    /// be executed, and no file, directory, device or link created.
+    JailRoot,
 }
 
 /// One rule: a path inside the jail (after pivot_root) and its grant.
@@ -72,6 +78,13 @@ fn access_for(grant: Grant) -> BitFlags<AccessFs> {
         }
         Grant::SocketDir => {
             AccessFs::MakeSock | AccessFs::RemoveFile | AccessFs::ReadDir | AccessFs::from_file(abi)
+        }
+        Grant::JailRoot => {
+            AccessFs::ReadFile
+                | AccessFs::WriteFile
+                | AccessFs::Truncate
+                | AccessFs::MakeSock
+                | AccessFs::RemoveFile
         }
     }
 }
@@ -160,6 +173,23 @@ mod tests {
         assert!(!access_for(Grant::ReadWrite).contains(AccessFs::Execute));
         assert!(access_for(Grant::SocketDir).contains(AccessFs::MakeSock));
         assert!(!access_for(Grant::SocketDir).contains(AccessFs::MakeReg));
+        let root = access_for(Grant::JailRoot);
+        assert!(root.contains(AccessFs::WriteFile | AccessFs::MakeSock));
+        for denied in [
+            AccessFs::Execute,
+            AccessFs::MakeReg,
+            AccessFs::MakeDir,
+            AccessFs::MakeChar,
+            AccessFs::MakeBlock,
+            AccessFs::MakeSym,
+            AccessFs::MakeFifo,
+            AccessFs::RemoveDir,
+            AccessFs::ReadDir,
+            AccessFs::Refer,
+            AccessFs::IoctlDev,
+        ] {
+            assert!(!root.contains(denied), "{denied:?}");
+        }
     }
 
     #[test]

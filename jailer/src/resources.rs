@@ -4,7 +4,7 @@
 //! The config written into the jail names the in-jail paths only.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use caisson::config::VmConfig;
@@ -50,6 +50,8 @@ pub enum Kind {
     Drive,
     /// logger.log_path or caisson.serial: an output file.
     Output,
+    /// Firecracker's mode: the VM config itself, read by the VMM in the jail.
+    Config,
 }
 
 /// One opened file of the VM.
@@ -440,34 +442,58 @@ pub fn give_writable_to(
             path: r.host_path.clone(),
             uid: r.uid,
             gid: r.gid,
+            mode: None,
         });
     }
     Ok(done)
 }
 
-/// Puts owners back (by path; the VM is gone by then). Returns the failures as text.
+/// chmod of `path` itself, never of what a symlink there points to.
+pub fn chmod_nofollow(path: &Path, mode: u32) -> std::io::Result<()> {
+    let fd = open(
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = fstat(&fd)?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    std::fs::set_permissions(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        std::fs::Permissions::from_mode(mode),
+    )
+}
+
+/// Puts owners (and changed modes) back, by path (the VM is gone by then).
+/// Returns the failures as text.
 pub fn restore_owners(records: &[crate::state::OwnerRecord]) -> Vec<String> {
-    records
-        .iter()
-        .filter_map(|o| {
-            nix::unistd::fchownat(
-                nix::fcntl::AT_FDCWD,
-                &o.path,
-                Some(nix::unistd::Uid::from_raw(o.uid)),
-                Some(nix::unistd::Gid::from_raw(o.gid)),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .err()
-            .map(|e| {
-                format!(
-                    "cannot restore owner {}:{} of {}: {e}",
-                    o.uid,
-                    o.gid,
+    let mut problems = Vec::new();
+    for o in records {
+        if let Err(e) = nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &o.path,
+            Some(nix::unistd::Uid::from_raw(o.uid)),
+            Some(nix::unistd::Gid::from_raw(o.gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            problems.push(format!(
+                "cannot restore owner {}:{} of {}: {e}",
+                o.uid,
+                o.gid,
+                o.path.display()
+            ));
+        }
+        if let Some(mode) = o.mode {
+            if let Err(e) = chmod_nofollow(&o.path, mode) {
+                problems.push(format!(
+                    "cannot restore mode {mode:o} of {}: {e}",
                     o.path.display()
-                )
-            })
-        })
-        .collect()
+                ));
+            }
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub struct OwnerRecord {
     pub path: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    /// The permission bits to put back, when the jailer changed them too.
+    #[serde(default)]
+    pub mode: Option<u32>,
 }
 
 /// Everything the jailer did for one VM.
@@ -83,6 +86,13 @@ pub struct JailState {
     pub owners: Vec<OwnerRecord>,
     /// The vsock socket's host path (inside the jail), if any.
     pub vsock_host_path: Option<PathBuf>,
+    /// Firecracker's mode: the jail root is the orchestrator's and is kept.
+    #[serde(default)]
+    pub firecracker_mode: bool,
+    /// Firecracker's mode: what the jailer created in the jail root (removed in
+    /// reverse order when the VM ends).
+    #[serde(default)]
+    pub created_in_jail: Vec<PathBuf>,
 }
 
 /// The state file of `id`.

@@ -335,3 +335,74 @@ pub fn wait_holding(child: &mut Child) -> Vec<String> {
         }
     }
 }
+
+/// A guest of the static VMM's build (tests/guests, built by its build script).
+pub fn static_guest(name: &str) -> PathBuf {
+    let release = static_caisson()
+        .parent()
+        .expect("target/static/release")
+        .to_path_buf();
+    std::fs::read_dir(release.join("build"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("out/guests").join(format!("{name}.elf")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name}.elf is not in the static build's guests"))
+}
+
+/// One HTTP/1.1 exchange over a Unix socket, as Firecracker's clients (Kata, the
+/// go SDK) make them: the request, then the response's status line, headers and a
+/// body of `Content-Length` bytes. Returns the status code and the body.
+pub fn http_unix(
+    sock: &Path,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let stream = std::os::unix::net::UnixStream::connect(sock)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut req =
+        format!("{method} {uri} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n");
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    (&stream).write_all(req.as_bytes())?;
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut reader = BufReader::new(&stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(bad("the connection closed inside the headers".into()));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                length = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("bad Content-Length {v:?}")))?;
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
