@@ -316,16 +316,11 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
     if let Some(p) = cfg.logger.as_ref().and_then(|l| l.log_path.clone()) {
         add(Kind::Output, "logger.log_path".into(), &p, true)?;
     }
-    if let Some(p) = cfg
-        .metrics
-        .as_ref()
-        .and_then(|m| m.get("metrics_path"))
-        .and_then(|v| v.as_str())
-    {
+    if let Some(m) = &cfg.metrics {
         add(
             Kind::Output,
             "metrics.metrics_path".into(),
-            Path::new(p),
+            &m.metrics_path,
             true,
         )?;
     }

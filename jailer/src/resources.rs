@@ -361,6 +361,21 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
             files.push(r);
         }
     }
+    if let Some(m) = cfg.metrics.as_mut() {
+        let p = m.metrics_path.clone();
+        let mut r = open_file(
+            Kind::Output,
+            "metrics.metrics_path".into(),
+            &p,
+            true,
+            format!("metrics-{}", safe_name(&p)),
+            true,
+            &roots,
+        )?;
+        r.jail_path = Path::new(JAIL_OUT_DIR).join(format!("metrics-{}", safe_name(&p)));
+        m.metrics_path = r.jail_path.clone();
+        files.push(r);
+    }
     if let Some(serial) = cfg.caisson.serial.clone() {
         if serial != "stdout" && serial != "none" && !serial.is_empty() {
             let p = PathBuf::from(&serial);
