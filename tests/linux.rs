@@ -425,3 +425,90 @@ fn linux_finds_virtio_devices_through_acpi_alone() {
         g.fail(&format!("exit status {status}, want 0"));
     }
 }
+
+/// `PUT /actions {"action_type": "SendCtrlAltDel"}` on a running Linux: the
+/// keys reach the kernel through the i8042, atkbd and the VT keyboard handler
+/// (CONFIG_VT, `Boot` on ctrl-alt-del in the default keymap), whose
+/// `ctrl_alt_del()` restarts the machine at once (the init never turns C_A_D
+/// off with `reboot(RB_DISABLE_CAD)`); with `reboot=k` that is the i8042's
+/// reset line, and `caisson` exits 0. The init sits in the `serial` check's
+/// shell meanwhile, so nothing but the keys can end the VM.
+#[test]
+fn linux_shuts_down_on_send_ctrl_alt_del() {
+    require_kvm();
+    let dir = tempdir();
+    let sock = dir.path().join("api.sock");
+    let cfg = config(
+        dir.path(),
+        1,
+        "caisson.checks=serial",
+        serde_json::json!({}),
+    );
+    // The config file boots the VM; the API then serves post-boot requests.
+    let mut cmd = std::process::Command::new(CAISSON);
+    cmd.arg("--api-sock")
+        .arg(&sock)
+        .args(["--id", "linux-cad", "--config-file"])
+        .arg(&cfg)
+        .args(["--serial", "stdout"]);
+    let mut g = Guest::spawn("linux-cad", cmd);
+    loop {
+        match g.next(Duration::from_secs(5)) {
+            Event::Line(l) if l.contains("CAISSON-SHELL") => break,
+            Event::Line(_) | Event::Quiet => {}
+            Event::Closed => g.fail("the VMM exited before the init's shell"),
+        }
+    }
+    if !g
+        .transcript
+        .iter()
+        .any(|l| l.contains("serio: i8042 KBD port"))
+    {
+        g.fail("Linux did not find the i8042's keyboard port");
+    }
+    let r = common::http::once(
+        &sock,
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type": "SendCtrlAltDel"}"#),
+    );
+    if r.status != 204 {
+        g.fail(&format!("SendCtrlAltDel: {r:?}"));
+    }
+    let sent = Instant::now();
+    // Generous: a reset takes a few emulated kernel steps, not a boot.
+    let limit = Duration::from_secs(300);
+    while !matches!(g.next(Duration::from_secs(5)), Event::Closed) {
+        if sent.elapsed() > limit {
+            g.fail(&format!("still running {limit:?} after SendCtrlAltDel"));
+        }
+    }
+    let status = g.finish();
+    eprintln!(
+        "linux-cad: exit {:.1} s after SendCtrlAltDel",
+        sent.elapsed().as_secs_f64()
+    );
+    for l in g
+        .transcript
+        .iter()
+        .skip_while(|l| !l.contains("CAISSON-SHELL"))
+    {
+        eprintln!("linux-cad: after the shell prompt | {l}");
+    }
+    // The reset came from the kernel's restart, not from the init ending its checks.
+    if g.transcript.iter().any(|l| l.contains("CAISSON-DONE")) {
+        g.fail("the init finished its checks: the shell ended before the keys");
+    }
+    if !g
+        .transcript
+        .iter()
+        .any(|l| l.contains("reboot: Restarting system"))
+    {
+        g.fail("Linux did not restart the system");
+    }
+    if status.code() != Some(0) {
+        g.fail(&format!(
+            "exit status {status} after SendCtrlAltDel, want 0"
+        ));
+    }
+}

@@ -174,3 +174,88 @@ fn no_seccomp_warns_and_leaves_threads_unfiltered() {
         assert_eq!(seccomp, "0", "thread {name}");
     }
 }
+
+/// Per thread of process `pid`: (name, Seccomp, NoNewPrivs).
+fn confinement_of(pid: i32) -> Vec<(String, String, String)> {
+    let mut threads = vec![];
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let s = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        threads.push((
+            status_field(&s, "Name"),
+            status_field(&s, "Seccomp"),
+            status_field(&s, "NoNewPrivs"),
+        ));
+    }
+    threads.sort();
+    threads
+}
+
+#[test]
+fn api_thread_is_filtered_before_any_guest_runs() {
+    let v = common::http::Vmm::spawn("sc", &[]);
+    // An answer means the API thread is serving, so past its filter's install.
+    let r = common::http::once(&v.sock, "GET", "/", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["state"], "Not started", "{r:?}");
+    let threads = confinement_of(v.pid());
+    let names: Vec<&str> = threads
+        .iter()
+        .map(|t| t.0.as_str())
+        .filter(|n| !n.starts_with("kvm-"))
+        .collect();
+    assert_eq!(names, ["caisson", "fc_api"], "{threads:?}");
+    // The VMM thread installs its filter at InstanceStart, as Firecracker's
+    // does while building the VM; the API thread serves confined from the start.
+    let (_, seccomp, nnp) = threads.iter().find(|t| t.0 == "fc_api").unwrap();
+    assert_eq!(
+        seccomp, "2",
+        "fc_api is not in seccomp filter mode: {threads:?}"
+    );
+    assert_eq!(nnp, "1", "fc_api lacks no_new_privs: {threads:?}");
+}
+
+#[test]
+fn forbidden_syscall_in_the_api_thread_kills_the_vmm() {
+    let d = tempdir();
+    let f = filter_without(d.path(), "api", "accept4");
+    let log = d.path().join("caisson.log");
+    let mut v = common::http::Vmm::spawn_nowait(
+        "sc",
+        &["--seccomp-filter", &f, "--log-path", log.to_str().unwrap()],
+    );
+    // The listener is bound before the API thread runs, so the connection is
+    // queued; the thread's accept4 is the forbidden call.
+    let start = std::time::Instant::now();
+    let _conn = loop {
+        match std::os::unix::net::UnixStream::connect(&v.sock) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(3),
+                    "connect {}: {e}; stderr: {}",
+                    v.sock.display(),
+                    v.stderr()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    };
+    let status = v.wait_exit(std::time::Duration::from_secs(30));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSYS),
+        "{status:?}; stderr: {}",
+        v.stderr()
+    );
+    let want = "thread fc_api made the forbidden syscall accept4 (";
+    let stderr = v.stderr();
+    assert!(
+        stderr.contains(want),
+        "stderr should name accept4: {stderr}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(want),
+        "the log file should name accept4: {logged}"
+    );
+}

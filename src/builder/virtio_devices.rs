@@ -64,11 +64,8 @@ fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
             path: d.path.clone(),
             source,
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(!d.read_only)
-            .open(&d.path)
-            .map_err(err)?;
+        let file =
+            crate::devices::virtio::block::open_backing_file(&d.path, !d.read_only).map_err(err)?;
         let disk = Disk::new(file, d.read_only, &d.id).map_err(err)?;
         let name = format!("virtio-blk {}", d.id);
         let rl = limiter(&name, &d.rate_limiter)?;

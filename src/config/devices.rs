@@ -8,7 +8,6 @@
 //! `host_dev_name` is still required by the schema and is only used in messages.
 
 use std::collections::BTreeSet;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use super::{ConfigError, DriveConfig, NetConfig, VmConfig};
@@ -190,10 +189,7 @@ fn check_drive(i: usize, d: &DriveConfig) -> Result<ValidDrive, ConfigError> {
             ))
         }
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(!d.is_read_only)
-        .open(&d.path_on_host)
+    let file = crate::devices::virtio::block::open_backing_file(&d.path_on_host, !d.is_read_only)
         .map_err(|e| invalid(f("path_on_host"), d.path_on_host.display(), e.to_string()))?;
     let meta = file
         .metadata()

@@ -212,6 +212,25 @@ pub struct Disk {
     id: [u8; ID_BYTES],
 }
 
+/// Opens a drive's backing file, which must be a regular file. The open does
+/// not block (O_NONBLOCK, which regular files ignore), so a FIFO or a device
+/// named as a drive is refused instead of stalling the VMM thread.
+pub fn open_backing_file(path: &Path, writable: bool) -> Result<File, std::io::Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 impl Disk {
     /// Wraps an open file; `drive_id` is the GET_ID serial (truncated to 20 bytes).
     pub fn new(file: File, read_only: bool, drive_id: &str) -> Result<Self, std::io::Error> {
@@ -240,11 +259,7 @@ impl Disk {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(err)?;
+        let file = open_backing_file(path, !read_only).map_err(err)?;
         Self::new(file, read_only, drive_id).map_err(err)
     }
 
