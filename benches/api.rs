@@ -55,9 +55,25 @@ fn request(sock: &Path, method: &str, path: &str, body: &str) -> u16 {
         .unwrap_or(0)
 }
 
-fn spawn(sock: &Path) -> Child {
+/// The static caisson the jail runs (as tests/demo.sh and the jailer's tests build it).
+fn static_caisson() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args(["rustc", "-q", "--release", "--bin", "caisson"])
+        .args(["--target-dir", "target/static"])
+        .args(["--", "-C", "target-feature=+crt-static"])
+        .current_dir(root)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building the static caisson failed");
+    root.join("target/static/release/caisson")
+}
+
+fn spawn(vmm: &Path, sock: &Path) -> Child {
     let _ = std::fs::remove_file(sock);
-    Command::new(CAISSON)
+    Command::new(vmm)
         .args(["--api-sock", sock.to_str().unwrap(), "--id", "bench"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -80,18 +96,21 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-fn socket_ready(dir: &Path) {
+fn socket_ready(vmm: &Path, dir: &Path) {
     let sock = dir.join("ready.sock");
     let (mut wall, mut cpu) = (vec![], vec![]);
     for _ in 0..RUNS {
         let start = Instant::now();
-        let child = spawn(&sock);
+        let child = spawn(vmm, &sock);
         wait_accepting(&sock);
         wall.push(start.elapsed());
         cpu.push(cpu_time(child.id()));
         stop(child);
     }
-    println!("api: exec -> API socket accepting, median of {RUNS} runs");
+    println!(
+        "api: {}: exec -> API socket accepting, median of {RUNS} runs",
+        vmm.display()
+    );
     println!(
         "  wall {:>8.2?} (target <= 5 ms)  cpu {:>8.2?} (target <= 2 ms; Firecracker's 8 ms)",
         median(&mut wall),
@@ -106,11 +125,11 @@ fn configure(sock: &Path, kernel: &Path, boot_args: &str, mem: u32) {
     assert_eq!(request(sock, "PUT", "/boot-source", &boot), 204);
 }
 
-fn start_to_first_byte(dir: &Path, kernel: &Path) {
+fn start_to_first_byte(vmm: &Path, dir: &Path, kernel: &Path) {
     let sock = dir.join("start.sock");
     let mut first = vec![];
     for _ in 0..RUNS {
-        let mut child = spawn(&sock);
+        let mut child = spawn(vmm, &sock);
         wait_accepting(&sock);
         configure(&sock, kernel, "console=ttyS0", 128);
         let mut out = child.stdout.take().unwrap();
@@ -131,7 +150,10 @@ fn start_to_first_byte(dir: &Path, kernel: &Path) {
         out.read_to_end(&mut rest).unwrap();
         stop(child);
     }
-    println!("api: InstanceStart sent -> hello guest's first serial byte, median of {RUNS} runs");
+    println!(
+        "api: {}: InstanceStart sent -> hello guest's first serial byte, median of {RUNS} runs",
+        vmm.display()
+    );
     println!("  wall {:>8.2?} (target < 10 ms)", median(&mut first));
 }
 
@@ -156,9 +178,9 @@ fn rss_split(pid: u32, guest_kb: u64) -> (u64, u64) {
     (total, guest)
 }
 
-fn idle_memory(dir: &Path, demo: &Path) {
+fn idle_memory(vmm: &Path, dir: &Path, demo: &Path) {
     let sock = dir.join("mem.sock");
-    let child = spawn(&sock);
+    let child = spawn(vmm, &sock);
     wait_accepting(&sock);
     configure(&sock, demo, "console=ttyS0 caisson.demo_wait", 128);
     assert_eq!(
@@ -175,7 +197,10 @@ fn idle_memory(dir: &Path, demo: &Path) {
     assert_eq!(request(&sock, "GET", "/", ""), 200);
     let (total, guest) = rss_split(child.id(), 128 * 1024);
     stop(child);
-    println!("memory: demo guest idle, API on, 1 vCPU, 128 MiB");
+    println!(
+        "memory: {}: demo guest idle, API on, 1 vCPU, 128 MiB",
+        vmm.display()
+    );
     println!(
         "  VMM resident set {total} KiB, guest RAM touched {guest} KiB, overhead {} KiB ({:.2} MiB; target < 3 MiB)",
         total - guest,
@@ -190,8 +215,11 @@ fn main() {
     let guests = PathBuf::from(caisson::demo::GUEST_BUILD_DIR);
     let dir = std::env::temp_dir().join(format!("caisson-api-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    socket_ready(&dir);
-    start_to_first_byte(&dir, &guests.join("hello.elf"));
-    idle_memory(&dir, &guests.join("demo.elf"));
+    // The static binary is what the jail runs; the dynamic one is cargo's.
+    for vmm in [static_caisson(), PathBuf::from(CAISSON)] {
+        socket_ready(&vmm, &dir);
+        start_to_first_byte(&vmm, &dir, &guests.join("hello.elf"));
+        idle_memory(&vmm, &dir, &guests.join("demo.elf"));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
