@@ -316,3 +316,57 @@ fn put_read_only_drive_onto_a_fifo_is_refused_without_hanging() {
     r.assert_fault_contains(f.to_str().unwrap());
     r.assert_fault_contains("not a regular file");
 }
+
+/// A loop device over an image, detached when dropped.
+struct Loop(String);
+
+impl Loop {
+    fn over(image: &Path) -> Self {
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(image)
+            .output()
+            .expect("run losetup (util-linux)");
+        assert!(
+            out.status.success(),
+            "losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+/// Kata hot-plugs host block devices, not files: a loop device as the new
+/// backing is sized by its end offset (its metadata length is 0).
+#[test]
+fn patch_drive_onto_a_block_device_and_the_guest_sees_its_size() {
+    let mut v = Vmm::spawn("hp", &[]);
+    let placeholder = image(v.dir.path(), "placeholder.img", MIB, b"");
+    let backing = image(v.dir.path(), "loop.img", 3 * MIB, b"LOOPDEV!");
+    let dev = Loop::over(&backing);
+    let g0 = boot_with_placeholder(&mut v, &placeholder);
+    let mut c = v.client();
+    c.patch("/drives/drive_0", &patch_body("drive_0", Path::new(&dev.0)))
+        .assert_no_content();
+    let status = v.wait_exit(Duration::from_secs(30));
+    let out = v.stdout();
+    assert_eq!(status.code(), Some(0), "{out}\nstderr: {}", v.stderr());
+    let lines = hotplug_lines(&out);
+    assert_eq!(
+        lines[1],
+        format!("hotplug: capacity 6144 sectors generation {}", g0 + 1),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&"hotplug: sector 0 LOOPDEV!".to_string()),
+        "{out}"
+    );
+}

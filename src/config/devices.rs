@@ -189,18 +189,9 @@ fn check_drive(i: usize, d: &DriveConfig) -> Result<ValidDrive, ConfigError> {
             ))
         }
     }
-    let file = crate::devices::virtio::block::open_backing_file(&d.path_on_host, !d.is_read_only)
+    // A regular file or a block device, opened without blocking.
+    crate::devices::virtio::block::open_backing_file(&d.path_on_host, !d.is_read_only)
         .map_err(|e| invalid(f("path_on_host"), d.path_on_host.display(), e.to_string()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| invalid(f("path_on_host"), d.path_on_host.display(), e.to_string()))?;
-    if !meta.is_file() {
-        return Err(invalid(
-            f("path_on_host"),
-            d.path_on_host.display(),
-            "not a regular file",
-        ));
-    }
     if let Some(uuid) = &d.partuuid {
         if !d.is_root_device {
             return Err(invalid(

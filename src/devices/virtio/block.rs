@@ -212,20 +212,22 @@ pub struct Disk {
     id: [u8; ID_BYTES],
 }
 
-/// Opens a drive's backing file, which must be a regular file. The open does
-/// not block (O_NONBLOCK, which regular files ignore), so a FIFO or a device
-/// named as a drive is refused instead of stalling the VMM thread.
+/// Opens a drive's backing file: a regular file or a block device (Kata
+/// hot-plugs host block devices over its placeholder drives). The open does
+/// not block (O_NONBLOCK, which both ignore), so a FIFO named as a drive is
+/// refused instead of stalling the VMM thread.
 pub fn open_backing_file(path: &Path, writable: bool) -> Result<File, std::io::Error> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(writable)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    let kind = file.metadata()?.file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "not a regular file",
+            "not a regular file or a block device",
         ));
     }
     Ok(file)
@@ -233,8 +235,11 @@ pub fn open_backing_file(path: &Path, writable: bool) -> Result<File, std::io::E
 
 impl Disk {
     /// Wraps an open file; `drive_id` is the GET_ID serial (truncated to 20 bytes).
-    pub fn new(file: File, read_only: bool, drive_id: &str) -> Result<Self, std::io::Error> {
-        let size = file.metadata()?.len();
+    pub fn new(mut file: File, read_only: bool, drive_id: &str) -> Result<Self, std::io::Error> {
+        use std::io::Seek;
+        // The end offset is the size of a regular file and of a block device
+        // alike (whose metadata length is 0).
+        let size = file.seek(std::io::SeekFrom::End(0))?;
         if size % SECTOR_SIZE != 0 {
             log::warn!(
                 "drive {drive_id}: size {size} is not a multiple of {SECTOR_SIZE}; the last {} bytes are not visible to the guest",
