@@ -161,6 +161,19 @@ impl Drop for FcJail {
 /// by the VMM), and /fcConfig.json (0640 root:root, as Kata writes it). The guest is the demo guest waiting for serial input, which under
 /// --daemonize never comes: it keeps running.
 fn kata_jail(tag: &str) -> FcJail {
+    kata_jail_for(tag, "demo", "console=ttyS0 caisson.demo_wait", None, true)
+}
+
+/// As [`kata_jail`], booting guest `guest` with `boot_args`, with the serial
+/// output in the jail root's file `serial` when given, and without the rootfs
+/// drive unless `rootfs` (so that a guest using the first drive gets drive_0).
+fn kata_jail_for(
+    tag: &str,
+    guest: &str,
+    boot_args: &str,
+    serial: Option<&str>,
+    rootfs: bool,
+) -> FcJail {
     assert!(
         Path::new("/dev/kvm").exists(),
         "this test boots a guest through KVM and needs /dev/kvm"
@@ -177,16 +190,19 @@ fn kata_jail(tag: &str) -> FcJail {
             .unwrap(),
     );
     j.link(
-        &std::fs::read(static_guest("demo")).unwrap(),
+        &std::fs::read(static_guest(guest)).unwrap(),
         "vmlinux",
         0o644,
     );
     j.link(&vec![0u8; 1 << 20], "rootfs", 0o644);
     std::fs::create_dir(j.root.join("run")).unwrap();
-    let mut drives = vec![serde_json::json!({
-        "drive_id": "rootfs", "path_on_host": "/rootfs",
-        "is_root_device": false, "is_read_only": true
-    })];
+    let mut drives = vec![];
+    if rootfs {
+        drives.push(serde_json::json!({
+            "drive_id": "rootfs", "path_on_host": "/rootfs",
+            "is_root_device": false, "is_read_only": true
+        }));
+    }
     for i in 0..PLACEHOLDERS {
         let name = format!("drive_{i}");
         std::fs::File::create(j.root.join(&name)).unwrap();
@@ -197,16 +213,20 @@ fn kata_jail(tag: &str) -> FcJail {
             "is_root_device": false, "is_read_only": false
         }));
     }
-    let cfg = serde_json::json!({
+    let mut cfg = serde_json::json!({
         "boot-source": {
             "kernel_image_path": "/vmlinux",
-            "boot_args": "console=ttyS0 caisson.demo_wait"
+            "boot_args": boot_args
         },
         "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
         "drives": drives,
         "logger": {"log_path": "/logs.fifo", "level": "Error"},
         "vsock": {"guest_cid": 3, "uds_path": "/kata.hvsock", "vsock_id": "root"},
     });
+    if let Some(name) = serial {
+        std::fs::File::create(j.root.join(name)).unwrap();
+        cfg["caisson"] = serde_json::json!({"serial": format!("/{name}")});
+    }
     let cfg_path = j.root.join("fcConfig.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     std::fs::set_permissions(&cfg_path, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -709,4 +729,79 @@ fn kata_hot_plugged_mounts_reach_the_running_jail_and_nothing_goes_back() {
     umount2(&j.root.join("drive_0"), MntFlags::MNT_DETACH).unwrap();
     umount2(&j.root, MntFlags::MNT_DETACH).unwrap();
     assert!(j.root.join("vmlinux").exists());
+}
+
+/// Waits until the jail root's file `name` holds `text`; returns what it holds.
+fn wait_file_text(j: &FcJail, name: &str, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = std::fs::read_to_string(j.root.join(name)).unwrap_or_default();
+        if got.contains(text) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never showed {text:?}: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kata Go's whole hot-plug, jailed: the VM boots on empty placeholder drives,
+/// `GET /` over the jailed socket says Running, a new image is bind-mounted over
+/// /drive_0 (the jail root is a shared mount, as Kata makes it), and
+/// `PATCH /drives/drive_0 {drive_id, path_on_host}` makes the guest see the new
+/// capacity and data. The pid file names the VMM; SIGTERM ends it and the jail
+/// is cleaned.
+#[test]
+fn kata_go_hot_plug_through_the_jailed_api_reaches_the_guest() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    // Kata's placeholders are empty files; the guest watches the first drive,
+    // drive_0 here.
+    let j = kata_jail_for(
+        "kata-hp",
+        "blk_hotplug",
+        "console=ttyS0 hotplug.wait_s=60",
+        Some("serial.out"),
+        false,
+    );
+    let none: Option<&str> = None;
+    mount(Some(&j.root), &j.root, none, MsFlags::MS_BIND, none).unwrap();
+    mount(none, &j.root, none, MsFlags::MS_SHARED, none).unwrap();
+    kata_launch(&j);
+    let pid = j.wait_pid();
+    let sock = j.root.join("run/firecracker.socket");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(http_unix(&sock, "GET", "/", None), Ok((200, ref b)) if b.contains("\"Running\""))
+    {
+        assert!(Instant::now() < deadline, "GET / never said Running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let first = wait_file_text(&j, "serial.out", "hotplug: capacity 0 sectors");
+
+    // The hot-plugged image, writable by the VM as Kata's devices are.
+    let hot = j.dir.join("img/hot.img");
+    let mut bytes = vec![0u8; 2 << 20];
+    bytes[..8].copy_from_slice(b"HOTPLUG!");
+    std::fs::write(&hot, &bytes).unwrap();
+    std::fs::set_permissions(&hot, std::fs::Permissions::from_mode(0o666)).unwrap();
+    mount(
+        Some(&hot),
+        &j.root.join("drive_0"),
+        none,
+        MsFlags::MS_BIND,
+        none,
+    )
+    .unwrap();
+    let patch = r#"{"drive_id": "drive_0", "path_on_host": "/drive_0"}"#;
+    let (code, body) = http_unix(&sock, "PATCH", "/drives/drive_0", Some(patch)).unwrap();
+    assert_eq!((code, body.as_str()), (204, ""), "{first}");
+    let seen = wait_file_text(&j, "serial.out", "hotplug: sector 0 HOTPLUG!");
+    assert!(seen.contains("hotplug: capacity 4096 sectors"), "{seen}");
+
+    // SAFETY: signalling the VMM this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    j.wait_cleaned();
+    umount2(&j.root.join("drive_0"), MntFlags::MNT_DETACH).unwrap();
+    umount2(&j.root, MntFlags::MNT_DETACH).unwrap();
 }
