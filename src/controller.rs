@@ -321,7 +321,7 @@ impl Controller {
                 }),
                 A::SetVsockDevice(v) => self.configure(|c| c.vsock = Some(v)),
                 A::SetEntropyDevice(e) => self.configure(|c| c.entropy = Some(e)),
-                other => self.handle_any_time(other, None),
+                other => self.handle_any_time(other),
             };
         (result, None)
     }
@@ -371,12 +371,12 @@ impl Controller {
             | A::SetVsockDevice(_)
             | A::SetEntropyDevice(_)
             | A::StartMicroVm => Err(ActionError::NotAfterBoot),
-            other => self.handle_any_time(other, Some(vm)),
+            other => self.handle_any_time(other),
         }
     }
 
     /// Actions with the same answer before and after boot.
-    fn handle_any_time(&mut self, action: VmmAction, _vm: Option<&mut Vm>) -> ActionResult {
+    fn handle_any_time(&mut self, action: VmmAction) -> ActionResult {
         match action {
             VmmAction::GetVersion => Ok(VmmData::Version(env!("CARGO_PKG_VERSION").into())),
             VmmAction::GetMachineConfig => Ok(VmmData::MachineConfig(self.machine_config())),
@@ -538,5 +538,128 @@ fn apply_machine_update(c: &mut VmConfig, u: MachineConfigUpdate) {
     }
     if u.cpu_template.is_some() {
         m.cpu_template = u.cpu_template;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limiter::TokenBucketConfig;
+
+    fn controller() -> Controller {
+        Controller::new("t", 8, None)
+    }
+
+    fn refused(c: &mut Controller, a: VmmAction) -> String {
+        match c.handle_preboot(a) {
+            (Err(e), None) => e.to_string(),
+            (r, vm) => panic!("accepted: {r:?}, started: {}", vm.is_some()),
+        }
+    }
+
+    #[test]
+    fn runtime_actions_are_refused_before_boot() {
+        let mut c = controller();
+        for a in [
+            VmmAction::Pause,
+            VmmAction::Resume,
+            VmmAction::FlushMetrics,
+            VmmAction::SendCtrlAltDel,
+            VmmAction::UpdateBlockDevice(DriveUpdate {
+                drive_id: "d".into(),
+                path_on_host: None,
+                rate_limiter: None,
+            }),
+        ] {
+            assert_eq!(refused(&mut c, a), NOT_BEFORE_BOOT);
+        }
+    }
+
+    #[test]
+    fn a_refused_change_keeps_what_was_configured() {
+        let mut c = controller();
+        let ok = VmmAction::SetMachineConfig(MachineConfig {
+            vcpu_count: Some(2),
+            mem_size_mib: Some(64),
+            ..MachineConfig::default()
+        });
+        assert!(matches!(c.handle_preboot(ok), (Ok(VmmData::Empty), None)));
+        let too_many = VmmAction::UpdateMachineConfig(MachineConfigUpdate {
+            vcpu_count: Some(100),
+            ..MachineConfigUpdate::default()
+        });
+        assert!(refused(&mut c, too_many).contains("vcpu_count: 100"));
+        let missing = VmmAction::SetMachineConfig(MachineConfig {
+            vcpu_count: Some(1),
+            ..MachineConfig::default()
+        });
+        assert!(refused(&mut c, missing).contains("mem_size_mib is required"));
+        assert_eq!(c.resources().machine_config.vcpu_count, Some(2));
+        assert_eq!(c.resources().machine_config.mem_size_mib, Some(64));
+        let bad_drive = VmmAction::InsertBlockDevice(DriveConfig {
+            drive_id: "d".into(),
+            path_on_host: "/nonexistent/disk".into(),
+            is_root_device: false,
+            is_read_only: true,
+            partuuid: None,
+            cache_type: None,
+            io_engine: None,
+            rate_limiter: None,
+            socket: None,
+        });
+        assert!(refused(&mut c, bad_drive).contains("/nonexistent/disk"));
+        assert!(c.resources().drives.is_empty());
+        // Starting without a kernel names what is missing, and nothing starts.
+        assert!(refused(&mut c, VmmAction::StartMicroVm).contains("kernel_image_path"));
+        assert!(matches!(
+            c.handle_preboot(VmmAction::GetInstanceInfo),
+            (Ok(VmmData::InstanceInfo(i)), None) if i.state == "Not started"
+        ));
+    }
+
+    #[test]
+    fn a_config_file_becomes_the_same_actions() {
+        let cfg = VmConfig::from_json(
+            r#"{"boot-source": {"kernel_image_path": "/k"},
+                "machine-config": {"vcpu_count": 2},
+                "drives": [{"drive_id": "a", "path_on_host": "/a", "is_root_device": true}],
+                "entropy": {}, "balloon": {"amount_mib": 1, "deflate_on_oom": false}}"#,
+        )
+        .expect("parses");
+        let actions = actions_from_config(cfg);
+        assert!(
+            matches!(actions[1], VmmAction::UpdateMachineConfig(ref m) if m.vcpu_count == Some(2) && m.mem_size_mib.is_none())
+        );
+        assert!(matches!(actions[2], VmmAction::ConfigureBootSource(_)));
+        assert!(matches!(actions[3], VmmAction::InsertBlockDevice(ref d) if d.drive_id == "a"));
+        assert!(matches!(actions[4], VmmAction::SetEntropyDevice(_)));
+        assert_eq!(actions.last(), Some(&VmmAction::NotSupported("balloon")));
+    }
+
+    #[test]
+    fn patched_limiters_keep_omitted_buckets() {
+        let b = |size| TokenBucketConfig {
+            size,
+            one_time_burst: None,
+            refill_time: 100,
+        };
+        let mut old = Some(RateLimiterConfig {
+            bandwidth: Some(b(1)),
+            ops: Some(b(2)),
+        });
+        merge_limiter(
+            &mut old,
+            RateLimiterConfig {
+                bandwidth: None,
+                ops: Some(b(3)),
+            },
+        );
+        assert_eq!(
+            old,
+            Some(RateLimiterConfig {
+                bandwidth: Some(b(1)),
+                ops: Some(b(3)),
+            })
+        );
     }
 }

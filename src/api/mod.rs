@@ -53,6 +53,8 @@ pub enum ApiError {
     },
     #[error("cannot set up the API thread: {0}")]
     Setup(std::io::Error),
+    #[error("the API thread: {0}")]
+    Seccomp(crate::seccomp::SeccompError),
 }
 
 /// One request for the VMM thread and where its answer goes.
@@ -122,19 +124,32 @@ pub fn spawn(
         to_vmm: tx,
         waker: server_waker,
     };
+    let (ready_tx, ready) = sync_channel(1);
     std::thread::Builder::new()
         .name(THREAD_NAME.into())
         .stack_size(STACK_SIZE)
         .spawn(move || {
-            if let Some(f) = &filters {
-                if let Err(e) = f.install(crate::seccomp::ThreadKind::Api) {
-                    log::error!("the API thread cannot confine itself, not serving: {e}");
-                    return;
-                }
+            let installed = match &filters {
+                Some(f) => f.install(crate::seccomp::ThreadKind::Api),
+                None => Ok(()),
+            };
+            let ok = installed.is_ok();
+            let _ = ready_tx.send(installed);
+            if ok {
+                server.run();
             }
-            server.run();
         })
         .map_err(ApiError::Setup)?;
+    // Serve nothing unconfined: the thread reports its filter before it accepts.
+    match ready.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(ApiError::Seccomp(e)),
+        Err(_) => {
+            return Err(ApiError::Setup(std::io::Error::other(
+                "the API thread ended",
+            )))
+        }
+    }
     Ok(ApiReceiver {
         requests,
         waker,
