@@ -341,3 +341,49 @@ fn an_emulation_failure_is_a_vcpu_failure() {
     let l = lines(&m);
     assert_eq!(total(&l, "vcpu", "failures"), 1);
 }
+
+/// The per-device groups: `block_<id>` and the `block` aggregate follow what the
+/// virtio_blk guest did (it writes a pattern, flushes and reads it back), and
+/// `entropy` what the virtio_rng guest took.
+#[test]
+fn device_counters_follow_the_guests_io() {
+    require_kvm();
+    let dir = tempdir();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, vec![0u8; 128 * 512]).unwrap();
+    let m = dir.path().join("blk-metrics.json");
+    let drives = json!({"drives": [{"drive_id": "rootfs", "path_on_host": img,
+        "is_root_device": true, "is_read_only": false}]});
+    let cfg = config(dir.path(), "virtio_blk", "console=ttyS0", &m, drives);
+    let out = caisson(&["--no-api", "--config-file", &cfg, "--serial", "stdout"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("blk: pattern ok"), "{out:?}");
+    let l = lines(&m);
+    for group in ["block_rootfs", "block"] {
+        assert!(total(&l, group, "read_count") >= 2, "{group}: {l:?}");
+        assert!(total(&l, group, "write_count") >= 1, "{group}: {l:?}");
+        assert!(total(&l, group, "flush_count") >= 1, "{group}: {l:?}");
+        // The guest reads 8 sectors, then the 64-sector pattern back.
+        assert!(total(&l, group, "read_bytes") >= (8 + 64) * 512, "{group}");
+        assert!(total(&l, group, "write_bytes") >= 64 * 512, "{group}");
+    }
+    assert_eq!(
+        total(&l, "block", "read_bytes"),
+        total(&l, "block_rootfs", "read_bytes"),
+        "one drive: the aggregate is its counters"
+    );
+
+    let m = dir.path().join("rng-metrics.json");
+    let cfg = config(
+        dir.path(),
+        "virtio_rng",
+        "console=ttyS0",
+        &m,
+        json!({"entropy": {}}),
+    );
+    let out = caisson(&["--no-api", "--config-file", &cfg, "--serial", "stdout"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let l = lines(&m);
+    assert!(total(&l, "entropy", "entropy_bytes") >= 4096, "{l:?}");
+    assert!(total(&l, "entropy", "entropy_event_count") >= 1, "{l:?}");
+}
