@@ -13,30 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod measure;
+use measure::{cpu_time_alive as cpu_time, median, rss_split};
+
 const RUNS: usize = 25;
 const CAISSON: &str = env!("CARGO_BIN_EXE_caisson");
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// CPU time consumed so far by every thread of `pid` (schedstat, ns).
-fn cpu_time(pid: u32) -> Duration {
-    let mut ns = 0u64;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|x| x.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    Duration::from_nanos(ns)
-}
 
 /// One request with `Connection: close`; returns the status code.
 fn request(sock: &Path, method: &str, path: &str, body: &str) -> u16 {
@@ -155,27 +136,6 @@ fn start_to_first_byte(vmm: &Path, dir: &Path, kernel: &Path) {
         vmm.display()
     );
     println!("  wall {:>8.2?} (target < 10 ms)", median(&mut first));
-}
-
-/// Rss (kB) of the whole process and of the guest RAM mapping.
-fn rss_split(pid: u32, guest_kb: u64) -> (u64, u64) {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let (mut total, mut guest, mut in_guest) = (0, 0, false);
-    for line in smaps.lines() {
-        let mut f = line.split_whitespace();
-        match (f.next(), f.next()) {
-            (Some("Size:"), Some(kb)) => in_guest = kb.parse::<u64>().ok() == Some(guest_kb),
-            (Some("Rss:"), Some(kb)) => {
-                let kb: u64 = kb.parse().unwrap();
-                total += kb;
-                if in_guest {
-                    guest += kb;
-                }
-            }
-            _ => {}
-        }
-    }
-    (total, guest)
 }
 
 fn idle_memory(vmm: &Path, dir: &Path, demo: &Path) {
