@@ -129,7 +129,18 @@ fn setup_irqchip(vm: &VmFd) -> Result<(), BuildError> {
     kvm_call("KVM_CREATE_PIT2", vm.create_pit2(pit))
 }
 
-fn serial_output(sink: &SerialSink) -> Result<SerialOut, BuildError> {
+fn serial_output(cfg: &ValidConfig) -> Result<SerialOut, BuildError> {
+    let out = plain_serial_output(&cfg.serial)?;
+    Ok(match &cfg.serial_limit {
+        Some(limit) => match crate::devices::serial::LimitedOut::new(out, limit) {
+            Some(limited) => Box::new(limited),
+            None => return plain_serial_output(&cfg.serial),
+        },
+        None => out,
+    })
+}
+
+fn plain_serial_output(sink: &SerialSink) -> Result<SerialOut, BuildError> {
     Ok(match sink {
         SerialSink::Stdout => Box::new(std::io::stdout()),
         SerialSink::None => Box::new(std::io::sink()),
@@ -163,10 +174,7 @@ fn setup_legacy_devices(
         "KVM_IRQFD (serial)",
         vm.register_irqfd(&irq, layout::SERIAL_IRQ),
     )?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(
-        irq,
-        serial_output(&cfg.serial)?,
-    )));
+    let serial = Arc::new(Mutex::new(SerialDevice::new(irq, serial_output(cfg)?)));
     let mut pio = Bus::new();
     pio.insert(
         u64::from(layout::SERIAL_PORT_BASE),

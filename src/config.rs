@@ -202,6 +202,10 @@ pub struct CaissonConfig {
     /// `"stdout"`, `"none"`, or a file path the serial output is appended to.
     #[serde(default)]
     pub serial: Option<String>,
+    /// Bytes per `refill_time` the guest may write to the serial output; more
+    /// are dropped (Firecracker's `PUT /serial` `rate_limiter`).
+    #[serde(default)]
+    pub serial_rate_limiter: Option<crate::rate_limiter::TokenBucketConfig>,
     /// Tap fds inherited from the jailer, by `iface_id` (see [`devices`]).
     #[serde(default)]
     pub net_fds: Option<std::collections::BTreeMap<String, i32>>,
@@ -324,6 +328,8 @@ pub struct ValidConfig {
     pub vcpu_count: u8,
     pub mem_size_mib: u64,
     pub serial: SerialSink,
+    /// The serial output's rate limit, when limited.
+    pub serial_limit: Option<crate::rate_limiter::TokenBucketConfig>,
     /// The virtio devices; their command-line words are already in `cmdline`
     /// (the `virtio_mmio.device=` ones unless `caisson.virtio_cmdline` is false).
     pub virtio: VirtioConfig,
@@ -340,6 +346,7 @@ struct Checked {
     vcpu_count: u8,
     mem_size_mib: u64,
     serial: SerialSink,
+    serial_limit: Option<crate::rate_limiter::TokenBucketConfig>,
     virtio: VirtioConfig,
     metrics_path: Option<PathBuf>,
 }
@@ -396,6 +403,7 @@ impl VmConfig {
             vcpu_count: rest.vcpu_count,
             mem_size_mib: rest.mem_size_mib,
             serial: rest.serial,
+            serial_limit: rest.serial_limit,
             virtio: rest.virtio,
             seccomp: None,
             metrics_path: rest.metrics_path,
@@ -450,6 +458,18 @@ impl VmConfig {
         if let SerialSink::File(p) = &serial {
             check_output_file("caisson.serial", p)?;
         }
+        let serial_limit = match &self.caisson.serial_rate_limiter {
+            Some(b) => {
+                b.validate("caisson.serial_rate_limiter")
+                    .map_err(|e| ConfigError::Device {
+                        field: "caisson.serial_rate_limiter".into(),
+                        value: format!("{b:?}"),
+                        reason: e.to_string(),
+                    })?;
+                b.is_limited().then_some(*b)
+            }
+            None => None,
+        };
         let metrics_path = self.metrics.as_ref().map(|m| m.metrics_path.clone());
         if let Some(p) = &metrics_path {
             check_metrics_path(p)?;
@@ -461,6 +481,7 @@ impl VmConfig {
                 .map_err(|_| ConfigError::VcpuCount { value: vcpus, max })?,
             mem_size_mib: mem,
             serial,
+            serial_limit,
             virtio,
             metrics_path,
         })

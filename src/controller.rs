@@ -61,8 +61,11 @@ pub enum VmmAction {
     ConfigureBootSource(BootSourceConfig),
     ConfigureLogger(LoggerConfig),
     ConfigureMetrics(PathBuf),
-    /// `PUT /serial`: where the guest's serial output goes.
-    ConfigureSerial(PathBuf),
+    /// `PUT /serial`: where the guest's serial output goes, and its byte budget.
+    ConfigureSerial {
+        path: PathBuf,
+        rate_limiter: Option<crate::rate_limiter::TokenBucketConfig>,
+    },
     /// Caisson's own config-file section (serial, inherited taps, ...).
     ConfigureCaisson(CaissonConfig),
     SetMachineConfig(MachineConfig),
@@ -288,8 +291,9 @@ impl Controller {
                 A::GetInstanceInfo => Ok(VmmData::InstanceInfo(self.instance_info("Not started"))),
                 A::ConfigureLogger(l) => self.configure_logger(&l),
                 A::ConfigureMetrics(path) => self.configure_metrics(path),
-                A::ConfigureSerial(path) => self.configure(|c| {
+                A::ConfigureSerial { path, rate_limiter } => self.configure(|c| {
                     c.caisson.serial = Some(path.to_string_lossy().into_owned());
+                    c.caisson.serial_rate_limiter = rate_limiter;
                 }),
                 A::ConfigureCaisson(caisson) => self.configure(|c| c.caisson = caisson),
                 A::ConfigureBootSource(b) => self.configure(|c| c.boot_source = b),
@@ -362,7 +366,7 @@ impl Controller {
             A::ConfigureBootSource(_)
             | A::ConfigureLogger(_)
             | A::ConfigureMetrics(_)
-            | A::ConfigureSerial(_)
+            | A::ConfigureSerial { .. }
             | A::ConfigureCaisson(_)
             | A::SetMachineConfig(_)
             | A::UpdateMachineConfig(_)

@@ -25,6 +25,7 @@ pub fn demo_config(
         vcpu_count: vcpus,
         mem_size_mib: 128,
         serial: SerialSink::Stdout,
+        serial_limit: None,
         virtio: Default::default(),
         seccomp,
         metrics_path: None,

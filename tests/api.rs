@@ -823,3 +823,43 @@ fn network_interface_put_before_boot_and_patch_after() {
     assert_eq!(n["rx_rate_limiter"]["bandwidth"]["size"], 1_000_000, "{j}");
     v.assert_serving("Running");
 }
+
+/// `PUT /serial` with Firecracker's `rate_limiter` (a token bucket of bytes):
+/// the hello guest prints 35 bytes, the bucket holds 5 and refills in an hour,
+/// so the file gets the first 5 and the VM still ends normally.
+#[test]
+fn serial_rate_limiter_drops_what_exceeds_the_budget() {
+    require_kvm();
+    let mut v = Vmm::spawn("serial-rl", &[]);
+    let serial = v.path("serial.out");
+    let mut c = v.client();
+    c.put(
+        "/boot-source",
+        &serde_json::json!({"kernel_image_path": guest("hello"), "boot_args": "console=ttyS0"})
+            .to_string(),
+    )
+    .assert_no_content();
+    c.put(
+        "/serial",
+        &serde_json::json!({"serial_out_path": serial,
+            "rate_limiter": {"size": 5, "refill_time": 3_600_000}})
+        .to_string(),
+    )
+    .assert_no_content();
+    c.put("/actions", r#"{"action_type": "InstanceStart"}"#)
+        .assert_no_content();
+    let status = v.wait_exit(std::time::Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "stderr: {}", v.stderr());
+    assert_eq!(std::fs::read_to_string(&serial).unwrap(), "Hello");
+    // A bad bucket is refused by name, before boot.
+    let mut v = Vmm::spawn("serial-rl-bad", &[]);
+    let mut c = v.client();
+    let r = c.put(
+        "/serial",
+        &serde_json::json!({"serial_out_path": v.path("s"),
+            "rate_limiter": {"size": 5, "refill_time": 0}})
+        .to_string(),
+    );
+    r.assert_fault_contains("serial_rate_limiter");
+    v.assert_serving("Not started");
+}

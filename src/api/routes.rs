@@ -50,7 +50,7 @@ struct MetricsBody {
 struct SerialBody {
     serial_out_path: Option<std::path::PathBuf>,
     #[serde(default)]
-    rate_limiter: Option<serde_json::Value>,
+    rate_limiter: Option<crate::rate_limiter::TokenBucketConfig>,
 }
 
 /// Firecracker's rule for ids in a path: alphanumerics and `_`.
@@ -124,11 +124,11 @@ pub fn parse(method: &str, path: &str, raw: &[u8]) -> Result<VmmAction, String> 
         }
         ("PUT", ["serial"]) => {
             let b = body::<SerialBody>(method, raw)?;
-            if b.rate_limiter.is_some_and(|r| !r.is_null()) {
-                return Err("serial.rate_limiter is not supported by Caisson yet.".into());
-            }
             match b.serial_out_path {
-                Some(p) => VmmAction::ConfigureSerial(p),
+                Some(path) => VmmAction::ConfigureSerial {
+                    path,
+                    rate_limiter: b.rate_limiter,
+                },
                 None => return Err("serial_out_path is required.".into()),
             }
         }
@@ -232,8 +232,15 @@ mod tests {
         );
         assert_eq!(
             ok("PUT", "/serial", r#"{"serial_out_path": "/s"}"#),
-            VmmAction::ConfigureSerial("/s".into())
+            VmmAction::ConfigureSerial {
+                path: "/s".into(),
+                rate_limiter: None
+            }
         );
+        assert!(matches!(
+            ok("PUT", "/serial", r#"{"serial_out_path": "/s", "rate_limiter": {"size": 10, "refill_time": 100}}"#),
+            VmmAction::ConfigureSerial { rate_limiter: Some(b), .. } if b.size == 10
+        ));
         assert!(matches!(
             ok(
                 "PUT",

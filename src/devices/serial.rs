@@ -4,6 +4,7 @@
 //! reads stdin when the output is stdout.
 
 use std::io::Write;
+use std::time::Instant;
 
 use vm_superio::serial::SerialEvents;
 use vm_superio::{Serial, Trigger};
@@ -11,6 +12,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
 use super::SandboxNeeds;
+use crate::rate_limiter::{Reduction, TokenBucket, TokenBucketConfig};
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     paths: &[],
@@ -30,6 +32,42 @@ impl Trigger for EventFdTrigger {
 }
 
 pub type SerialOut = Box<dyn Write + Send>;
+
+/// The serial output under a byte budget (Firecracker's `PUT /serial`
+/// `rate_limiter`): what the guest writes beyond it is dropped and counted in
+/// `uart.rate_limiter_dropped_bytes`, never queued, so a chatty guest can
+/// neither fill the host's disk nor stall on its console.
+pub struct LimitedOut {
+    inner: SerialOut,
+    bucket: TokenBucket,
+}
+
+impl LimitedOut {
+    /// `None` when `cfg` limits nothing.
+    pub fn new(inner: SerialOut, cfg: &TokenBucketConfig) -> Option<Self> {
+        TokenBucket::new(cfg, Instant::now()).map(|bucket| Self { inner, bucket })
+    }
+}
+
+impl Write for LimitedOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        match self.bucket.reduce_at(len, Instant::now()) {
+            Reduction::Success => self.inner.write_all(buf)?,
+            Reduction::Failure | Reduction::OverConsumption(_) => {
+                crate::metrics::METRICS
+                    .uart
+                    .rate_limiter_dropped_bytes
+                    .add(len);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// Counts into the `uart` metrics, as Firecracker's SerialEventsWrapper does.
 #[derive(Debug)]
@@ -97,5 +135,61 @@ impl BusDevice for SerialDevice {
                 log::warn!("serial: output failed, further errors are not logged: {e:?}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn bytes_beyond_the_budget_are_dropped_and_counted() {
+        let sink = Shared::default();
+        let cfg = TokenBucketConfig {
+            size: 5,
+            one_time_burst: None,
+            refill_time: 3_600_000,
+        };
+        let mut out = LimitedOut::new(Box::new(sink.clone()), &cfg).expect("limited");
+        let dropped = crate::metrics::METRICS
+            .uart
+            .rate_limiter_dropped_bytes
+            .total();
+        for b in b"Hello, world" {
+            assert_eq!(
+                out.write(&[*b]).ok(),
+                Some(1),
+                "the guest never sees a failure"
+            );
+        }
+        assert_eq!(
+            sink.0.lock().ok().map(|v| v.clone()),
+            Some(b"Hello".to_vec())
+        );
+        let now = crate::metrics::METRICS
+            .uart
+            .rate_limiter_dropped_bytes
+            .total();
+        assert!(now - dropped >= 7, "7 bytes dropped: {}", now - dropped);
+        let unlimited = TokenBucketConfig { size: 0, ..cfg };
+        assert!(LimitedOut::new(Box::new(sink), &unlimited).is_none());
     }
 }

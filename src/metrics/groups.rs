@@ -91,6 +91,8 @@ group!(
         read_count: SharedIncMetric,
         /// Bytes the guest sent to the host output.
         write_count: SharedIncMetric,
+        /// Bytes dropped by the serial output's rate limiter (PUT /serial).
+        rate_limiter_dropped_bytes: SharedIncMetric,
     }
 );
 
