@@ -557,9 +557,9 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
     ctx.rlimits.apply()?;
     // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
     identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;
-    // The VMM must not outlive its supervisor (set after the uid change, which clears it).
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(JailError::DeathSignal)?;
+    // The VMM must not outlive its supervisor: the uid change cleared the death
+    // signal; re-arm it, and end here if the jailer died before it was re-armed.
+    supervise::rearm_death_signal().map_err(JailError::DeathSignal)?;
     // 9. Landlock.
     landlock_rules::restrict(
         &landlock_rules(ctx),

@@ -310,7 +310,7 @@ impl Child {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, IntoRawFd};
     use std::path::PathBuf;
 
     /// Removes the test cgroup, also when the test fails.
@@ -342,6 +342,68 @@ mod tests {
         };
         let Ok(n) = usize::try_from(n) else { return 2 };
         i32::from(!has_line(&buf[..n], line))
+    }
+
+    /// The race of issue 11: the jailer dies after the clone but before the child
+    /// re-arms its death signal (cleared by the uid change). A "jailer" process
+    /// spawns the child and exits; only then does the child (whose death signal
+    /// was cleared, as `setuid` clears it) call `rearm_death_signal`. It must end
+    /// there and never report that it went on unsupervised.
+    #[test]
+    fn a_child_whose_jailer_died_before_the_rearm_exits() {
+        let (go_rx, go_tx) = nix::unistd::pipe().unwrap();
+        let (out_rx, out_tx) = nix::unistd::pipe().unwrap();
+        let (go_rx, go_tx) = (go_rx.into_raw_fd(), go_tx.into_raw_fd());
+        let (out_rx, out_tx) = (out_rx.into_raw_fd(), out_tx.into_raw_fd());
+        // SAFETY: the forked "jailer" only clones, writes and _exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let spawned = spawn(CloneFlags::empty(), None, || {
+                    // As the uid change does: no death signal any more.
+                    if nix::sys::prctl::set_pdeathsig(None).is_err() {
+                        return 3;
+                    }
+                    let mut b = [0u8; 1];
+                    // SAFETY: read into a stack buffer from an inherited pipe.
+                    if unsafe { libc::read(go_rx, b.as_mut_ptr().cast(), 1) } != 1 {
+                        return 4;
+                    }
+                    if rearm_death_signal().is_err() {
+                        return 5;
+                    }
+                    // Unsupervised: say so.
+                    // SAFETY: write from a static buffer to an inherited pipe.
+                    unsafe { libc::write(out_tx, b"R".as_ptr().cast(), 1) };
+                    0
+                });
+                let code = match spawned.map(|mut c| c.release()) {
+                    Ok(Ok(())) => 0,
+                    _ => 1,
+                };
+                // SAFETY: the forked jailer ends without running the harness's code.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                // SAFETY: closing this process's copies of the ends it does not use.
+                unsafe {
+                    libc::close(out_tx);
+                    libc::close(go_rx);
+                }
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(status, WaitStatus::Exited(child, 0), "the jailer failed");
+                // The jailer is gone; now let the child reach its re-arm.
+                // SAFETY: writing one byte from a static buffer to our pipe end.
+                assert_eq!(unsafe { libc::write(go_tx, b"G".as_ptr().cast(), 1) }, 1);
+                let mut out = Vec::new();
+                // SAFETY: out_rx is this process's open read end, owned from here on.
+                let mut f =
+                    unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(out_rx) };
+                f.read_to_end(&mut out).unwrap();
+                // SAFETY: closing our write end.
+                unsafe { libc::close(go_tx) };
+                assert!(out.is_empty(), "the child ran on after its jailer died");
+            }
+        }
     }
 
     /// With a cgroup2 directory fd, the child is born in that cgroup
