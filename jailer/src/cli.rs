@@ -24,7 +24,7 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Compare a running VM's confinement (from /proc) with what was applied.
     Audit(AuditArgs),
-    /// Undo everything for a VM whose jailer was killed.
+    /// Undo everything for a VM whose jailer was killed (--id), or for all such VMs (--stale).
     Cleanup(CleanupArgs),
 }
 
@@ -147,8 +147,12 @@ pub struct AuditArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CleanupArgs {
+    /// Undo this VM (through its jailer when it is alive).
+    #[arg(long, required_unless_present = "stale", conflicts_with = "stale")]
+    pub id: Option<String>,
+    /// Undo every VM whose jailer and VM are both gone (each start does this too).
     #[arg(long)]
-    pub id: String,
+    pub stale: bool,
     #[arg(long, default_value = crate::state::RUNTIME_DIR)]
     pub runtime_dir: PathBuf,
 }

@@ -21,7 +21,7 @@ use crate::profile::{LandlockMode, Profile, SeccompMode, SelinuxMode};
 use crate::resources::{self, Resources, JAIL_CONFIG, JAIL_VSOCK_DIR};
 use crate::rlimits::Rlimits;
 use crate::selinux_backend::{HostSelinux, SelinuxBackend};
-use crate::state::JailState;
+use crate::state::{JailState, RuntimeLock};
 use crate::supervise;
 
 /// Any failed step, named by the step.
@@ -101,13 +101,14 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     require_root(args.rootless)?;
     // 2. Validate and open.
     let s = Settings::resolve(args)?;
+    let backend = HostSelinux;
+    sweep(&s.runtime_dir, &backend)?;
     let mut opened = open(&s, args)?;
     if args.daemonize {
         daemonize()?;
     }
     supervise::install_forwarding()?;
     // 3. sVirt: the MCS pair and the ids derived from it.
-    let backend = HostSelinux;
     let selinux_on = selinux_mode(&backend, &s)?;
     let mut state = allocate(&s, args, &mut opened, &backend, selinux_on)?;
     // From here on, every failure undoes what was done.
@@ -176,6 +177,19 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let code = child.wait();
     undo(&state);
     Ok(code?)
+}
+
+/// Undoes the records of jailers killed with their VMs (under the lock starts take).
+fn sweep(runtime_dir: &Path, backend: &dyn SelinuxBackend) -> Result<(), JailError> {
+    let lock = RuntimeLock::take(runtime_dir)?;
+    let (swept, problems) = crate::cleanup::sweep_stale(runtime_dir, backend, &lock);
+    if !swept.is_empty() {
+        log::info!("swept the stale VM(s) {}", swept.join(", "));
+    }
+    for p in problems {
+        log::warn!("stale sweep: {p}");
+    }
+    Ok(())
 }
 
 /// The times Firecracker's jailer passes to the VMM.
@@ -372,6 +386,7 @@ fn allocate(
         selinux_label: selinux_on.then(|| labels::process_label(&s.profile.selinux, categories)),
         cgroup_version: s.cgroup_version,
         cgroup_leaves: Vec::new(),
+        cgroup_parent: s.cgroup_parent.clone(),
         cgroup_limits: o.limits.clone(),
         rlimits: o.rlimits.clone(),
         new_namespaces: namespaces::new_namespace_names(
@@ -472,7 +487,11 @@ fn set_up(
         ),
         CgroupVersion::V2 => cgroup::plan_v2(&cgroup::v2_root(), &s.cgroup_parent, &s.id, limits),
     };
-    let plan = match plan.apply() {
+    // Under the runtime lock: an ending VM removes empty parents under it.
+    let applied = RuntimeLock::take(&s.runtime_dir)
+        .map_err(JailError::from)
+        .and_then(|_lock| plan.apply().map_err(JailError::from));
+    let plan = match applied {
         Ok(()) => plan,
         Err(e) if s.rootless => {
             log::warn!(
@@ -485,7 +504,7 @@ fn set_up(
                 ..plan
             }
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     state.cgroup_leaves = plan.leaves.clone();
     state.save(&s.runtime_dir)?;
