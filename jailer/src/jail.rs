@@ -110,33 +110,21 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     supervise::install_forwarding()?;
     // 3. sVirt: the MCS pair and the ids derived from it.
     let selinux_on = selinux_mode(&backend, &s)?;
-    let mut state = allocate(&s, args, &mut opened, &backend, selinux_on)?;
-    // From here on, every failure undoes what was done.
-    let undo = |state: &JailState| {
-        for p in crate::cleanup::undo(state, &s.runtime_dir, &backend) {
-            log::error!("cleanup: {p}");
-        }
+    // From here on, leaving `run` by any path undoes what was done.
+    let mut state = Undo {
+        state: allocate(&s, args, &mut opened, &backend, selinux_on)?,
+        runtime_dir: &s.runtime_dir,
+        backend: &backend,
     };
     // 3 (labels, owners), 4 (cgroup), 6 (host side: the jail directory).
-    let plan = match set_up(&s, &opened, &backend, selinux_on, &mut state) {
-        Ok(_) if supervise::signalled() != 0 => {
-            undo(&state);
-            return Ok(128 + supervise::signalled());
-        }
-        Ok(plan) => plan,
-        Err(e) => {
-            undo(&state);
-            return Err(e);
-        }
-    };
+    let plan = set_up(&s, &opened, &backend, selinux_on, &mut state)?;
+    if supervise::signalled() != 0 {
+        return Ok(128 + supervise::signalled());
+    }
     // 5-11 in the child, which is born in its cgroup (v2) or joins it first (v1).
-    let cgroup_fd = cgroup::open_v2_leaf(&plan).map_err(|e| {
-        undo(&state);
-        JailError::from(e)
-    })?;
+    let cgroup_fd = cgroup::open_v2_leaf(&plan)?;
     // The VMM's argv (with the jailer's CPU time so far) and the exec label.
-    let (argv, exec_label) =
-        exec_strings(&s, &opened.paths, args, &started, &state).inspect_err(|_| undo(&state))?;
+    let (argv, exec_label) = exec_strings(&s, &opened.paths, args, &started, &state)?;
     let ctx = ChildCtx {
         cgroup: &plan,
         settings: &s,
@@ -149,7 +137,8 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         exec_label,
         argv,
     };
-    let spawned = supervise::spawn(
+    // (The child never runs the guard's Drop: it ends in `_exit`.)
+    let mut child = supervise::spawn(
         namespaces::clone_flags(&s.profile.namespaces, s.rootless),
         cgroup_fd.as_ref().map(|fd| fd.as_fd()),
         || match confine(&ctx, &backend) {
@@ -159,24 +148,45 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
                 supervise::SETUP_FAILED
             }
         },
-    );
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            undo(&state);
-            return Err(e.into());
-        }
-    };
+    )?;
     // The child waits for its id maps (rootless) and its state record.
     if let Err(e) = admit(&s, &opened.paths, &mut child, &mut state) {
         child.abort();
-        undo(&state);
         return Err(e);
     }
-    // 12. Supervise and clean up.
+    // 12. Supervise, then clean up (the guard, once the VM has ended).
     let code = child.wait();
-    undo(&state);
+    drop(state);
     Ok(code?)
+}
+
+/// A jail's state that is undone when dropped: every way out of [`run`] after
+/// the allocation cleans up, the VM's end included.
+struct Undo<'a> {
+    state: JailState,
+    runtime_dir: &'a Path,
+    backend: &'a dyn SelinuxBackend,
+}
+
+impl std::ops::Deref for Undo<'_> {
+    type Target = JailState;
+    fn deref(&self) -> &JailState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Undo<'_> {
+    fn deref_mut(&mut self) -> &mut JailState {
+        &mut self.state
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        for p in crate::cleanup::undo(&self.state, self.runtime_dir, self.backend) {
+            log::error!("cleanup: {p}");
+        }
+    }
 }
 
 /// Undoes the records of jailers killed with their VMs (under the lock starts take).
