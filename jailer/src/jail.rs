@@ -23,6 +23,7 @@ use crate::rlimits::Rlimits;
 use crate::selinux_backend::{HostSelinux, SelinuxBackend};
 use crate::state::{JailState, RuntimeLock};
 use crate::supervise;
+use crate::timing as mark;
 
 /// Any failed step, named by the step.
 #[derive(Debug, thiserror::Error)]
@@ -96,14 +97,19 @@ pub use crate::settings::{rootless_runtime_dir, Mode, Settings};
 /// failed before exec.
 pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let started = StartTimes::now();
+    mark::init();
     // 1. Sanitize.
     sanitize()?;
     require_root(args.rootless)?;
+    mark::mark("1 sanitized");
     // 2. Validate and open.
     let s = Settings::resolve(args)?;
+    mark::mark("2 settings resolved (profile read)");
     let backend = HostSelinux;
     sweep(&s.runtime_dir, &backend)?;
+    mark::mark("2 stale records swept");
     let mut opened = open(&s, args)?;
+    mark::mark("2 config and files opened");
     if args.daemonize {
         daemonize()?;
     }
@@ -116,6 +122,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         runtime_dir: &s.runtime_dir,
         backend: &backend,
     };
+    mark::mark("3 MCS pair allocated, state written");
     // 3 (labels, owners), 4 (cgroup), 6 (host side: the jail directory).
     let plan = set_up(&s, &opened, &backend, selinux_on, &mut state)?;
     if supervise::signalled() != 0 {
@@ -125,6 +132,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let cgroup_fd = cgroup::open_v2_leaf(&plan)?;
     // The VMM's argv (with the jailer's CPU time so far) and the exec label.
     let (argv, exec_label) = exec_strings(&s, &opened.paths, args, &started, &state)?;
+    mark::mark("argv built, cloning");
     let ctx = ChildCtx {
         cgroup: &plan,
         settings: &s,
@@ -149,11 +157,13 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
             }
         },
     )?;
+    mark::mark("5 cloned");
     // The child waits for its id maps (rootless) and its state record.
     if let Err(e) = admit(&s, &opened.paths, &mut child, &mut state) {
         child.abort();
         return Err(e);
     }
+    mark::mark("child released");
     // 12. Supervise, then clean up (the guard, once the VM has ended).
     let code = child.wait();
     drop(state);
@@ -476,6 +486,7 @@ fn set_up(
         let plan = labels::plan(&s.profile.selinux, state.categories, &images);
         state.image_labels = labels::apply(backend, &plan)?;
         state.save(&s.runtime_dir)?;
+        mark::mark("3 images labelled");
     }
     if !s.rootless {
         // (Rootless: the VM's uid maps to the caller, who owns the files already.)
@@ -486,6 +497,7 @@ fn set_up(
             state.owners.extend(given);
             state.save(&s.runtime_dir)?;
         }
+        mark::mark("3 writable files given to the VM");
     }
     // 4. cgroup.
     let plan = match s.cgroup_version {
@@ -518,6 +530,7 @@ fn set_up(
     };
     state.cgroup_leaves = plan.leaves.clone();
     state.save(&s.runtime_dir)?;
+    mark::mark("4 cgroup created");
     // 6 (host side). The jail directory.
     let vm_owner = (!s.rootless).then_some((state.uid, state.gid));
     if state.firecracker_mode {
@@ -535,6 +548,7 @@ fn set_up(
             vm_owner,
         )?;
     }
+    mark::mark("6 jail directory prepared");
     Ok(plan)
 }
 
@@ -557,6 +571,7 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
     let p = &ctx.settings.profile;
     // 4 (cont.). Into the VM's cgroup before anything else (v1; v2 was born there).
     cgroup::join_self(ctx.cgroup)?;
+    mark::mark("child: released, in its cgroup");
     // 5. Namespaces (pid and user namespaces came with the clone).
     namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
     if ctx.settings.rootless {
@@ -564,6 +579,7 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
     } else {
         crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
     }
+    mark::mark("child: 5 namespaces entered");
     // 3 (cont.). The exec-label attribute is out of reach after pivot_root: open
     // it now; the label is written right before exec (step 11).
     let exec_attr = match &ctx.exec_label {
@@ -582,6 +598,7 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
         ctx.settings.rootless,
         fc,
     )?;
+    mark::mark("child: 6 mounted and pivoted");
     // 7. rlimits.
     ctx.rlimits.apply()?;
     // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
@@ -589,6 +606,7 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
     // The VMM must not outlive its supervisor: the uid change cleared the death
     // signal; re-arm it, and end here if the jailer died before it was re-armed.
     supervise::rearm_death_signal().map_err(JailError::DeathSignal)?;
+    mark::mark("child: 7-8 rlimits, identity, death signal");
     // 9. Landlock.
     landlock_rules::restrict(
         &landlock_rules(ctx),
@@ -596,8 +614,10 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
         p.landlock.deny_tcp,
         p.landlock.scope,
     )?;
+    mark::mark("child: 9 landlock");
     // 10. The jailer's seccomp baseline, under the VMM's own filters.
     crate::seccomp_baseline::apply(&p.seccomp)?;
+    mark::mark("child: 10 seccomp baseline, exec");
     // 11. Exec the VMM, under its sVirt label.
     supervise::reset_signals();
     let path = ctx.argv.first().cloned().ok_or(JailError::Missing {

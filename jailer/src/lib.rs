@@ -22,3 +22,4 @@ pub mod settings;
 pub mod state;
 pub mod supervise;
 pub mod tap;
+pub mod timing;
