@@ -149,6 +149,14 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let mut child = supervise::spawn(
         namespaces::clone_flags(&s.profile.namespaces, s.rootless),
         cgroup_fd.as_ref().map(|fd| fd.as_fd()),
+        // Rootless: nothing works in the user namespace before its id maps. As
+        // root, the child builds its jail while this side records it, and waits
+        // for the record before it becomes the VM (see `confine`).
+        if s.rootless {
+            supervise::Release::AtStart
+        } else {
+            supervise::Release::InBody
+        },
         || match confine(&ctx, &backend) {
             Ok(never) => match never {},
             Err(e) => {
@@ -488,6 +496,18 @@ fn set_up(
         state.save(&s.runtime_dir)?;
         mark::mark("3 images labelled");
     }
+    // 4. The cgroup, planned first: its leaves ride on the owners' record (one
+    // state write less; undo skips leaves not made yet).
+    let plan = match s.cgroup_version {
+        CgroupVersion::V1 => cgroup::plan_v1(
+            Path::new(cgroup::CGROUP_ROOT),
+            &s.cgroup_parent,
+            &s.id,
+            limits,
+        ),
+        CgroupVersion::V2 => cgroup::plan_v2(&cgroup::v2_root(), &s.cgroup_parent, &s.id, limits),
+    };
+    state.cgroup_leaves = plan.leaves.clone();
     if !s.rootless {
         // (Rootless: the VM's uid maps to the caller, who owns the files already.)
         state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
@@ -499,23 +519,15 @@ fn set_up(
         }
         mark::mark("3 writable files given to the VM");
     }
-    // 4. cgroup.
-    let plan = match s.cgroup_version {
-        CgroupVersion::V1 => cgroup::plan_v1(
-            Path::new(cgroup::CGROUP_ROOT),
-            &s.cgroup_parent,
-            &s.id,
-            limits,
-        ),
-        CgroupVersion::V2 => cgroup::plan_v2(&cgroup::v2_root(), &s.cgroup_parent, &s.id, limits),
-    };
     // Under the runtime lock: an ending VM removes empty parents under it.
     let applied = RuntimeLock::take(&s.runtime_dir)
         .map_err(JailError::from)
         .and_then(|_lock| plan.apply().map_err(JailError::from));
+    mark::mark("4 cgroup directories made and written");
     let plan = match applied {
         Ok(()) => plan,
         Err(e) if s.rootless => {
+            state.cgroup_leaves = Vec::new();
             log::warn!(
                 "rootless: cgroup limits skipped ({e}); delegate a cgroup to this user to get them"
             );
@@ -528,8 +540,9 @@ fn set_up(
         }
         Err(e) => return Err(e),
     };
-    state.cgroup_leaves = plan.leaves.clone();
-    state.save(&s.runtime_dir)?;
+    if s.rootless {
+        state.save(&s.runtime_dir)?;
+    }
     mark::mark("4 cgroup created");
     // 6 (host side). The jail directory.
     let vm_owner = (!s.rootless).then_some((state.uid, state.gid));
@@ -569,9 +582,10 @@ struct ChildCtx<'a> {
 /// Steps 5-11, in the child. Returns only on failure.
 fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallible, JailError> {
     let p = &ctx.settings.profile;
+    mark::mark("child: running");
     // 4 (cont.). Into the VM's cgroup before anything else (v1; v2 was born there).
     cgroup::join_self(ctx.cgroup)?;
-    mark::mark("child: released, in its cgroup");
+    mark::mark("child: in its cgroup");
     // 5. Namespaces (pid and user namespaces came with the clone).
     namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
     if ctx.settings.rootless {
@@ -601,6 +615,12 @@ fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallibl
     mark::mark("child: 6 mounted and pivoted");
     // 7. rlimits.
     ctx.rlimits.apply()?;
+    // Everything so far is undone with the jail (the cgroup holds this process);
+    // from here on the VM runs, so its state record (pid) must exist first.
+    if !ctx.settings.rootless {
+        supervise::await_release()?;
+    }
+    mark::mark("child: released");
     // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
     identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;
     // The VMM must not outlive its supervisor: the uid change cleared the death

@@ -36,6 +36,8 @@ pub enum SuperviseError {
     Clone { flags: String, errno: nix::Error },
     #[error("cannot release child {pid}: {source}")]
     Release { pid: i32, source: std::io::Error },
+    #[error("the jailer ended or aborted the start before releasing the child")]
+    NotReleased,
     #[error("cannot wait for child {pid}: {errno}")]
     Wait { pid: i32, errno: nix::Error },
 }
@@ -131,7 +133,8 @@ struct CloneArgs {
 /// namespace `flags`, born inside the cgroup v2 directory `into_cgroup` when one
 /// is given (`CLONE_INTO_CGROUP`: no migration, so none of the kernel's global
 /// threadgroup lock that a later write to `cgroup.procs` takes). The child first
-/// waits until the parent calls `release`.
+/// waits until the parent calls `release`, at its start (`Release::AtStart`) or
+/// where `body` calls [`await_release`] (`Release::InBody`).
 ///
 /// `clone3` without a stack has fork semantics: the child runs on a copy of this
 /// (single-threaded) process. The forwarded signals are blocked around it, so
@@ -141,6 +144,7 @@ struct CloneArgs {
 pub fn spawn(
     flags: CloneFlags,
     into_cgroup: Option<BorrowedFd<'_>>,
+    release: Release,
     body: impl FnOnce() -> i32,
 ) -> Result<Child, SuperviseError> {
     let (rx, tx) =
@@ -167,7 +171,7 @@ pub fn spawn(
         )
     };
     if r == 0 {
-        let code = child_start(rx, tx, &mask, body);
+        let code = child_start(rx, tx, &mask, release, body);
         // SAFETY: ends the child without running the parent's destructors or atexit
         // handlers (its copy of them belongs to the jailer).
         unsafe { libc::_exit(code) }
@@ -199,8 +203,28 @@ pub fn spawn(
     })
 }
 
-/// In the child: default signals, death signal, wait for the go byte, run `body`.
-fn child_start(rx: OwnedFd, tx: OwnedFd, mask: &SigSet, body: impl FnOnce() -> i32) -> i32 {
+/// Where the child waits for [`Child::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Before `body` runs.
+    AtStart,
+    /// Where `body` calls [`await_release`]: the child's work before that point
+    /// overlaps the parent's between clone and release.
+    InBody,
+}
+
+/// The child's read end of the go pipe, until the go byte is read.
+static GO: AtomicI32 = AtomicI32::new(-1);
+
+/// In the child: default signals, death signal, wait for the go byte (or leave
+/// that to `body`), run `body`.
+fn child_start(
+    rx: OwnedFd,
+    tx: OwnedFd,
+    mask: &SigSet,
+    release: Release,
+    body: impl FnOnce() -> i32,
+) -> i32 {
     reset_signals();
     let _ = mask.thread_unblock();
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
@@ -209,14 +233,29 @@ fn child_start(rx: OwnedFd, tx: OwnedFd, mask: &SigSet, body: impl FnOnce() -> i
     // The child must not hold the write end, so that it sees EOF/POLLHUP when the
     // parent dies.
     drop(tx);
-    let mut f = std::fs::File::from(rx);
+    GO.store(std::os::fd::IntoRawFd::into_raw_fd(rx), Ordering::SeqCst);
+    if release == Release::AtStart && await_release().is_err() {
+        return SETUP_FAILED;
+    }
+    body()
+}
+
+/// In the child (spawned with `Release::InBody`): blocks until the parent's
+/// [`Child::release`]; an error when the parent died or aborted instead.
+pub fn await_release() -> Result<(), SuperviseError> {
+    let fd = GO.swap(-1, Ordering::SeqCst);
+    if fd < 0 {
+        return Err(SuperviseError::NotReleased);
+    }
+    // SAFETY: fd is the go pipe's read end, taken out of GO, so owned here only.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mut b = [0u8; 1];
     match f.read(&mut b) {
         Ok(1) if b[0] == b'G' => {}
-        _ => return SETUP_FAILED,
+        _ => return Err(SuperviseError::NotReleased),
     }
     LIFELINE.store(std::os::fd::IntoRawFd::into_raw_fd(f), Ordering::SeqCst);
-    body()
+    Ok(())
 }
 
 /// In the child: re-arms the parent-death signal (a uid change clears it) and
@@ -248,10 +287,13 @@ impl Child {
             let raw = tx.as_raw_fd();
             // SAFETY: writing one byte from a valid buffer to our open pipe end.
             let n = unsafe { libc::write(raw, b"G".as_ptr().cast(), 1) };
-            if n != 1 {
+            let err = std::io::Error::last_os_error();
+            // A child released in its body may have failed (and ended) before:
+            // `wait` reports its exit code. (Rust ignores SIGPIPE.)
+            if n != 1 && err.raw_os_error() != Some(libc::EPIPE) {
                 return Err(SuperviseError::Release {
                     pid: self.pid,
-                    source: std::io::Error::last_os_error(),
+                    source: err,
                 });
             }
             self.released = true;
@@ -358,7 +400,7 @@ mod tests {
         // SAFETY: the forked "jailer" only clones, writes and _exits.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                let spawned = spawn(CloneFlags::empty(), None, || {
+                let spawned = spawn(CloneFlags::empty(), None, Release::AtStart, || {
                     // As the uid change does: no death signal any more.
                     if nix::sys::prctl::set_pdeathsig(None).is_err() {
                         return 3;
@@ -422,15 +464,20 @@ mod tests {
         let dir = std::fs::File::open(&cg.0).unwrap();
         let line = format!("0::/{name}").into_bytes();
 
-        let mut child = spawn(CloneFlags::empty(), Some(dir.as_fd()), || {
-            child_checks_its_cgroup(&line)
-        })
+        let mut child = spawn(
+            CloneFlags::empty(),
+            Some(dir.as_fd()),
+            Release::AtStart,
+            || child_checks_its_cgroup(&line),
+        )
         .unwrap();
         child.release().unwrap();
         assert_eq!(child.wait().unwrap(), 0, "child not in {}", cg.0.display());
 
-        let mut child =
-            spawn(CloneFlags::empty(), None, || child_checks_its_cgroup(&line)).unwrap();
+        let mut child = spawn(CloneFlags::empty(), None, Release::AtStart, || {
+            child_checks_its_cgroup(&line)
+        })
+        .unwrap();
         child.release().unwrap();
         assert_eq!(
             child.wait().unwrap(),
