@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::profile::{LandlockMode, SeccompMode, SelinuxMode};
 
 /// caisson-jailer: confines one Caisson microVM.
 #[derive(Debug, Parser)]
@@ -26,29 +28,6 @@ pub enum Command {
     Audit(AuditArgs),
     /// Undo everything for a VM whose jailer was killed (--id), or for all such VMs (--stale).
     Cleanup(CleanupArgs),
-}
-
-/// `--selinux`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SelinuxFlag {
-    Auto,
-    Require,
-    Off,
-}
-
-/// `--landlock`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LandlockFlag {
-    BestEffort,
-    Require,
-    Off,
-}
-
-/// `--seccomp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SeccompFlag {
-    On,
-    Off,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -99,13 +78,13 @@ pub struct RunArgs {
     pub profile: String,
     /// SELinux labelling (default: the profile's, auto).
     #[arg(long, value_enum)]
-    pub selinux: Option<SelinuxFlag>,
+    pub selinux: Option<SelinuxMode>,
     /// Landlock (default: the profile's, best-effort).
     #[arg(long, value_enum)]
-    pub landlock: Option<LandlockFlag>,
+    pub landlock: Option<LandlockMode>,
     /// The VMM's seccomp filters; off passes --no-seccomp to the VMM.
     #[arg(long, value_enum)]
-    pub seccomp: Option<SeccompFlag>,
+    pub seccomp: Option<SeccompMode>,
     /// The VM config (Firecracker's JSON schema) to confine, in a jail of the
     /// jailer's own (the VMM runs it with --no-api). Without it the jailer works as
     /// Firecracker's: the orchestrator fills the jail root, the arguments after --
