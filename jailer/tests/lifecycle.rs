@@ -541,3 +541,32 @@ fn config_cannot_name_host_files() {
     );
     vm.assert_cleaned("caisson");
 }
+
+#[test]
+fn the_timing_log_is_opt_in_and_names_each_step() {
+    let vm = Vm::new("timing");
+    let out = vm
+        .command(&[], &hold(0))
+        .env("CAISSON_JAILER_TIMING", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for step in [
+        "1 sanitized",
+        "4 cgroup created",
+        "6 exec file copied",
+        "child: 6 mounted and pivoted",
+        "child: 10 seccomp baseline, exec",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("caisson-jailer: timing:") && l.ends_with(step)),
+            "no timing line for {step:?}: {err}"
+        );
+    }
+    let vm = Vm::new("notiming");
+    let out = vm.run(&[], &hold(0));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("timing:"));
+}
