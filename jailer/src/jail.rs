@@ -1,20 +1,20 @@
 //! The jail sequence: [`run`] takes one guest from an untrusted config to a
 //! uniquely confined VMM process, one step per call, in order. Steps 5-11 (and the
-//! child's entry into its cgroup) run in the cloned child ([`confine`]); the parent
+//! child's entry into its cgroup) run in the cloned child ([`confine`], `child.rs`); the parent
 //! supervises and cleans up (step 12).
 
-use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::path::Path;
 
 use crate::cgroup::{self, CgroupPlan, CgroupVersion, Limits};
+use crate::child::{confine, ChildCtx};
 use crate::cli::RunArgs;
 use crate::fcmode;
 use crate::identity;
 use crate::jailfs::{self, JailPaths};
 use crate::labels::{self, Image};
-use crate::landlock_rules::{self, Grant, LandlockStatus, Rule};
+use crate::landlock_rules::{self, LandlockStatus};
 use crate::mcs::{McsStore, OsRandom};
 use crate::namespaces::{self, Netns};
 use crate::profile::{LandlockMode, Profile, SeccompMode, SelinuxMode};
@@ -563,144 +563,6 @@ fn set_up(
     }
     mark::mark("6 jail directory prepared");
     Ok(plan)
-}
-
-/// What the child needs.
-struct ChildCtx<'a> {
-    settings: &'a Settings,
-    cgroup: &'a CgroupPlan,
-    res: &'a Resources,
-    netns: Option<&'a Netns>,
-    paths: &'a JailPaths,
-    rlimits: &'a Rlimits,
-    uid: u32,
-    gid: u32,
-    exec_label: Option<CString>,
-    argv: Vec<CString>,
-}
-
-/// Steps 5-11, in the child. Returns only on failure.
-fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallible, JailError> {
-    let p = &ctx.settings.profile;
-    mark::mark("child: running");
-    // 4 (cont.). Into the VM's cgroup before anything else (v1; v2 was born there).
-    cgroup::join_self(ctx.cgroup)?;
-    mark::mark("child: in its cgroup");
-    // 5. Namespaces (pid and user namespaces came with the clone).
-    namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
-    if ctx.settings.rootless {
-        namespaces::forbid_nested_user_namespaces()?;
-    } else {
-        crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
-    }
-    mark::mark("child: 5 namespaces entered");
-    // 3 (cont.). The exec-label attribute is out of reach after pivot_root: open
-    // it now; the label is written right before exec (step 11).
-    let exec_attr = match &ctx.exec_label {
-        Some(label) => Some((backend.open_exec_attr()?, label)),
-        None => None,
-    };
-    // 6. Filesystem.
-    let fc = matches!(ctx.settings.mode, Mode::Firecracker { .. });
-    jailfs::enter_root(
-        &ctx.paths.root,
-        &ctx.res.files,
-        // Firecracker's jailer always makes /dev/net/tun (the API may add a net device).
-        fc || !ctx.res.taps.is_empty(),
-        ctx.uid,
-        ctx.gid,
-        ctx.settings.rootless,
-        fc,
-    )?;
-    mark::mark("child: 6 mounted and pivoted");
-    // 7. rlimits.
-    ctx.rlimits.apply()?;
-    // Everything so far is undone with the jail (the cgroup holds this process);
-    // from here on the VM runs, so its state record (pid) must exist first.
-    if !ctx.settings.rootless {
-        supervise::await_release()?;
-    }
-    mark::mark("child: released");
-    // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
-    identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;
-    // The VMM must not outlive its supervisor: the uid change cleared the death
-    // signal; re-arm it, and end here if the jailer died before it was re-armed.
-    supervise::rearm_death_signal().map_err(JailError::DeathSignal)?;
-    mark::mark("child: 7-8 rlimits, identity, death signal");
-    // 9. Landlock.
-    landlock_rules::restrict(
-        &landlock_rules(ctx),
-        p.landlock.mode,
-        p.landlock.deny_tcp,
-        p.landlock.scope,
-    )?;
-    mark::mark("child: 9 landlock");
-    // 10. The jailer's seccomp baseline, under the VMM's own filters.
-    crate::seccomp_baseline::apply(&p.seccomp)?;
-    mark::mark("child: 10 seccomp baseline, exec");
-    // 11. Exec the VMM, under its sVirt label.
-    supervise::reset_signals();
-    let path = ctx.argv.first().cloned().ok_or(JailError::Missing {
-        flag: "--exec-file",
-    })?;
-    if let Some((attr, label)) = &exec_attr {
-        attr.set(label)?;
-    }
-    let env: [CString; 0] = [];
-    let errno = match nix::unistd::execve(&path, &ctx.argv, &env) {
-        Err(e) => e,
-        Ok(never) => match never {},
-    };
-    Err(JailError::Exec {
-        path: path.to_string_lossy().into_owned(),
-        errno,
-    })
-}
-
-/// The in-jail paths and their access.
-fn landlock_rules(ctx: &ChildCtx<'_>) -> Vec<Rule> {
-    if matches!(ctx.settings.mode, Mode::Firecracker { .. }) {
-        return fcmode::landlock_rules(&ctx.paths.exec_name);
-    }
-    let mut rules = vec![
-        Rule {
-            path: Path::new("/").join(&ctx.paths.exec_name),
-            grant: Grant::Exec,
-        },
-        Rule {
-            path: JAIL_CONFIG.into(),
-            grant: Grant::Read,
-        },
-        Rule {
-            path: "/dev/kvm".into(),
-            grant: Grant::ReadWrite,
-        },
-        Rule {
-            path: "/dev/urandom".into(),
-            grant: Grant::Read,
-        },
-        Rule {
-            path: JAIL_VSOCK_DIR.into(),
-            grant: Grant::SocketDir,
-        },
-    ];
-    if !ctx.res.taps.is_empty() {
-        rules.push(Rule {
-            path: "/dev/net/tun".into(),
-            grant: Grant::ReadWrite,
-        });
-    }
-    for f in &ctx.res.files {
-        rules.push(Rule {
-            path: f.jail_path.clone(),
-            grant: if f.writable {
-                Grant::ReadWrite
-            } else {
-                Grant::Read
-            },
-        });
-    }
-    rules
 }
 
 /// The VMM's argv and the sVirt exec label (when labels are on).

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod cgroup;
+pub mod child;
 pub mod cleanup;
 pub mod cli;
 pub mod fcmode;
