@@ -436,6 +436,24 @@ pub fn remove(leaves: &[PathBuf]) -> Result<(), CgroupError> {
     first_err.map_or(Ok(()), Err)
 }
 
+/// Removes the `depth` directories above each (already removed) leaf, nearest
+/// first, while they are empty: a parent still holding another VM stays. Call it
+/// under the runtime lock ([`crate::state::RuntimeLock`]) that starts take.
+pub fn remove_empty_parents(leaves: &[PathBuf], depth: usize) {
+    for leaf in leaves {
+        let mut dir = leaf.parent();
+        for _ in 0..depth {
+            let Some(d) = dir else { break };
+            // Not empty (another VM, or an admin's settings in use): leave it and
+            // everything above it.
+            if std::fs::remove_dir(d).is_err() && d.exists() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+}
+
 fn kill_members(leaf: &Path) {
     if std::fs::write(leaf.join("cgroup.kill"), "1").is_ok() {
         return;

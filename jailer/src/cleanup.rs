@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::mcs::{pid_alive, McsStore};
 use crate::selinux_backend::SelinuxBackend;
-use crate::state::{JailState, StateError};
+use crate::state::{JailState, RuntimeLock, StateError};
 
 /// A cleanup that could not run at all.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +25,39 @@ pub enum CleanupError {
 
 /// Undoes everything recorded in `state`; returns the problems met (each step is tried).
 pub fn undo(state: &JailState, runtime_dir: &Path, backend: &dyn SelinuxBackend) -> Vec<String> {
+    undo_inner(state, runtime_dir, backend, None)
+}
+
+/// [`undo`], with the runtime lock already held (`Some`) or taken for the parent
+/// cgroups (`None`).
+fn undo_inner(
+    state: &JailState,
+    runtime_dir: &Path,
+    backend: &dyn SelinuxBackend,
+    held: Option<&RuntimeLock>,
+) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = crate::cgroup::remove(&state.cgroup_leaves) {
-        problems.push(e.to_string());
+    match crate::cgroup::remove(&state.cgroup_leaves) {
+        Ok(()) if !state.cgroup_parent.is_empty() && !state.cgroup_leaves.is_empty() => {
+            // The last VM under a parent removes it, never while a start creates a
+            // leaf under it (starts take the same lock).
+            let taken = match held {
+                Some(_) => None,
+                None => match RuntimeLock::take(runtime_dir) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        problems.push(e.to_string());
+                        None
+                    }
+                },
+            };
+            if held.is_some() || taken.is_some() {
+                let depth = state.cgroup_parent.split('/').count();
+                crate::cgroup::remove_empty_parents(&state.cgroup_leaves, depth);
+            }
+        }
+        Ok(()) => {}
+        Err(e) => problems.push(e.to_string()),
     }
     // Outside a cgroup (or if it could not be emptied), kill the VM directly when
     // the pid still belongs to this VM's cgroup.
@@ -58,6 +88,73 @@ pub fn undo(state: &JailState, runtime_dir: &Path, backend: &dyn SelinuxBackend)
         problems.push(e.to_string());
     }
     problems
+}
+
+/// Undoes every record in `runtime_dir` whose jailer and VM are both gone (a
+/// jailer killed with SIGKILL cannot clean up; its VM died with it through the
+/// death signal). Runs under `lock`, which every start takes, so a record being
+/// written by a live start is never touched. Returns the ids swept and the
+/// problems met.
+pub fn sweep_stale(
+    runtime_dir: &Path,
+    backend: &dyn SelinuxBackend,
+    lock: &RuntimeLock,
+) -> (Vec<String>, Vec<String>) {
+    let mut swept = Vec::new();
+    let mut problems = Vec::new();
+    for id in crate::state::list_ids(runtime_dir) {
+        let state = match JailState::load(runtime_dir, &id) {
+            Ok(s) => s,
+            // A record half-written or of another version: not ours to judge.
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        if !is_stale(&state) {
+            continue;
+        }
+        log::info!(
+            "sweeping VM {id}: its jailer {} and VM {} are gone",
+            state.jailer_pid,
+            state.vm_pid
+        );
+        problems.extend(undo_inner(&state, runtime_dir, backend, Some(lock)));
+        swept.push(id);
+    }
+    (swept, problems)
+}
+
+/// Both the jailer and the VM of `state` are gone.
+fn is_stale(state: &JailState) -> bool {
+    let me = std::process::id() as i32;
+    if state.jailer_pid == me || (pid_alive(state.jailer_pid) && is_jailer(state.jailer_pid)) {
+        return false;
+    }
+    // A VM outside a cgroup (rootless) cannot be told from a reused pid: alive
+    // counts as alive.
+    let vm_alive = state.vm_pid > 0
+        && pid_alive(state.vm_pid)
+        && (state.cgroup_leaves.is_empty() || belongs_to(state));
+    !vm_alive
+}
+
+/// `caisson-jailer cleanup --stale`.
+pub fn cleanup_stale(
+    runtime_dir: &Path,
+    backend: &dyn SelinuxBackend,
+) -> Result<Vec<String>, CleanupError> {
+    let lock = RuntimeLock::take(runtime_dir)?;
+    let (swept, problems) = sweep_stale(runtime_dir, backend, &lock);
+    if problems.is_empty() {
+        Ok(swept)
+    } else {
+        Err(CleanupError::Partial {
+            id: format!("the stale records ({})", swept.join(", ")),
+            count: problems.len(),
+            problems: problems.join("; "),
+        })
+    }
 }
 
 fn belongs_to(state: &JailState) -> bool {

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::profile::{LandlockMode, SeccompMode, SelinuxMode};
 
 /// caisson-jailer: confines one Caisson microVM.
 #[derive(Debug, Parser)]
@@ -24,31 +26,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Compare a running VM's confinement (from /proc) with what was applied.
     Audit(AuditArgs),
-    /// Undo everything for a VM whose jailer was killed.
+    /// Undo everything for a VM whose jailer was killed (--id), or for all such VMs (--stale).
     Cleanup(CleanupArgs),
-}
-
-/// `--selinux`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SelinuxFlag {
-    Auto,
-    Require,
-    Off,
-}
-
-/// `--landlock`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LandlockFlag {
-    BestEffort,
-    Require,
-    Off,
-}
-
-/// `--seccomp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SeccompFlag {
-    On,
-    Off,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -99,13 +78,13 @@ pub struct RunArgs {
     pub profile: String,
     /// SELinux labelling (default: the profile's, auto).
     #[arg(long, value_enum)]
-    pub selinux: Option<SelinuxFlag>,
+    pub selinux: Option<SelinuxMode>,
     /// Landlock (default: the profile's, best-effort).
     #[arg(long, value_enum)]
-    pub landlock: Option<LandlockFlag>,
+    pub landlock: Option<LandlockMode>,
     /// The VMM's seccomp filters; off passes --no-seccomp to the VMM.
     #[arg(long, value_enum)]
-    pub seccomp: Option<SeccompFlag>,
+    pub seccomp: Option<SeccompMode>,
     /// The VM config (Firecracker's JSON schema) to confine, in a jail of the
     /// jailer's own (the VMM runs it with --no-api). Without it the jailer works as
     /// Firecracker's: the orchestrator fills the jail root, the arguments after --
@@ -147,8 +126,12 @@ pub struct AuditArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CleanupArgs {
+    /// Undo this VM (through its jailer when it is alive).
+    #[arg(long, required_unless_present = "stale", conflicts_with = "stale")]
+    pub id: Option<String>,
+    /// Undo every VM whose jailer and VM are both gone (each start does this too).
     #[arg(long)]
-    pub id: String,
+    pub stale: bool,
     #[arg(long, default_value = crate::state::RUNTIME_DIR)]
     pub runtime_dir: PathBuf,
 }

@@ -1,28 +1,29 @@
 //! The jail sequence: [`run`] takes one guest from an untrusted config to a
 //! uniquely confined VMM process, one step per call, in order. Steps 5-11 (and the
-//! child's entry into its cgroup) run in the cloned child ([`confine`]); the parent
+//! child's entry into its cgroup) run in the cloned child ([`confine`], `child.rs`); the parent
 //! supervises and cleans up (step 12).
 
-use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::path::Path;
 
 use crate::cgroup::{self, CgroupPlan, CgroupVersion, Limits};
+use crate::child::{confine, ChildCtx};
 use crate::cli::RunArgs;
 use crate::fcmode;
 use crate::identity;
 use crate::jailfs::{self, JailPaths};
 use crate::labels::{self, Image};
-use crate::landlock_rules::{self, Grant, LandlockStatus, Rule};
+use crate::landlock_rules::{self, LandlockStatus};
 use crate::mcs::{McsStore, OsRandom};
 use crate::namespaces::{self, Netns};
 use crate::profile::{LandlockMode, Profile, SeccompMode, SelinuxMode};
 use crate::resources::{self, Resources, JAIL_CONFIG, JAIL_VSOCK_DIR};
 use crate::rlimits::Rlimits;
 use crate::selinux_backend::{HostSelinux, SelinuxBackend};
-use crate::state::JailState;
+use crate::state::{JailState, RuntimeLock};
 use crate::supervise;
+use crate::timing as mark;
 
 /// Any failed step, named by the step.
 #[derive(Debug, thiserror::Error)]
@@ -96,46 +97,42 @@ pub use crate::settings::{rootless_runtime_dir, Mode, Settings};
 /// failed before exec.
 pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let started = StartTimes::now();
+    mark::init();
     // 1. Sanitize.
     sanitize()?;
     require_root(args.rootless)?;
+    mark::mark("1 sanitized");
     // 2. Validate and open.
     let s = Settings::resolve(args)?;
+    mark::mark("2 settings resolved (profile read)");
+    let backend = HostSelinux;
+    sweep(&s.runtime_dir, &backend)?;
+    mark::mark("2 stale records swept");
     let mut opened = open(&s, args)?;
+    mark::mark("2 config and files opened");
     if args.daemonize {
         daemonize()?;
     }
     supervise::install_forwarding()?;
     // 3. sVirt: the MCS pair and the ids derived from it.
-    let backend = HostSelinux;
     let selinux_on = selinux_mode(&backend, &s)?;
-    let mut state = allocate(&s, args, &mut opened, &backend, selinux_on)?;
-    // From here on, every failure undoes what was done.
-    let undo = |state: &JailState| {
-        for p in crate::cleanup::undo(state, &s.runtime_dir, &backend) {
-            log::error!("cleanup: {p}");
-        }
+    // From here on, leaving `run` by any path undoes what was done.
+    let mut state = Undo {
+        state: allocate(&s, args, &mut opened, &backend, selinux_on)?,
+        runtime_dir: &s.runtime_dir,
+        backend: &backend,
     };
+    mark::mark("3 MCS pair allocated, state written");
     // 3 (labels, owners), 4 (cgroup), 6 (host side: the jail directory).
-    let plan = match set_up(&s, &opened, &backend, selinux_on, &mut state) {
-        Ok(_) if supervise::signalled() != 0 => {
-            undo(&state);
-            return Ok(128 + supervise::signalled());
-        }
-        Ok(plan) => plan,
-        Err(e) => {
-            undo(&state);
-            return Err(e);
-        }
-    };
+    let plan = set_up(&s, &opened, &backend, selinux_on, &mut state)?;
+    if supervise::signalled() != 0 {
+        return Ok(128 + supervise::signalled());
+    }
     // 5-11 in the child, which is born in its cgroup (v2) or joins it first (v1).
-    let cgroup_fd = cgroup::open_v2_leaf(&plan).map_err(|e| {
-        undo(&state);
-        JailError::from(e)
-    })?;
+    let cgroup_fd = cgroup::open_v2_leaf(&plan)?;
     // The VMM's argv (with the jailer's CPU time so far) and the exec label.
-    let (argv, exec_label) =
-        exec_strings(&s, &opened.paths, args, &started, &state).inspect_err(|_| undo(&state))?;
+    let (argv, exec_label) = exec_strings(&s, &opened.paths, args, &started, &state)?;
+    mark::mark("argv built, cloning");
     let ctx = ChildCtx {
         cgroup: &plan,
         settings: &s,
@@ -148,9 +145,18 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         exec_label,
         argv,
     };
-    let spawned = supervise::spawn(
+    // (The child never runs the guard's Drop: it ends in `_exit`.)
+    let mut child = supervise::spawn(
         namespaces::clone_flags(&s.profile.namespaces, s.rootless),
         cgroup_fd.as_ref().map(|fd| fd.as_fd()),
+        // Rootless: nothing works in the user namespace before its id maps. As
+        // root, the child builds its jail while this side records it, and waits
+        // for the record before it becomes the VM (see `confine`).
+        if s.rootless {
+            supervise::Release::AtStart
+        } else {
+            supervise::Release::InBody
+        },
         || match confine(&ctx, &backend) {
             Ok(never) => match never {},
             Err(e) => {
@@ -158,24 +164,60 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
                 supervise::SETUP_FAILED
             }
         },
-    );
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            undo(&state);
-            return Err(e.into());
-        }
-    };
+    )?;
+    mark::mark("5 cloned");
     // The child waits for its id maps (rootless) and its state record.
     if let Err(e) = admit(&s, &opened.paths, &mut child, &mut state) {
         child.abort();
-        undo(&state);
         return Err(e);
     }
-    // 12. Supervise and clean up.
+    mark::mark("child released");
+    // 12. Supervise, then clean up (the guard, once the VM has ended).
     let code = child.wait();
-    undo(&state);
+    drop(state);
     Ok(code?)
+}
+
+/// A jail's state that is undone when dropped: every way out of [`run`] after
+/// the allocation cleans up, the VM's end included.
+struct Undo<'a> {
+    state: JailState,
+    runtime_dir: &'a Path,
+    backend: &'a dyn SelinuxBackend,
+}
+
+impl std::ops::Deref for Undo<'_> {
+    type Target = JailState;
+    fn deref(&self) -> &JailState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Undo<'_> {
+    fn deref_mut(&mut self) -> &mut JailState {
+        &mut self.state
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        for p in crate::cleanup::undo(&self.state, self.runtime_dir, self.backend) {
+            log::error!("cleanup: {p}");
+        }
+    }
+}
+
+/// Undoes the records of jailers killed with their VMs (under the lock starts take).
+fn sweep(runtime_dir: &Path, backend: &dyn SelinuxBackend) -> Result<(), JailError> {
+    let lock = RuntimeLock::take(runtime_dir)?;
+    let (swept, problems) = crate::cleanup::sweep_stale(runtime_dir, backend, &lock);
+    if !swept.is_empty() {
+        log::info!("swept the stale VM(s) {}", swept.join(", "));
+    }
+    for p in problems {
+        log::warn!("stale sweep: {p}");
+    }
+    Ok(())
 }
 
 /// The times Firecracker's jailer passes to the VMM.
@@ -372,6 +414,7 @@ fn allocate(
         selinux_label: selinux_on.then(|| labels::process_label(&s.profile.selinux, categories)),
         cgroup_version: s.cgroup_version,
         cgroup_leaves: Vec::new(),
+        cgroup_parent: s.cgroup_parent.clone(),
         cgroup_limits: o.limits.clone(),
         rlimits: o.rlimits.clone(),
         new_namespaces: namespaces::new_namespace_names(
@@ -451,18 +494,10 @@ fn set_up(
         let plan = labels::plan(&s.profile.selinux, state.categories, &images);
         state.image_labels = labels::apply(backend, &plan)?;
         state.save(&s.runtime_dir)?;
+        mark::mark("3 images labelled");
     }
-    if !s.rootless {
-        // (Rootless: the VM's uid maps to the caller, who owns the files already.)
-        state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
-        state.save(&s.runtime_dir)?;
-        if state.firecracker_mode {
-            let given = fcmode::hand_over(&res.files, state.uid, state.gid)?;
-            state.owners.extend(given);
-            state.save(&s.runtime_dir)?;
-        }
-    }
-    // 4. cgroup.
+    // 4. The cgroup, planned first: its leaves ride on the owners' record (one
+    // state write less; undo skips leaves not made yet).
     let plan = match s.cgroup_version {
         CgroupVersion::V1 => cgroup::plan_v1(
             Path::new(cgroup::CGROUP_ROOT),
@@ -472,9 +507,27 @@ fn set_up(
         ),
         CgroupVersion::V2 => cgroup::plan_v2(&cgroup::v2_root(), &s.cgroup_parent, &s.id, limits),
     };
-    let plan = match plan.apply() {
+    state.cgroup_leaves = plan.leaves.clone();
+    if !s.rootless {
+        // (Rootless: the VM's uid maps to the caller, who owns the files already.)
+        state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
+        state.save(&s.runtime_dir)?;
+        if state.firecracker_mode {
+            let given = fcmode::hand_over(&res.files, state.uid, state.gid)?;
+            state.owners.extend(given);
+            state.save(&s.runtime_dir)?;
+        }
+        mark::mark("3 writable files given to the VM");
+    }
+    // Under the runtime lock: an ending VM removes empty parents under it.
+    let applied = RuntimeLock::take(&s.runtime_dir)
+        .map_err(JailError::from)
+        .and_then(|_lock| plan.apply().map_err(JailError::from));
+    mark::mark("4 cgroup directories made and written");
+    let plan = match applied {
         Ok(()) => plan,
         Err(e) if s.rootless => {
+            state.cgroup_leaves = Vec::new();
             log::warn!(
                 "rootless: cgroup limits skipped ({e}); delegate a cgroup to this user to get them"
             );
@@ -485,10 +538,12 @@ fn set_up(
                 ..plan
             }
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    state.cgroup_leaves = plan.leaves.clone();
-    state.save(&s.runtime_dir)?;
+    if s.rootless {
+        state.save(&s.runtime_dir)?;
+    }
+    mark::mark("4 cgroup created");
     // 6 (host side). The jail directory.
     let vm_owner = (!s.rootless).then_some((state.uid, state.gid));
     if state.firecracker_mode {
@@ -506,132 +561,8 @@ fn set_up(
             vm_owner,
         )?;
     }
+    mark::mark("6 jail directory prepared");
     Ok(plan)
-}
-
-/// What the child needs.
-struct ChildCtx<'a> {
-    settings: &'a Settings,
-    cgroup: &'a CgroupPlan,
-    res: &'a Resources,
-    netns: Option<&'a Netns>,
-    paths: &'a JailPaths,
-    rlimits: &'a Rlimits,
-    uid: u32,
-    gid: u32,
-    exec_label: Option<CString>,
-    argv: Vec<CString>,
-}
-
-/// Steps 5-11, in the child. Returns only on failure.
-fn confine(ctx: &ChildCtx<'_>, backend: &dyn SelinuxBackend) -> Result<Infallible, JailError> {
-    let p = &ctx.settings.profile;
-    // 4 (cont.). Into the VM's cgroup before anything else (v1; v2 was born there).
-    cgroup::join_self(ctx.cgroup)?;
-    // 5. Namespaces (pid and user namespaces came with the clone).
-    namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
-    if ctx.settings.rootless {
-        namespaces::forbid_nested_user_namespaces()?;
-    } else {
-        crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
-    }
-    // 3 (cont.). The exec-label attribute is out of reach after pivot_root: open
-    // it now; the label is written right before exec (step 11).
-    let exec_attr = match &ctx.exec_label {
-        Some(label) => Some((backend.open_exec_attr()?, label)),
-        None => None,
-    };
-    // 6. Filesystem.
-    let fc = matches!(ctx.settings.mode, Mode::Firecracker { .. });
-    jailfs::enter_root(
-        &ctx.paths.root,
-        &ctx.res.files,
-        // Firecracker's jailer always makes /dev/net/tun (the API may add a net device).
-        fc || !ctx.res.taps.is_empty(),
-        ctx.uid,
-        ctx.gid,
-        ctx.settings.rootless,
-        fc,
-    )?;
-    // 7. rlimits.
-    ctx.rlimits.apply()?;
-    // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
-    identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;
-    // The VMM must not outlive its supervisor (set after the uid change, which clears it).
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(JailError::DeathSignal)?;
-    // 9. Landlock.
-    landlock_rules::restrict(
-        &landlock_rules(ctx),
-        p.landlock.mode,
-        p.landlock.deny_tcp,
-        p.landlock.scope,
-    )?;
-    // 10. The jailer's seccomp baseline, under the VMM's own filters.
-    crate::seccomp_baseline::apply(&p.seccomp)?;
-    // 11. Exec the VMM, under its sVirt label.
-    supervise::reset_signals();
-    let path = ctx.argv.first().cloned().ok_or(JailError::Missing {
-        flag: "--exec-file",
-    })?;
-    if let Some((attr, label)) = &exec_attr {
-        attr.set(label)?;
-    }
-    let env: [CString; 0] = [];
-    let errno = match nix::unistd::execve(&path, &ctx.argv, &env) {
-        Err(e) => e,
-        Ok(never) => match never {},
-    };
-    Err(JailError::Exec {
-        path: path.to_string_lossy().into_owned(),
-        errno,
-    })
-}
-
-/// The in-jail paths and their access.
-fn landlock_rules(ctx: &ChildCtx<'_>) -> Vec<Rule> {
-    if matches!(ctx.settings.mode, Mode::Firecracker { .. }) {
-        return fcmode::landlock_rules(&ctx.paths.exec_name);
-    }
-    let mut rules = vec![
-        Rule {
-            path: Path::new("/").join(&ctx.paths.exec_name),
-            grant: Grant::Exec,
-        },
-        Rule {
-            path: JAIL_CONFIG.into(),
-            grant: Grant::Read,
-        },
-        Rule {
-            path: "/dev/kvm".into(),
-            grant: Grant::ReadWrite,
-        },
-        Rule {
-            path: "/dev/urandom".into(),
-            grant: Grant::Read,
-        },
-        Rule {
-            path: JAIL_VSOCK_DIR.into(),
-            grant: Grant::SocketDir,
-        },
-    ];
-    if !ctx.res.taps.is_empty() {
-        rules.push(Rule {
-            path: "/dev/net/tun".into(),
-            grant: Grant::ReadWrite,
-        });
-    }
-    for f in &ctx.res.files {
-        rules.push(Rule {
-            path: f.jail_path.clone(),
-            grant: if f.writable {
-                Grant::ReadWrite
-            } else {
-                Grant::Read
-            },
-        });
-    }
-    rules
 }
 
 /// The VMM's argv and the sVirt exec label (when labels are on).

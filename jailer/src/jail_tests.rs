@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::cli::{LandlockFlag, SeccompFlag, SelinuxFlag};
 use crate::mcs::CategoryRange;
 use crate::selinux_backend::fake::FakeSelinux;
 
@@ -41,9 +40,9 @@ fn flags_override_single_profile_values() {
     let mut a = args();
     a.profile = "dev".into();
     a.new_pid_ns = true;
-    a.seccomp = Some(SeccompFlag::On);
-    a.landlock = Some(LandlockFlag::Require);
-    a.selinux = Some(SelinuxFlag::Require);
+    a.seccomp = Some(crate::profile::SeccompMode::On);
+    a.landlock = Some(crate::profile::LandlockMode::Require);
+    a.selinux = Some(crate::profile::SelinuxMode::Require);
     a.parent_cgroup = Some("machine/vms".into());
     a.cgroup_version = Some("2".into());
     a.cgroups = vec!["cpuset.cpus=0".into()];

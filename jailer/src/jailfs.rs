@@ -159,6 +159,7 @@ pub fn prepare(
             .map_err(sys("chown", &vsock))?;
     }
 
+    crate::timing::mark("6 jail directories made");
     // The exec file: copied (never linked), root-owned, 0755.
     let meta = std::fs::metadata(exec_file).map_err(|e| JailFsError::ExecFile {
         path: exec_file.to_path_buf(),
@@ -174,6 +175,7 @@ pub fn prepare(
     std::fs::copy(exec_file, &target).map_err(io("copy the exec file to", &target))?;
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
         .map_err(io("chmod", &target))?;
+    crate::timing::mark("6 exec file copied");
 
     let cfg = paths.root.join(JAIL_CONFIG.trim_start_matches('/'));
     let mut f = std::fs::OpenOptions::new()
@@ -287,6 +289,7 @@ pub fn enter_root(
         chown(&p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(sys("chown", &p))?;
     }
 
+    crate::timing::mark("child: 6 bound and devices made");
     std::env::set_current_dir(root).map_err(io("chdir", root))?;
     let old = root.join("old_root");
     std::fs::create_dir(&old).map_err(io("create", &old))?;
@@ -294,6 +297,7 @@ pub fn enter_root(
     std::env::set_current_dir("/").map_err(io("chdir", Path::new("/")))?;
     umount2("/old_root", MntFlags::MNT_DETACH).map_err(sys("detach", Path::new("/old_root")))?;
     std::fs::remove_dir("/old_root").map_err(io("remove", Path::new("/old_root")))?;
+    crate::timing::mark("child: 6 pivoted, old root detached");
     let read_only = if orchestrator {
         MsFlags::empty()
     } else {

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod cgroup;
+pub mod child;
 pub mod cleanup;
 pub mod cli;
 pub mod fcmode;
@@ -22,3 +23,4 @@ pub mod settings;
 pub mod state;
 pub mod supervise;
 pub mod tap;
+pub mod timing;

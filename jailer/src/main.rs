@@ -53,7 +53,17 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Cleanup(c)) => {
-            match caisson_jailer::cleanup::cleanup_id(&c.id, &c.runtime_dir, &backend) {
+            let done = match &c.id {
+                Some(id) => caisson_jailer::cleanup::cleanup_id(id, &c.runtime_dir, &backend),
+                None => {
+                    caisson_jailer::cleanup::cleanup_stale(&c.runtime_dir, &backend).map(|swept| {
+                        for id in swept {
+                            println!("{id}");
+                        }
+                    })
+                }
+            };
+            match done {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("caisson-jailer: cleanup: {e}");

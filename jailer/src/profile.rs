@@ -32,7 +32,7 @@ pub enum ProfileError {
 }
 
 /// How strictly a layer is required.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum LandlockMode {
     BestEffort,
@@ -41,7 +41,7 @@ pub enum LandlockMode {
 }
 
 /// SELinux labelling mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SelinuxMode {
     /// Label when SELinux is enabled, log and skip otherwise.
@@ -52,7 +52,7 @@ pub enum SelinuxMode {
 }
 
 /// Whether the VMM installs its seccomp filters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SeccompMode {
     On,

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{self, CgroupVersion};
-use crate::cli::{LandlockFlag, RunArgs, SeccompFlag, SelinuxFlag};
+use crate::cli::RunArgs;
 use crate::fcmode;
 use crate::jail::JailError;
 use crate::mcs::CategoryRange;
-use crate::profile::{CgroupVersionChoice, LandlockMode, Profile, SeccompMode, SelinuxMode};
+use crate::profile::{CgroupVersionChoice, Profile};
 
 /// Whose jail it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,25 +68,15 @@ impl Settings {
         if args.new_pid_ns {
             profile.namespaces.pid = true;
         }
-        if let Some(s) = args.selinux {
-            profile.selinux.mode = match s {
-                SelinuxFlag::Auto => SelinuxMode::Auto,
-                SelinuxFlag::Require => SelinuxMode::Require,
-                SelinuxFlag::Off => SelinuxMode::Off,
-            };
+        // (The flags are the profile's own mode types.)
+        if let Some(m) = args.selinux {
+            profile.selinux.mode = m;
         }
-        if let Some(l) = args.landlock {
-            profile.landlock.mode = match l {
-                LandlockFlag::BestEffort => LandlockMode::BestEffort,
-                LandlockFlag::Require => LandlockMode::Require,
-                LandlockFlag::Off => LandlockMode::Off,
-            };
+        if let Some(m) = args.landlock {
+            profile.landlock.mode = m;
         }
-        if let Some(s) = args.seccomp {
-            profile.seccomp.mode = match s {
-                SeccompFlag::On => SeccompMode::On,
-                SeccompFlag::Off => SeccompMode::Off,
-            };
+        if let Some(m) = args.seccomp {
+            profile.seccomp.mode = m;
         }
         if !args.resource_roots.is_empty() {
             profile.resources.roots = args.resource_roots.clone();

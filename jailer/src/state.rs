@@ -25,6 +25,8 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot lock {path}: {errno}")]
+    Lock { path: PathBuf, errno: nix::Error },
     #[error("invalid state file {path}: {source}")]
     Parse {
         path: PathBuf,
@@ -71,6 +73,10 @@ pub struct JailState {
     pub selinux_label: Option<String>,
     pub cgroup_version: CgroupVersion,
     pub cgroup_leaves: Vec<PathBuf>,
+    /// The parent cgroup (`caisson`, `machine/caisson`): its directories are
+    /// removed when the last VM under them ends (absent in older state files).
+    #[serde(default)]
+    pub cgroup_parent: String,
     pub cgroup_limits: Limits,
     pub rlimits: Rlimits,
     /// Namespaces created for the VM (names as in /proc/<pid>/ns).
@@ -98,6 +104,55 @@ pub struct JailState {
 /// The state file of `id`.
 pub fn path_for(runtime_dir: &Path, id: &str) -> PathBuf {
     runtime_dir.join("vms").join(format!("{id}.json"))
+}
+
+/// `<runtime dir>/lock`, held exclusively by a start while it sweeps stale records
+/// and creates its cgroup, and by an end while it removes empty parent cgroups, so
+/// that an end never removes a parent a start is creating its leaf under.
+pub struct RuntimeLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl RuntimeLock {
+    /// Blocks until the lock of `runtime_dir` is held.
+    pub fn take(runtime_dir: &Path) -> Result<Self, StateError> {
+        let path = runtime_dir.join("lock");
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        std::fs::create_dir_all(runtime_dir).map_err(io("create", runtime_dir))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| StateError::Lock { path, errno })?;
+        Ok(Self { _lock: lock })
+    }
+}
+
+/// The ids of every state file in `runtime_dir`.
+pub fn list_ids(runtime_dir: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(runtime_dir.join("vms")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let id = name.strip_suffix(".json")?;
+            (!id.starts_with('.')).then(|| id.to_string())
+        })
+        .collect();
+    ids.sort();
+    ids
 }
 
 impl JailState {

@@ -36,6 +36,8 @@ pub enum SuperviseError {
     Clone { flags: String, errno: nix::Error },
     #[error("cannot release child {pid}: {source}")]
     Release { pid: i32, source: std::io::Error },
+    #[error("the jailer ended or aborted the start before releasing the child")]
+    NotReleased,
     #[error("cannot wait for child {pid}: {errno}")]
     Wait { pid: i32, errno: nix::Error },
 }
@@ -131,7 +133,8 @@ struct CloneArgs {
 /// namespace `flags`, born inside the cgroup v2 directory `into_cgroup` when one
 /// is given (`CLONE_INTO_CGROUP`: no migration, so none of the kernel's global
 /// threadgroup lock that a later write to `cgroup.procs` takes). The child first
-/// waits until the parent calls `release`.
+/// waits until the parent calls `release`, at its start (`Release::AtStart`) or
+/// where `body` calls [`await_release`] (`Release::InBody`).
 ///
 /// `clone3` without a stack has fork semantics: the child runs on a copy of this
 /// (single-threaded) process. The forwarded signals are blocked around it, so
@@ -141,6 +144,7 @@ struct CloneArgs {
 pub fn spawn(
     flags: CloneFlags,
     into_cgroup: Option<BorrowedFd<'_>>,
+    release: Release,
     body: impl FnOnce() -> i32,
 ) -> Result<Child, SuperviseError> {
     let (rx, tx) =
@@ -167,7 +171,7 @@ pub fn spawn(
         )
     };
     if r == 0 {
-        let code = child_start(rx, tx, &mask, body);
+        let code = child_start(rx, tx, &mask, release, body);
         // SAFETY: ends the child without running the parent's destructors or atexit
         // handlers (its copy of them belongs to the jailer).
         unsafe { libc::_exit(code) }
@@ -199,8 +203,28 @@ pub fn spawn(
     })
 }
 
-/// In the child: default signals, death signal, wait for the go byte, run `body`.
-fn child_start(rx: OwnedFd, tx: OwnedFd, mask: &SigSet, body: impl FnOnce() -> i32) -> i32 {
+/// Where the child waits for [`Child::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Before `body` runs.
+    AtStart,
+    /// Where `body` calls [`await_release`]: the child's work before that point
+    /// overlaps the parent's between clone and release.
+    InBody,
+}
+
+/// The child's read end of the go pipe, until the go byte is read.
+static GO: AtomicI32 = AtomicI32::new(-1);
+
+/// In the child: default signals, death signal, wait for the go byte (or leave
+/// that to `body`), run `body`.
+fn child_start(
+    rx: OwnedFd,
+    tx: OwnedFd,
+    mask: &SigSet,
+    release: Release,
+    body: impl FnOnce() -> i32,
+) -> i32 {
     reset_signals();
     let _ = mask.thread_unblock();
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
@@ -209,14 +233,29 @@ fn child_start(rx: OwnedFd, tx: OwnedFd, mask: &SigSet, body: impl FnOnce() -> i
     // The child must not hold the write end, so that it sees EOF/POLLHUP when the
     // parent dies.
     drop(tx);
-    let mut f = std::fs::File::from(rx);
+    GO.store(std::os::fd::IntoRawFd::into_raw_fd(rx), Ordering::SeqCst);
+    if release == Release::AtStart && await_release().is_err() {
+        return SETUP_FAILED;
+    }
+    body()
+}
+
+/// In the child (spawned with `Release::InBody`): blocks until the parent's
+/// [`Child::release`]; an error when the parent died or aborted instead.
+pub fn await_release() -> Result<(), SuperviseError> {
+    let fd = GO.swap(-1, Ordering::SeqCst);
+    if fd < 0 {
+        return Err(SuperviseError::NotReleased);
+    }
+    // SAFETY: fd is the go pipe's read end, taken out of GO, so owned here only.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mut b = [0u8; 1];
     match f.read(&mut b) {
         Ok(1) if b[0] == b'G' => {}
-        _ => return SETUP_FAILED,
+        _ => return Err(SuperviseError::NotReleased),
     }
     LIFELINE.store(std::os::fd::IntoRawFd::into_raw_fd(f), Ordering::SeqCst);
-    body()
+    Ok(())
 }
 
 /// In the child: re-arms the parent-death signal (a uid change clears it) and
@@ -248,10 +287,13 @@ impl Child {
             let raw = tx.as_raw_fd();
             // SAFETY: writing one byte from a valid buffer to our open pipe end.
             let n = unsafe { libc::write(raw, b"G".as_ptr().cast(), 1) };
-            if n != 1 {
+            let err = std::io::Error::last_os_error();
+            // A child released in its body may have failed (and ended) before:
+            // `wait` reports its exit code. (Rust ignores SIGPIPE.)
+            if n != 1 && err.raw_os_error() != Some(libc::EPIPE) {
                 return Err(SuperviseError::Release {
                     pid: self.pid,
-                    source: std::io::Error::last_os_error(),
+                    source: err,
                 });
             }
             self.released = true;
@@ -310,7 +352,7 @@ impl Child {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, IntoRawFd};
     use std::path::PathBuf;
 
     /// Removes the test cgroup, also when the test fails.
@@ -344,6 +386,68 @@ mod tests {
         i32::from(!has_line(&buf[..n], line))
     }
 
+    /// The race of issue 11: the jailer dies after the clone but before the child
+    /// re-arms its death signal (cleared by the uid change). A "jailer" process
+    /// spawns the child and exits; only then does the child (whose death signal
+    /// was cleared, as `setuid` clears it) call `rearm_death_signal`. It must end
+    /// there and never report that it went on unsupervised.
+    #[test]
+    fn a_child_whose_jailer_died_before_the_rearm_exits() {
+        let (go_rx, go_tx) = nix::unistd::pipe().unwrap();
+        let (out_rx, out_tx) = nix::unistd::pipe().unwrap();
+        let (go_rx, go_tx) = (go_rx.into_raw_fd(), go_tx.into_raw_fd());
+        let (out_rx, out_tx) = (out_rx.into_raw_fd(), out_tx.into_raw_fd());
+        // SAFETY: the forked "jailer" only clones, writes and _exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let spawned = spawn(CloneFlags::empty(), None, Release::AtStart, || {
+                    // As the uid change does: no death signal any more.
+                    if nix::sys::prctl::set_pdeathsig(None).is_err() {
+                        return 3;
+                    }
+                    let mut b = [0u8; 1];
+                    // SAFETY: read into a stack buffer from an inherited pipe.
+                    if unsafe { libc::read(go_rx, b.as_mut_ptr().cast(), 1) } != 1 {
+                        return 4;
+                    }
+                    if rearm_death_signal().is_err() {
+                        return 5;
+                    }
+                    // Unsupervised: say so.
+                    // SAFETY: write from a static buffer to an inherited pipe.
+                    unsafe { libc::write(out_tx, b"R".as_ptr().cast(), 1) };
+                    0
+                });
+                let code = match spawned.map(|mut c| c.release()) {
+                    Ok(Ok(())) => 0,
+                    _ => 1,
+                };
+                // SAFETY: the forked jailer ends without running the harness's code.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                // SAFETY: closing this process's copies of the ends it does not use.
+                unsafe {
+                    libc::close(out_tx);
+                    libc::close(go_rx);
+                }
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(status, WaitStatus::Exited(child, 0), "the jailer failed");
+                // The jailer is gone; now let the child reach its re-arm.
+                // SAFETY: writing one byte from a static buffer to our pipe end.
+                assert_eq!(unsafe { libc::write(go_tx, b"G".as_ptr().cast(), 1) }, 1);
+                let mut out = Vec::new();
+                // SAFETY: out_rx is this process's open read end, owned from here on.
+                let mut f =
+                    unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(out_rx) };
+                f.read_to_end(&mut out).unwrap();
+                // SAFETY: closing our write end.
+                unsafe { libc::close(go_tx) };
+                assert!(out.is_empty(), "the child ran on after its jailer died");
+            }
+        }
+    }
+
     /// With a cgroup2 directory fd, the child is born in that cgroup
     /// (CLONE_INTO_CGROUP); without one it stays in the parent's.
     #[test]
@@ -360,15 +464,20 @@ mod tests {
         let dir = std::fs::File::open(&cg.0).unwrap();
         let line = format!("0::/{name}").into_bytes();
 
-        let mut child = spawn(CloneFlags::empty(), Some(dir.as_fd()), || {
-            child_checks_its_cgroup(&line)
-        })
+        let mut child = spawn(
+            CloneFlags::empty(),
+            Some(dir.as_fd()),
+            Release::AtStart,
+            || child_checks_its_cgroup(&line),
+        )
         .unwrap();
         child.release().unwrap();
         assert_eq!(child.wait().unwrap(), 0, "child not in {}", cg.0.display());
 
-        let mut child =
-            spawn(CloneFlags::empty(), None, || child_checks_its_cgroup(&line)).unwrap();
+        let mut child = spawn(CloneFlags::empty(), None, Release::AtStart, || {
+            child_checks_its_cgroup(&line)
+        })
+        .unwrap();
         child.release().unwrap();
         assert_eq!(
             child.wait().unwrap(),

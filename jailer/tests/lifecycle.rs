@@ -149,10 +149,25 @@ fn two_jails_at_once_are_distinct_and_audit_clean() {
 #[test]
 fn cleanup_after_the_jailer_was_killed() {
     let vm = Vm::new("killed");
-    let mut child = vm.spawn(&[], &hold(60_000));
+    // A runtime directory of its own: any other test's start would sweep the
+    // record this test wants `cleanup --id` to find.
+    let rt = vm.dir.join("run");
+    let rt_s = rt.display().to_string();
+    let state_path = rt.join("vms").join(format!("{}.json", vm.id));
+    let mut child = vm.spawn(&["--runtime-dir", &rt_s], &hold(60_000));
     wait_holding(&mut child);
-    let st = vm.wait_running(Duration::from_secs(10));
-    let vm_pid = st["vm_pid"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let vm_pid = loop {
+        let st: serde_json::Value = std::fs::read_to_string(&state_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if let Some(p) = st["vm_pid"].as_i64().filter(|p| *p > 0) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "VM did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(vm.jail_dir().exists());
     assert!(vm.cgroup_leaves("caisson").iter().all(|l| l.exists()));
     child.kill().unwrap();
@@ -160,19 +175,27 @@ fn cleanup_after_the_jailer_was_killed() {
     // The VMM dies with its supervisor (parent-death signal)...
     wait_gone(vm_pid);
     // ...but the jailer could not clean up.
-    assert!(vm.state_path().exists());
+    assert!(state_path.exists());
     assert!(vm.jail_dir().exists());
-    let out = Command::new(JAILER)
-        .args(["cleanup", "--id", &vm.id])
-        .output()
-        .unwrap();
+    let cleanup = || {
+        Command::new(JAILER)
+            .args(["cleanup", "--id", &vm.id, "--runtime-dir", &rt_s])
+            .output()
+            .unwrap()
+    };
+    let out = cleanup();
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    vm.assert_cleaned("caisson");
+    assert!(!state_path.exists(), "state file left");
+    assert!(!rt.join("mcs").join(&vm.id).exists(), "MCS record left");
+    assert!(!vm.jail_dir().exists(), "jail dir left");
+    for leaf in vm.cgroup_leaves("caisson") {
+        assert!(!leaf.exists(), "cgroup {} left", leaf.display());
+    }
     assert_eq!(
         std::fs::metadata(vm.dir.join("img/root.ext4"))
             .unwrap()
@@ -180,11 +203,7 @@ fn cleanup_after_the_jailer_was_killed() {
         0
     );
     // A second cleanup has nothing to clean.
-    let out = Command::new(JAILER)
-        .args(["cleanup", "--id", &vm.id])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(cleanup().status.code(), Some(1));
 }
 
 #[test]
@@ -521,4 +540,33 @@ fn config_cannot_name_host_files() {
         (after.uid(), after.gid(), after.mode())
     );
     vm.assert_cleaned("caisson");
+}
+
+#[test]
+fn the_timing_log_is_opt_in_and_names_each_step() {
+    let vm = Vm::new("timing");
+    let out = vm
+        .command(&[], &hold(0))
+        .env("CAISSON_JAILER_TIMING", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for step in [
+        "1 sanitized",
+        "4 cgroup created",
+        "6 exec file copied",
+        "child: 6 mounted and pivoted",
+        "child: 10 seccomp baseline, exec",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("caisson-jailer: timing:") && l.ends_with(step)),
+            "no timing line for {step:?}: {err}"
+        );
+    }
+    let vm = Vm::new("notiming");
+    let out = vm.run(&[], &hold(0));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("timing:"));
 }

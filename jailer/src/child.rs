@@ -1,0 +1,160 @@
+//! The child's side of the jail sequence (steps 5-11): run in the cloned child,
+//! from its cgroup to the exec of the VMM; it returns only on failure.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::path::Path;
+
+use crate::cgroup::{self, CgroupPlan};
+use crate::fcmode;
+use crate::identity;
+use crate::jail::{JailError, Mode, Settings};
+use crate::jailfs::{self, JailPaths};
+use crate::landlock_rules::{self, Grant, Rule};
+use crate::namespaces::{self, Netns};
+use crate::resources::{Resources, JAIL_CONFIG, JAIL_VSOCK_DIR};
+use crate::rlimits::Rlimits;
+use crate::selinux_backend::SelinuxBackend;
+use crate::supervise;
+use crate::timing as mark;
+
+/// What the child needs.
+pub(crate) struct ChildCtx<'a> {
+    pub(crate) settings: &'a Settings,
+    pub(crate) cgroup: &'a CgroupPlan,
+    pub(crate) res: &'a Resources,
+    pub(crate) netns: Option<&'a Netns>,
+    pub(crate) paths: &'a JailPaths,
+    pub(crate) rlimits: &'a Rlimits,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) exec_label: Option<CString>,
+    pub(crate) argv: Vec<CString>,
+}
+
+/// Steps 5-11, in the child. Returns only on failure.
+pub(crate) fn confine(
+    ctx: &ChildCtx<'_>,
+    backend: &dyn SelinuxBackend,
+) -> Result<Infallible, JailError> {
+    let p = &ctx.settings.profile;
+    mark::mark("child: running");
+    // 4 (cont.). Into the VM's cgroup before anything else (v1; v2 was born there).
+    cgroup::join_self(ctx.cgroup)?;
+    mark::mark("child: in its cgroup");
+    // 5. Namespaces (pid and user namespaces came with the clone).
+    namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
+    if ctx.settings.rootless {
+        namespaces::forbid_nested_user_namespaces()?;
+    } else {
+        crate::tap::hand_over(&ctx.res.taps, ctx.uid, ctx.gid)?;
+    }
+    mark::mark("child: 5 namespaces entered");
+    // 3 (cont.). The exec-label attribute is out of reach after pivot_root: open
+    // it now; the label is written right before exec (step 11).
+    let exec_attr = match &ctx.exec_label {
+        Some(label) => Some((backend.open_exec_attr()?, label)),
+        None => None,
+    };
+    // 6. Filesystem.
+    let fc = matches!(ctx.settings.mode, Mode::Firecracker { .. });
+    jailfs::enter_root(
+        &ctx.paths.root,
+        &ctx.res.files,
+        // Firecracker's jailer always makes /dev/net/tun (the API may add a net device).
+        fc || !ctx.res.taps.is_empty(),
+        ctx.uid,
+        ctx.gid,
+        ctx.settings.rootless,
+        fc,
+    )?;
+    mark::mark("child: 6 mounted and pivoted");
+    // 7. rlimits.
+    ctx.rlimits.apply()?;
+    // Everything so far is undone with the jail (the cgroup holds this process);
+    // from here on the VM runs, so its state record (pid) must exist first.
+    if !ctx.settings.rootless {
+        supervise::await_release()?;
+    }
+    mark::mark("child: released");
+    // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
+    identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;
+    // The VMM must not outlive its supervisor: the uid change cleared the death
+    // signal; re-arm it, and end here if the jailer died before it was re-armed.
+    supervise::rearm_death_signal().map_err(JailError::DeathSignal)?;
+    mark::mark("child: 7-8 rlimits, identity, death signal");
+    // 9. Landlock.
+    landlock_rules::restrict(
+        &landlock_rules(ctx),
+        p.landlock.mode,
+        p.landlock.deny_tcp,
+        p.landlock.scope,
+    )?;
+    mark::mark("child: 9 landlock");
+    // 10. The jailer's seccomp baseline, under the VMM's own filters.
+    crate::seccomp_baseline::apply(&p.seccomp)?;
+    mark::mark("child: 10 seccomp baseline, exec");
+    // 11. Exec the VMM, under its sVirt label.
+    supervise::reset_signals();
+    let path = ctx.argv.first().cloned().ok_or(JailError::Missing {
+        flag: "--exec-file",
+    })?;
+    if let Some((attr, label)) = &exec_attr {
+        attr.set(label)?;
+    }
+    let env: [CString; 0] = [];
+    let errno = match nix::unistd::execve(&path, &ctx.argv, &env) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    Err(JailError::Exec {
+        path: path.to_string_lossy().into_owned(),
+        errno,
+    })
+}
+
+/// The in-jail paths and their access.
+fn landlock_rules(ctx: &ChildCtx<'_>) -> Vec<Rule> {
+    if matches!(ctx.settings.mode, Mode::Firecracker { .. }) {
+        return fcmode::landlock_rules(&ctx.paths.exec_name);
+    }
+    let mut rules = vec![
+        Rule {
+            path: Path::new("/").join(&ctx.paths.exec_name),
+            grant: Grant::Exec,
+        },
+        Rule {
+            path: JAIL_CONFIG.into(),
+            grant: Grant::Read,
+        },
+        Rule {
+            path: "/dev/kvm".into(),
+            grant: Grant::ReadWrite,
+        },
+        Rule {
+            path: "/dev/urandom".into(),
+            grant: Grant::Read,
+        },
+        Rule {
+            path: JAIL_VSOCK_DIR.into(),
+            grant: Grant::SocketDir,
+        },
+    ];
+    if !ctx.res.taps.is_empty() {
+        rules.push(Rule {
+            path: "/dev/net/tun".into(),
+            grant: Grant::ReadWrite,
+        });
+    }
+    for f in &ctx.res.files {
+        rules.push(Rule {
+            path: f.jail_path.clone(),
+            grant: if f.writable {
+                Grant::ReadWrite
+            } else {
+                Grant::Read
+            },
+        });
+    }
+    rules
+}
