@@ -15,6 +15,7 @@ pub mod logger;
 pub mod memory;
 pub mod metrics;
 pub mod rate_limiter;
+pub mod sandbox;
 pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

@@ -17,13 +17,18 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
 use super::virtio::warn::WarnLimiter;
-use super::SandboxNeeds;
+use super::{SandboxNeeds, Syscall, VMM_VCPU};
 use crate::exit::{ExitReason, ExitSignal};
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    owner: "i8042",
     paths: &[],
     fds: &["irqfd (IRQ 1)"],
-    syscalls: &["write"],
+    syscalls: &[Syscall::new(
+        "write",
+        VMM_VCPU,
+        "raise IRQ 1 through the irqfd (guest access on a vcpu, SendCtrlAltDel on the vmm thread)",
+    )],
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -26,18 +26,44 @@ use super::metrics::BlockDeviceMetrics;
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{DeviceUpdate, UpdateOutcome};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
-use crate::devices::SandboxNeeds;
+use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
 use crate::rate_limiter::RateLimiter;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
-    paths: &[],
+    owner: "virtio-blk",
+    paths: &[
+        PathNeed {
+            path: "drives[].path_on_host",
+            access: Access::ReadWrite,
+            at_runtime: false,
+        },
+        PathNeed {
+            path: "PATCH /drives/{id} path_on_host",
+            access: Access::ReadWrite,
+            at_runtime: true,
+        },
+    ],
     fds: &[
         "disk file (opened before confinement)",
-        "queue ioeventfd",
-        "irqfd",
         "rate limiter timerfd",
     ],
-    syscalls: &["lseek", "read", "write", "fsync", "timerfd_settime"],
+    syscalls: &[
+        Syscall::new("lseek", VMM, "position the disk file before each transfer"),
+        Syscall::new("read", VMM, "IN requests, and the rate limiter's timerfd"),
+        Syscall::new("write", VMM, "OUT requests"),
+        Syscall::new("fsync", VMM, "FLUSH requests"),
+        Syscall::new(
+            "timerfd_settime",
+            VMM,
+            "arm the rate limiter's refill timer",
+        ),
+        Syscall::new(
+            "openat",
+            VMM,
+            "PATCH path_on_host: open an existing file, never create one",
+        ),
+        Syscall::new("statx", VMM, "PATCH path_on_host: the new file's size"),
+    ],
 };
 
 pub const SECTOR_SIZE: u64 = 512;

@@ -20,14 +20,32 @@ use super::status as s;
 use super::warn::WarnLimiter;
 use super::{DeviceCtx, DeviceUpdate, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
-use crate::devices::SandboxNeeds;
+use crate::devices::{SandboxNeeds, Syscall, VCPU, VMM};
 
 /// The transport itself: eventfds only (the builder registers them with KVM
 /// before confinement); reading and writing them.
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    owner: "virtio-mmio",
     paths: &[],
     fds: &["one ioeventfd per queue", "irqfd"],
-    syscalls: &["read", "write", "epoll_ctl"],
+    syscalls: &[
+        Syscall::new(
+            "write",
+            VCPU,
+            "a QueueNotify no ioeventfd matched goes to the queue's eventfd",
+        ),
+        Syscall::new("read", VMM, "drain a queue's ioeventfd"),
+        Syscall::new(
+            "write",
+            VMM,
+            "raise the device's interrupt through the irqfd",
+        ),
+        Syscall::new(
+            "epoll_ctl",
+            VMM,
+            "watch the queue eventfds once the driver is ready",
+        ),
+    ],
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -35,29 +35,40 @@ use super::chain::{gather, scatter};
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::config::devices::ValidVsock;
-use crate::devices::SandboxNeeds;
+use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
 use crate::metrics::METRICS;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    owner: "virtio-vsock",
     paths: &[
-        "vsock.uds_path (bound)",
-        "<vsock.uds_path>_<port> (connected)",
+        PathNeed {
+            path: "vsock.uds_path",
+            access: Access::Bind,
+            at_runtime: false,
+        },
+        PathNeed {
+            path: "<vsock.uds_path>_<port>",
+            access: Access::Connect,
+            at_runtime: true,
+        },
     ],
-    fds: &[
-        "listening socket",
-        "one socket per connection",
-        "epoll fd",
-        "queue ioeventfds",
-        "irqfd",
-    ],
+    fds: &["listening socket", "one socket per connection", "epoll fd"],
     syscalls: &[
-        "socket(AF_UNIX)",
-        "accept4",
-        "connect",
-        "read",
-        "write",
-        "epoll_ctl",
-        "epoll_wait",
+        Syscall::new(
+            "socket",
+            VMM,
+            "guest connections to <uds_path>_<port>, Unix sockets only",
+        ),
+        Syscall::new("connect", VMM, "guest connections to <uds_path>_<port>"),
+        Syscall::new("accept4", VMM, "host connections to uds_path"),
+        Syscall::new("read", VMM, "data from host sockets"),
+        Syscall::new("write", VMM, "data to host sockets"),
+        Syscall::new(
+            "epoll_ctl",
+            VMM,
+            "watch host sockets on the device's epoll fd",
+        ),
+        Syscall::new("epoll_wait", VMM, "poll the device's epoll fd"),
     ],
 };
 
