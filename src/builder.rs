@@ -202,8 +202,12 @@ pub fn device_metric_groups() -> Vec<crate::metrics::ExtraGroup> {
     crate::devices::virtio::metrics::groups()
 }
 
-/// Builds and starts the VM described by `cfg`. The vCPUs run when this returns.
-pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
+/// Builds and starts the VM described by `cfg`, each thread confined by its filter
+/// in `seccomp` (`None` only with `--no-seccomp`). The vCPUs run when this returns.
+pub fn build_vm(
+    cfg: &ValidConfig,
+    seccomp: Option<&crate::seccomp::Filters>,
+) -> Result<Vm, BuildError> {
     vm::block_stop_signals()?;
     let kvm = open_kvm()?;
     let vm = kvm_call("KVM_CREATE_VM", kvm.create_vm())?;
@@ -288,7 +292,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
             emulator_safe,
         );
         v.configure(&vcpu_cpuid, entry, protocol)?;
-        handles.push(v.spawn(cfg.seccomp.clone())?);
+        handles.push(v.spawn(seccomp.cloned())?);
     }
 
     let serial_input = matches!(cfg.serial, SerialSink::Stdout).then_some(legacy.serial);
@@ -321,7 +325,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
     })?;
     vm.add_subscriber(Arc::new(Mutex::new(periodic)));
     // Last step before any guest code runs: confine the main thread too.
-    match &cfg.seccomp {
+    match seccomp {
         Some(f) => f.install(crate::seccomp::ThreadKind::Vmm)?,
         None => log::warn!("seccomp is off: the VMM runs without syscall filters"),
     }

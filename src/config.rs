@@ -327,8 +327,6 @@ pub struct ValidConfig {
     /// The virtio devices; their command-line words are already in `cmdline`
     /// (the `virtio_mmio.device=` ones unless `caisson.virtio_cmdline` is false).
     pub virtio: VirtioConfig,
-    /// Per-thread seccomp filters; `None` only with `--no-seccomp`.
-    pub seccomp: Option<crate::seccomp::Filters>,
     /// `metrics.metrics_path`: a file or FIFO in an existing directory.
     pub metrics_path: Option<PathBuf>,
 }
@@ -397,7 +395,34 @@ impl VmConfig {
             mem_size_mib: rest.mem_size_mib,
             serial: rest.serial,
             virtio: rest.virtio,
-            seccomp: None,
+            metrics_path: rest.metrics_path,
+        })
+    }
+
+    /// As [`VmConfig::validate`], for a kernel image built into the binary
+    /// (`caisson demo`), which takes the place of `boot-source.kernel_image_path`.
+    pub fn validate_embedded(
+        &self,
+        id: &str,
+        max_vcpus: u64,
+        image: &'static [u8],
+    ) -> Result<ValidConfig, ConfigError> {
+        let rest = self.validate_rest(id, max_vcpus)?;
+        let head = image.get(..1024).unwrap_or(image);
+        let kernel_format = kernel_format(head).map_err(|reason| ConfigError::KernelFormat {
+            path: PathBuf::from("<embedded kernel>"),
+            reason,
+        })?;
+        Ok(ValidConfig {
+            id: id.to_string(),
+            kernel: KernelSource::Embedded(image),
+            kernel_format,
+            initrd: rest.initrd,
+            cmdline: rest.cmdline,
+            vcpu_count: rest.vcpu_count,
+            mem_size_mib: rest.mem_size_mib,
+            serial: rest.serial,
+            virtio: rest.virtio,
             metrics_path: rest.metrics_path,
         })
     }
