@@ -202,6 +202,22 @@ pub fn device_metric_groups() -> Vec<crate::metrics::ExtraGroup> {
     crate::devices::virtio::metrics::groups()
 }
 
+/// The kernel command line: `boot_args`, then the devices' words (the root
+/// device, and where each virtio device was placed unless
+/// `caisson.virtio_cmdline` is false), as Firecracker's attach_* functions add
+/// them. `boot::load_cmdline` refuses one that is too long.
+pub fn kernel_cmdline(cfg: &ValidConfig) -> String {
+    [cfg.cmdline.clone()]
+        .into_iter()
+        .chain(virtio_devices::cmdline_words(
+            &cfg.virtio,
+            cfg.virtio_cmdline,
+        ))
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Builds and starts the VM described by `cfg`, each thread confined by its filter
 /// in `seccomp` (`None` only with `--no-seccomp`). The vCPUs run when this returns.
 pub fn build_vm(
@@ -221,7 +237,7 @@ pub fn build_vm(
         Some(path) => Some(boot::load_initrd(&mem, path, kernel.end)?),
         None => None,
     };
-    let cmdline_len = boot::load_cmdline(&mem, &cfg.cmdline)?;
+    let cmdline_len = boot::load_cmdline(&mem, &kernel_cmdline(cfg))?;
 
     let exit = Arc::new(ExitSignal::new().map_err(|source| BuildError::EventFd {
         what: "the exit signal",

@@ -324,9 +324,12 @@ pub struct ValidConfig {
     pub vcpu_count: u8,
     pub mem_size_mib: u64,
     pub serial: SerialSink,
-    /// The virtio devices; their command-line words are already in `cmdline`
-    /// (the `virtio_mmio.device=` ones unless `caisson.virtio_cmdline` is false).
+    /// `boot_args` as given: the builder adds the devices' words
+    /// (`builder::kernel_cmdline`).
     pub virtio: VirtioConfig,
+    /// `caisson.virtio_cmdline`: whether the builder adds a
+    /// `virtio_mmio.device=` word per device.
+    pub virtio_cmdline: bool,
     /// `metrics.metrics_path`: a file or FIFO in an existing directory.
     pub metrics_path: Option<PathBuf>,
 }
@@ -339,6 +342,7 @@ struct Checked {
     mem_size_mib: u64,
     serial: SerialSink,
     virtio: VirtioConfig,
+    virtio_cmdline: bool,
     metrics_path: Option<PathBuf>,
 }
 
@@ -395,6 +399,7 @@ impl VmConfig {
             mem_size_mib: rest.mem_size_mib,
             serial: rest.serial,
             virtio: rest.virtio,
+            virtio_cmdline: rest.virtio_cmdline,
             metrics_path: rest.metrics_path,
         })
     }
@@ -423,6 +428,7 @@ impl VmConfig {
             mem_size_mib: rest.mem_size_mib,
             serial: rest.serial,
             virtio: rest.virtio,
+            virtio_cmdline: rest.virtio_cmdline,
             metrics_path: rest.metrics_path,
         })
     }
@@ -454,13 +460,6 @@ impl VmConfig {
             .unwrap_or_else(|| DEFAULT_BOOT_ARGS.to_string());
         check_cmdline(&cmdline)?;
         let virtio = devices::validate_devices(self)?;
-        let cmdline = [cmdline]
-            .into_iter()
-            .chain(virtio.cmdline_words(self.caisson.virtio_cmdline.unwrap_or(true)))
-            .filter(|w| !w.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        check_cmdline(&cmdline)?;
 
         let max = max_vcpus.min(MAX_VCPUS_MPTABLE);
         let vcpus = self.machine_config.vcpu_count.unwrap_or(1);
@@ -487,6 +486,7 @@ impl VmConfig {
             mem_size_mib: mem,
             serial,
             virtio,
+            virtio_cmdline: self.caisson.virtio_cmdline.unwrap_or(true),
             metrics_path,
         })
     }
@@ -751,7 +751,7 @@ mod tests {
                 kernel.display().to_string()
             );
             let cfg = VmConfig::from_json(&text).expect("parses");
-            cfg.validate("vm", 1).expect("valid").cmdline
+            crate::builder::kernel_cmdline(&cfg.validate("vm", 1).expect("valid"))
         };
         let with = "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5";
         assert_eq!(cmdline("{}"), with);

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod arch;
+pub mod backing_file;
 pub mod builder;
 pub mod config;
 pub mod controller;
