@@ -253,7 +253,9 @@ fn a_forbidden_syscall_leaves_a_line_with_the_fault() {
     // The built-in filters without epoll_wait in the main thread's.
     let mut filters: Value = serde_json::from_str(caisson::seccomp::VMM_JSON).unwrap();
     let vcpu: Value = serde_json::from_str(caisson::seccomp::VCPU_JSON).unwrap();
+    let api: Value = serde_json::from_str(caisson::seccomp::API_JSON).unwrap();
     filters["vcpu"] = vcpu["vcpu"].clone();
+    filters["api"] = api["api"].clone();
     let rules = filters["vmm"]["filter"].as_array_mut().unwrap();
     rules.retain(|r| r["syscall"] != "epoll_wait");
     let filter = dir.path().join("filter.json");
