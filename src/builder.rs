@@ -210,8 +210,28 @@ pub fn device_metric_groups() -> Vec<crate::metrics::ExtraGroup> {
     crate::devices::virtio::metrics::groups()
 }
 
-/// Builds and starts the VM described by `cfg`. The vCPUs run when this returns.
-pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
+/// The kernel command line: `boot_args`, then the devices' words (the root
+/// device, and where each virtio device was placed unless
+/// `caisson.virtio_cmdline` is false), as Firecracker's attach_* functions add
+/// them. `boot::load_cmdline` refuses one that is too long.
+pub fn kernel_cmdline(cfg: &ValidConfig) -> String {
+    [cfg.cmdline.clone()]
+        .into_iter()
+        .chain(virtio_devices::cmdline_words(
+            &cfg.virtio,
+            cfg.virtio_cmdline,
+        ))
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Builds and starts the VM described by `cfg`, each thread confined by its filter
+/// in `seccomp` (`None` only with `--no-seccomp`). The vCPUs run when this returns.
+pub fn build_vm(
+    cfg: &ValidConfig,
+    seccomp: Option<&crate::seccomp::Filters>,
+) -> Result<Vm, BuildError> {
     vm::block_stop_signals()?;
     let kvm = open_kvm()?;
     let vm = kvm_call("KVM_CREATE_VM", kvm.create_vm())?;
@@ -225,7 +245,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
         Some(path) => Some(boot::load_initrd(&mem, path, kernel.end)?),
         None => None,
     };
-    let cmdline_len = boot::load_cmdline(&mem, &cfg.cmdline)?;
+    let cmdline_len = boot::load_cmdline(&mem, &kernel_cmdline(cfg))?;
 
     let exit = Arc::new(ExitSignal::new().map_err(|source| BuildError::EventFd {
         what: "the exit signal",
@@ -296,7 +316,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
             emulator_safe,
         );
         v.configure(&vcpu_cpuid, entry, protocol)?;
-        handles.push(v.spawn(cfg.seccomp.clone())?);
+        handles.push(v.spawn(seccomp.cloned())?);
     }
 
     let serial_input = matches!(cfg.serial, SerialSink::Stdout).then_some(legacy.serial);
@@ -329,7 +349,7 @@ pub fn build_vm(cfg: &ValidConfig) -> Result<Vm, BuildError> {
     })?;
     vm.add_subscriber(Arc::new(Mutex::new(periodic)));
     // Last step before any guest code runs: confine the main thread too.
-    match &cfg.seccomp {
+    match seccomp {
         Some(f) => f.install(crate::seccomp::ThreadKind::Vmm)?,
         None => log::warn!("seccomp is off: the VMM runs without syscall filters"),
     }

@@ -330,11 +330,12 @@ pub struct ValidConfig {
     pub serial: SerialSink,
     /// The serial output's rate limit, when limited.
     pub serial_limit: Option<crate::rate_limiter::TokenBucketConfig>,
-    /// The virtio devices; their command-line words are already in `cmdline`
-    /// (the `virtio_mmio.device=` ones unless `caisson.virtio_cmdline` is false).
+    /// The virtio devices; the builder adds their command-line words
+    /// (`builder::kernel_cmdline`).
     pub virtio: VirtioConfig,
-    /// Per-thread seccomp filters; `None` only with `--no-seccomp`.
-    pub seccomp: Option<crate::seccomp::Filters>,
+    /// `caisson.virtio_cmdline`: whether the builder adds a
+    /// `virtio_mmio.device=` word per device.
+    pub virtio_cmdline: bool,
     /// `metrics.metrics_path`: a file or FIFO in an existing directory.
     pub metrics_path: Option<PathBuf>,
 }
@@ -348,6 +349,7 @@ struct Checked {
     serial: SerialSink,
     serial_limit: Option<crate::rate_limiter::TokenBucketConfig>,
     virtio: VirtioConfig,
+    virtio_cmdline: bool,
     metrics_path: Option<PathBuf>,
 }
 
@@ -405,7 +407,37 @@ impl VmConfig {
             serial: rest.serial,
             serial_limit: rest.serial_limit,
             virtio: rest.virtio,
-            seccomp: None,
+            virtio_cmdline: rest.virtio_cmdline,
+            metrics_path: rest.metrics_path,
+        })
+    }
+
+    /// As [`VmConfig::validate`], for a kernel image built into the binary
+    /// (`caisson demo`), which takes the place of `boot-source.kernel_image_path`.
+    pub fn validate_embedded(
+        &self,
+        id: &str,
+        max_vcpus: u64,
+        image: &'static [u8],
+    ) -> Result<ValidConfig, ConfigError> {
+        let rest = self.validate_rest(id, max_vcpus)?;
+        let head = image.get(..1024).unwrap_or(image);
+        let kernel_format = kernel_format(head).map_err(|reason| ConfigError::KernelFormat {
+            path: PathBuf::from("<embedded kernel>"),
+            reason,
+        })?;
+        Ok(ValidConfig {
+            id: id.to_string(),
+            kernel: KernelSource::Embedded(image),
+            kernel_format,
+            initrd: rest.initrd,
+            cmdline: rest.cmdline,
+            vcpu_count: rest.vcpu_count,
+            mem_size_mib: rest.mem_size_mib,
+            serial: rest.serial,
+            serial_limit: rest.serial_limit,
+            virtio: rest.virtio,
+            virtio_cmdline: rest.virtio_cmdline,
             metrics_path: rest.metrics_path,
         })
     }
@@ -437,13 +469,6 @@ impl VmConfig {
             .unwrap_or_else(|| DEFAULT_BOOT_ARGS.to_string());
         check_cmdline(&cmdline)?;
         let virtio = devices::validate_devices(self)?;
-        let cmdline = [cmdline]
-            .into_iter()
-            .chain(virtio.cmdline_words(self.caisson.virtio_cmdline.unwrap_or(true)))
-            .filter(|w| !w.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        check_cmdline(&cmdline)?;
 
         let max = max_vcpus.min(MAX_VCPUS_MPTABLE);
         let vcpus = self.machine_config.vcpu_count.unwrap_or(1);
@@ -483,6 +508,7 @@ impl VmConfig {
             serial,
             serial_limit,
             virtio,
+            virtio_cmdline: self.caisson.virtio_cmdline.unwrap_or(true),
             metrics_path,
         })
     }
@@ -747,7 +773,7 @@ mod tests {
                 kernel.display().to_string()
             );
             let cfg = VmConfig::from_json(&text).expect("parses");
-            cfg.validate("vm", 1).expect("valid").cmdline
+            crate::builder::kernel_cmdline(&cfg.validate("vm", 1).expect("valid"))
         };
         let with = "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5";
         assert_eq!(cmdline("{}"), with);

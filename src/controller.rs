@@ -493,15 +493,14 @@ impl Controller {
 
     /// `InstanceStart`: validates everything and runs the one ordered build.
     fn start(&mut self) -> Result<Vm, ActionError> {
-        let mut cfg = self.resources.validate(&self.id, self.max_vcpus)?;
-        cfg.seccomp = self.seccomp.clone();
+        let cfg = self.resources.validate(&self.id, self.max_vcpus)?;
         log::info!(
             "starting VM {}: {} vCPUs, {} MiB",
             cfg.id,
             cfg.vcpu_count,
             cfg.mem_size_mib
         );
-        let vm = crate::builder::build_vm(&cfg)?;
+        let vm = crate::builder::build_vm(&cfg, self.seccomp.as_ref())?;
         self.started = true;
         Ok(vm)
     }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod arch;
+pub mod backing_file;
 pub mod builder;
 pub mod config;
 pub mod controller;
@@ -15,6 +16,7 @@ pub mod logger;
 pub mod memory;
 pub mod metrics;
 pub mod rate_limiter;
+pub mod sandbox;
 pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

@@ -171,14 +171,14 @@ fn finish(
     Ok(exit_code)
 }
 
-fn run_vm(cfg: &config::ValidConfig) -> Result<i32, Failure> {
+fn run_vm(cfg: &config::ValidConfig, filters: Option<&seccomp::Filters>) -> Result<i32, Failure> {
     log::info!(
         "starting VM {}: {} vCPUs, {} MiB",
         cfg.id,
         cfg.vcpu_count,
         cfg.mem_size_mib
     );
-    let vm = builder::build_vm(cfg).map_err(Failure::vmm)?;
+    let vm = builder::build_vm(cfg, filters).map_err(Failure::vmm)?;
     finish(&cfg.id, vm, None)
 }
 
@@ -360,7 +360,9 @@ fn demo(vcpus: u8, cmdline: &str, no_seccomp: bool) -> Result<i32, Failure> {
         return Err(Failure::input(format!("--vcpus: {vcpus} is out of range")));
     }
     let filters = seccomp_filters(no_seccomp, None)?;
-    run_vm(&demo::demo_config("demo", cmdline, vcpus, filters))
+    let cfg = demo::demo_config("demo", cmdline, vcpus, max)
+        .map_err(|e| Failure::input(e.to_string()))?;
+    run_vm(&cfg, filters.as_ref())
 }
 
 /// One malloc arena for the whole process. glibc gives each thread an arena

@@ -464,7 +464,7 @@ mod tests {
         // The builder blocks the stop signals in its thread; keep that out of the
         // test harness's thread.
         std::thread::spawn(move || {
-            let vm = crate::builder::build_vm(&cfg).expect("build the VM");
+            let vm = crate::builder::build_vm(&cfg, None).expect("build the VM");
             std::thread::sleep(Duration::from_millis(200));
             let running = vcpu_threads();
             drop(vm);

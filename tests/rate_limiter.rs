@@ -40,6 +40,7 @@ fn measure(dir: &Path, limiter: serde_json::Value, len: u64, warm: u64, n: u64) 
     let hz = tsc_hz();
     let start = Instant::now();
     let out = caisson(&[
+        "--no-api",
         "--config-file",
         path.to_str().unwrap(),
         "--serial",
@@ -118,6 +119,7 @@ fn bad_buckets_are_rejected_and_empty_ones_are_unlimited() {
         let path = dir.path().join("vm.json");
         std::fs::write(&path, cfg.to_string()).unwrap();
         caisson(&[
+            "--no-api",
             "--config-file",
             path.to_str().unwrap(),
             "--serial",

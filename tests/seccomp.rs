@@ -19,10 +19,12 @@ fn filter_without(dir: &std::path::Path, kind: &str, syscall: &str) -> String {
     vmm["api"] = api["api"].clone();
     let rules = vmm[kind]["filter"].as_array_mut().unwrap();
     let before = rules.len();
-    // "ioctl:KVM_GET_REGS" removes only that ioctl's rule.
-    let (name, comment) = syscall.split_once(':').unwrap_or((syscall, ""));
-    rules
-        .retain(|r| r["syscall"] != name || !r["comment"].as_str().unwrap_or("").contains(comment));
+    // "ioctl:KVM_GET_REGS" removes only that ioctl's rule (its argument's comment
+    // names the request).
+    let (name, request) = syscall.split_once(':').unwrap_or((syscall, ""));
+    rules.retain(|r| {
+        r["syscall"] != name || (!request.is_empty() && r["args"][0]["comment"] != request)
+    });
     assert!(
         rules.len() < before,
         "{syscall} was not in the {kind} filter"

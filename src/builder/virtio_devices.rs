@@ -10,6 +10,7 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
 
 use crate::arch::x86_64::acpi::VirtioMmioWindow;
+use crate::arch::x86_64::layout::{FIRST_VIRTIO_IRQ, MMIO_GAP_START};
 use crate::config::devices::VirtioConfig;
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::virtio::block::{Block, Disk};
@@ -17,9 +18,42 @@ use crate::devices::virtio::metrics;
 use crate::devices::virtio::mmio::{MmioDevice, MmioError};
 use crate::devices::virtio::registers::QUEUE_NOTIFY;
 use crate::devices::virtio::rng::Rng;
-use crate::devices::virtio::{placement, VirtioDevice, MMIO_WINDOW};
+use crate::devices::virtio::VirtioDevice;
 use crate::rate_limiter::{RateLimiter, RateLimiterConfig};
 use crate::vm::Subscriber;
+
+/// Size of each device's MMIO window.
+pub const MMIO_WINDOW: u64 = 0x1000;
+/// The first device's window, at the start of the MMIO gap.
+pub const MMIO_BASE: u64 = MMIO_GAP_START;
+
+/// The MMIO window base and IRQ of the `index`th virtio device (config's
+/// validation keeps the count within `layout::MAX_VIRTIO_DEVICES`).
+pub fn placement(index: usize) -> (u64, u32) {
+    let i = index as u64;
+    (MMIO_BASE + i * MMIO_WINDOW, FIRST_VIRTIO_IRQ + i as u32)
+}
+
+/// Words for the kernel command line: the root device and, with
+/// `mmio_devices` (`caisson.virtio_cmdline`), one
+/// `virtio_mmio.device=4K@<addr>:<irq>` per device, as placed by [`setup`].
+pub fn cmdline_words(cfg: &VirtioConfig, mmio_devices: bool) -> Vec<String> {
+    let mut words = Vec::new();
+    if let Some(root) = cfg.drives.iter().find(|d| d.root) {
+        words.push(match &root.partuuid {
+            Some(uuid) => format!("root=PARTUUID={uuid}"),
+            None => "root=/dev/vda".to_string(),
+        });
+        words.push(if root.read_only { "ro" } else { "rw" }.to_string());
+    }
+    if mmio_devices {
+        for i in 0..cfg.count() {
+            let (addr, irq) = placement(i);
+            words.push(format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
+        }
+    }
+    words
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VirtioSetupError {
@@ -64,8 +98,7 @@ fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
             path: d.path.clone(),
             source,
         };
-        let file =
-            crate::devices::virtio::block::open_backing_file(&d.path, !d.read_only).map_err(err)?;
+        let file = crate::backing_file::open(&d.path, !d.read_only).map_err(err)?;
         let disk = Disk::new(file, d.read_only, &d.id).map_err(err)?;
         let name = format!("virtio-blk {}", d.id);
         let rl = limiter(&name, &d.rate_limiter)?;

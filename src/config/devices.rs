@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::{ConfigError, DriveConfig, NetConfig, VmConfig};
-use crate::devices::virtio::placement;
 use crate::rate_limiter::{RateLimiterConfig, RateLimiterError};
 
 /// Linux's IFNAMSIZ, including the NUL.
@@ -83,27 +82,6 @@ impl VirtioConfig {
             + self.nets.len()
             + usize::from(self.vsock.is_some())
             + usize::from(self.entropy.is_some())
-    }
-
-    /// Words for the kernel command line: the root device and, with
-    /// `mmio_devices` (`caisson.virtio_cmdline`), one
-    /// `virtio_mmio.device=4K@<addr>:<irq>` per device.
-    pub fn cmdline_words(&self, mmio_devices: bool) -> Vec<String> {
-        let mut words = Vec::new();
-        if let Some(root) = self.drives.iter().find(|d| d.root) {
-            words.push(match &root.partuuid {
-                Some(uuid) => format!("root=PARTUUID={uuid}"),
-                None => "root=/dev/vda".to_string(),
-            });
-            words.push(if root.read_only { "ro" } else { "rw" }.to_string());
-        }
-        if mmio_devices {
-            for i in 0..self.count() {
-                let (addr, irq) = placement(i);
-                words.push(format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
-            }
-        }
-        words
     }
 }
 
@@ -190,7 +168,7 @@ fn check_drive(i: usize, d: &DriveConfig) -> Result<ValidDrive, ConfigError> {
         }
     }
     // A regular file or a block device, opened without blocking.
-    crate::devices::virtio::block::open_backing_file(&d.path_on_host, !d.is_read_only)
+    crate::backing_file::open(&d.path_on_host, !d.is_read_only)
         .map_err(|e| invalid(f("path_on_host"), d.path_on_host.display(), e.to_string()))?;
     if let Some(uuid) = &d.partuuid {
         if !d.is_root_device {
@@ -388,7 +366,7 @@ pub fn validate_devices(cfg: &VmConfig) -> Result<VirtioConfig, ConfigError> {
         let rate_limiter = check_rate_limiter("entropy.rate_limiter".into(), &e.rate_limiter)?;
         out.entropy = Some(ValidEntropy { rate_limiter });
     }
-    let max = crate::devices::virtio::MAX_DEVICES;
+    let max = crate::arch::x86_64::layout::MAX_VIRTIO_DEVICES;
     if out.count() > max {
         return Err(invalid(
             "drives/network-interfaces/vsock/entropy".into(),
@@ -432,7 +410,7 @@ mod tests {
         let v = validate_devices(&c).unwrap();
         assert_eq!(v.drives[0].id, "rootfs", "root drive placed first");
         assert_eq!(
-            v.cmdline_words(true),
+            crate::builder::virtio_devices::cmdline_words(&v, true),
             vec![
                 "root=/dev/vda",
                 "ro",
@@ -468,12 +446,15 @@ mod tests {
         assert_eq!(v.nets[0].mac, Some([6, 0, 0xac, 0x10, 0, 2]));
         assert_eq!(v.nets[0].tap, TapSource::Name("tap0".into()));
         assert_eq!(v.vsock.as_ref().unwrap().cid, 3);
-        let words = v.cmdline_words(true);
+        let words = crate::builder::virtio_devices::cmdline_words(&v, true);
         assert_eq!(&words[..2], &["root=/dev/vda", "rw"]);
         assert_eq!(words[5], "virtio_mmio.device=4K@0xd0003000:8");
         assert_eq!(words.len(), 6);
         // Without the virtio-mmio words (ACPI only), the root words stay.
-        assert_eq!(v.cmdline_words(false), vec!["root=/dev/vda", "rw"]);
+        assert_eq!(
+            crate::builder::virtio_devices::cmdline_words(&v, false),
+            vec!["root=/dev/vda", "rw"]
+        );
     }
 
     #[test]
@@ -498,7 +479,7 @@ mod tests {
             r#"{{"drives": [{{"drive_id": "r", "path_on_host": "{}", "is_root_device": true, "partuuid": "0eaa91a0-01"}}]}}"#,
             d.path().display()
         ));
-        let w = validate_devices(&c).unwrap().cmdline_words(true);
+        let w = crate::builder::virtio_devices::cmdline_words(&validate_devices(&c).unwrap(), true);
         assert_eq!(&w[..2], &["root=PARTUUID=0eaa91a0-01", "rw"]);
     }
 

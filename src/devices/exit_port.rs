@@ -4,13 +4,18 @@
 use std::sync::Arc;
 
 use super::bus::BusDevice;
-use super::SandboxNeeds;
+use super::{SandboxNeeds, Syscall, VCPU};
 use crate::exit::{ExitReason, ExitSignal};
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    owner: "exit port",
     paths: &[],
-    fds: &[],
-    syscalls: &[],
+    fds: &["the exit eventfd"],
+    syscalls: &[Syscall::new(
+        "write",
+        VCPU,
+        "signal the VM's end on the exit eventfd",
+    )],
 };
 
 pub struct ExitPort(pub Arc<ExitSignal>);

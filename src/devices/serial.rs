@@ -11,13 +11,23 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
-use super::SandboxNeeds;
+use super::{SandboxNeeds, Syscall, VMM, VMM_VCPU};
 use crate::rate_limiter::{Reduction, TokenBucket, TokenBucketConfig};
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    owner: "serial",
     paths: &[],
-    fds: &["serial output (stdout or file)", "stdin", "irqfd"],
-    syscalls: &["write", "read"],
+    fds: &["serial output (stdout or file)", "stdin", "irqfd (IRQ 4)"],
+    syscalls: &[
+        Syscall::new("read", VMM, "stdin input for the guest"),
+        Syscall::new(
+            "write",
+            VMM_VCPU,
+            "guest output (vcpu), raising the IRQ through the irqfd",
+        ),
+        Syscall::ioctl("TCGETS", VMM, "read the terminal state when restoring it"),
+        Syscall::ioctl("TCSETS", VMM, "restore the terminal after raw-mode input"),
+    ],
 };
 
 /// An eventfd that raises an interrupt when written (registered as an irqfd).

@@ -41,6 +41,10 @@ pub const APIC_START: u64 = 0xfee0_0000;
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 /// Guest IRQ lines the IOAPIC offers.
 pub const IRQ_MAX: u8 = 23;
+/// The first virtio-mmio device's IRQ (4 is the serial port's); each device has
+/// one line, so this many fit.
+pub const FIRST_VIRTIO_IRQ: u32 = 5;
+pub const MAX_VIRTIO_DEVICES: usize = IRQ_MAX as usize + 1 - FIRST_VIRTIO_IRQ as usize;
 /// Port I/O: the first serial port, its IRQ, the i8042 and the debug exit port.
 pub const SERIAL_PORT_BASE: u16 = 0x3f8;
 pub const SERIAL_PORT_LEN: u16 = 8;

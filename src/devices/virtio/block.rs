@@ -26,18 +26,44 @@ use super::metrics::BlockDeviceMetrics;
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{DeviceUpdate, UpdateOutcome};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
-use crate::devices::SandboxNeeds;
+use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
 use crate::rate_limiter::RateLimiter;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
-    paths: &[],
+    owner: "virtio-blk",
+    paths: &[
+        PathNeed {
+            path: "drives[].path_on_host",
+            access: Access::ReadWrite,
+            at_runtime: false,
+        },
+        PathNeed {
+            path: "PATCH /drives/{id} path_on_host",
+            access: Access::ReadWrite,
+            at_runtime: true,
+        },
+    ],
     fds: &[
         "disk file (opened before confinement)",
-        "queue ioeventfd",
-        "irqfd",
         "rate limiter timerfd",
     ],
-    syscalls: &["lseek", "read", "write", "fsync", "timerfd_settime"],
+    syscalls: &[
+        Syscall::new("lseek", VMM, "position the disk file before each transfer"),
+        Syscall::new("read", VMM, "IN requests, and the rate limiter's timerfd"),
+        Syscall::new("write", VMM, "OUT requests"),
+        Syscall::new("fsync", VMM, "FLUSH requests"),
+        Syscall::new(
+            "timerfd_settime",
+            VMM,
+            "arm the rate limiter's refill timer",
+        ),
+        Syscall::new(
+            "openat",
+            VMM,
+            "PATCH path_on_host: open an existing file, never create one",
+        ),
+        Syscall::new("statx", VMM, "PATCH path_on_host: the new file's size"),
+    ],
 };
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -212,27 +238,6 @@ pub struct Disk {
     id: [u8; ID_BYTES],
 }
 
-/// Opens a drive's backing file: a regular file or a block device (Kata
-/// hot-plugs host block devices over its placeholder drives). The open does
-/// not block (O_NONBLOCK, which both ignore), so a FIFO named as a drive is
-/// refused instead of stalling the VMM thread.
-pub fn open_backing_file(path: &Path, writable: bool) -> Result<File, std::io::Error> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let kind = file.metadata()?.file_type();
-    if !(kind.is_file() || kind.is_block_device()) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file or a block device",
-        ));
-    }
-    Ok(file)
-}
-
 impl Disk {
     /// Wraps an open file; `drive_id` is the GET_ID serial (truncated to 20 bytes).
     pub fn new(mut file: File, read_only: bool, drive_id: &str) -> Result<Self, std::io::Error> {
@@ -264,7 +269,7 @@ impl Disk {
             path: path.to_path_buf(),
             source,
         };
-        let file = open_backing_file(path, !read_only).map_err(err)?;
+        let file = crate::backing_file::open(path, !read_only).map_err(err)?;
         Self::new(file, read_only, drive_id).map_err(err)
     }
 

@@ -56,21 +56,6 @@ pub mod device_type {
     pub const VSOCK: u32 = 19;
 }
 
-/// Size of each device's MMIO window.
-pub const MMIO_WINDOW: u64 = 0x1000;
-/// The first device's window, at the start of the MMIO gap.
-pub const MMIO_BASE: u64 = crate::arch::x86_64::layout::MMIO_GAP_START;
-/// The first device's IRQ (4 is the serial port's).
-pub const FIRST_IRQ: u32 = 5;
-/// Devices that fit: one IRQ line each, up to the IOAPIC's last.
-pub const MAX_DEVICES: usize =
-    (crate::arch::x86_64::layout::IRQ_MAX as usize) + 1 - FIRST_IRQ as usize;
-
-/// The MMIO window base and IRQ of the `index`th virtio device.
-pub fn placement(index: usize) -> (u64, u32) {
-    let i = index as u64;
-    (MMIO_BASE + i * MMIO_WINDOW, FIRST_IRQ + i as u32)
-}
 /// Largest queue any device offers.
 pub const QUEUE_MAX_SIZE: u16 = 256;
 

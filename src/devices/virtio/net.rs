@@ -24,22 +24,27 @@ use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError}
 use super::{DeviceUpdate, UpdateOutcome};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::config::devices::{TapSource, ValidNet};
-use crate::devices::SandboxNeeds;
+use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
 use crate::rate_limiter::{RateLimiter, RateLimiterError};
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
-    paths: &["/dev/net/tun (only when the tap is opened by name)"],
-    fds: &[
-        "tap",
-        "queue ioeventfds",
-        "irqfd",
-        "rx and tx rate limiter timerfds",
-    ],
+    owner: "virtio-net",
+    // TUNSETIFF, TUNGETIFF, TUNSETVNETHDRSZ and TUNSETOFFLOAD are made at build
+    // time, before confinement, so no filter allows them.
+    paths: &[PathNeed {
+        path: "/dev/net/tun (only when the tap is opened by name)",
+        access: Access::ReadWrite,
+        at_runtime: false,
+    }],
+    fds: &["tap", "rx and tx rate limiter timerfds"],
     syscalls: &[
-        "read",
-        "write",
-        "timerfd_settime",
-        "ioctl(TUNSETIFF, TUNGETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD)",
+        Syscall::new(
+            "read",
+            VMM,
+            "frames from the tap, and the rate limiters' timerfds",
+        ),
+        Syscall::new("write", VMM, "frames to the tap"),
+        Syscall::new("timerfd_settime", VMM, "arm a rate limiter's refill timer"),
     ],
 };
 

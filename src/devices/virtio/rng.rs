@@ -13,13 +13,22 @@ use super::chain::scatter;
 use super::metrics::EntropyDeviceMetrics;
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
-use crate::devices::SandboxNeeds;
+use crate::devices::{SandboxNeeds, Syscall, VMM};
 use crate::rate_limiter::RateLimiter;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    owner: "virtio-rng",
     paths: &[],
-    fds: &["queue ioeventfd", "irqfd", "rate limiter timerfd"],
-    syscalls: &["getrandom", "timerfd_settime"],
+    fds: &["rate limiter timerfd"],
+    syscalls: &[
+        Syscall::new("getrandom", VMM, "the entropy served to the guest"),
+        Syscall::new("read", VMM, "the rate limiter's timerfd"),
+        Syscall::new(
+            "timerfd_settime",
+            VMM,
+            "arm the rate limiter's refill timer",
+        ),
+    ],
 };
 
 /// Bytes served per request at most; the rest of a bigger buffer is left alone.

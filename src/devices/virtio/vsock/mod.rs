@@ -20,44 +20,59 @@
 //! (no fcntl/ioctl) and read with read(2). Like Firecracker, the VMM leaves
 //! `uds_path` in place when it exits.
 
+mod conn;
+mod host;
 pub mod packet;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
+use self::conn::{sock_read, Conn, State};
+use self::host::connect_nonblocking;
 use self::packet::*;
 use super::chain::{gather, scatter};
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::config::devices::ValidVsock;
-use crate::devices::SandboxNeeds;
+use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
 use crate::metrics::METRICS;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
+    owner: "virtio-vsock",
     paths: &[
-        "vsock.uds_path (bound)",
-        "<vsock.uds_path>_<port> (connected)",
+        PathNeed {
+            path: "vsock.uds_path",
+            access: Access::Bind,
+            at_runtime: false,
+        },
+        PathNeed {
+            path: "<vsock.uds_path>_<port>",
+            access: Access::Connect,
+            at_runtime: true,
+        },
     ],
-    fds: &[
-        "listening socket",
-        "one socket per connection",
-        "epoll fd",
-        "queue ioeventfds",
-        "irqfd",
-    ],
+    fds: &["listening socket", "one socket per connection", "epoll fd"],
     syscalls: &[
-        "socket(AF_UNIX)",
-        "accept4",
-        "connect",
-        "read",
-        "write",
-        "epoll_ctl",
-        "epoll_wait",
+        Syscall::new(
+            "socket",
+            VMM,
+            "guest connections to <uds_path>_<port>, Unix sockets only",
+        ),
+        Syscall::new("connect", VMM, "guest connections to <uds_path>_<port>"),
+        Syscall::new("accept4", VMM, "host connections to uds_path"),
+        Syscall::new("read", VMM, "data from host sockets"),
+        Syscall::new("write", VMM, "data to host sockets"),
+        Syscall::new(
+            "epoll_ctl",
+            VMM,
+            "watch host sockets on the device's epoll fd",
+        ),
+        Syscall::new("epoll_wait", VMM, "poll the device's epoll fd"),
     ],
 };
 
@@ -88,110 +103,6 @@ pub enum VsockError {
     },
     #[error("cannot create the vsock epoll fd: {0}")]
     Epoll(std::io::Error),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Host-initiated, waiting for the guest's RESPONSE.
-    HostConnecting,
-    Established,
-}
-
-struct Conn {
-    stream: UnixStream,
-    state: State,
-    peer_buf_alloc: u32,
-    peer_fwd_cnt: u32,
-    /// Bytes sent to the guest.
-    tx_cnt: u32,
-    /// Bytes of guest data written to the host socket.
-    fwd_cnt: u32,
-    /// `fwd_cnt` as last told to the guest.
-    reported_fwd: u32,
-    /// Guest data the host socket has not taken yet.
-    out: Vec<u8>,
-    readable: bool,
-    eof: bool,
-}
-
-impl Conn {
-    fn new(stream: UnixStream, state: State) -> Self {
-        Self {
-            stream,
-            state,
-            peer_buf_alloc: 0,
-            peer_fwd_cnt: 0,
-            tx_cnt: 0,
-            fwd_cnt: 0,
-            reported_fwd: 0,
-            out: Vec::new(),
-            readable: true,
-            eof: false,
-        }
-    }
-
-    /// How many bytes the guest can take now.
-    fn peer_credit(&self) -> u32 {
-        let in_flight = self.tx_cnt.wrapping_sub(self.peer_fwd_cnt);
-        self.peer_buf_alloc.saturating_sub(in_flight)
-    }
-
-    /// Writes buffered guest data to the host socket; false if the socket broke.
-    fn flush(&mut self) -> bool {
-        while !self.out.is_empty() {
-            match sock_write(&self.stream, &self.out) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    self.out.drain(..n);
-                    self.fwd_cnt = self.fwd_cnt.wrapping_add(n as u32);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    METRICS.vsock.tx_write_fails.inc();
-                    return false;
-                }
-            }
-        }
-        true
-    }
-}
-
-/// Accepts a connection, non-blocking from the start.
-fn accept_nonblocking(listener: &UnixListener) -> std::io::Result<UnixStream> {
-    use nix::sys::socket::{accept4, SockFlag};
-    let fd = accept4(
-        listener.as_raw_fd(),
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-    )?;
-    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
-    Ok(UnixStream::from(unsafe {
-        std::os::fd::OwnedFd::from_raw_fd(fd)
-    }))
-}
-
-/// Connects to a Unix socket with a non-blocking socket.
-fn connect_nonblocking(path: &str) -> std::io::Result<UnixStream> {
-    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
-    Ok(UnixStream::from(fd))
-}
-
-/// read(2) on a socket (std would use recvfrom, which the sandbox does not allow).
-fn sock_read(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    nix::unistd::read(stream, buf).map_err(std::io::Error::from)
-}
-
-/// write(2) on a socket (std would use sendto). SIGPIPE is ignored in Rust
-/// programs, so a closed peer is an EPIPE error.
-fn sock_write(stream: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
-    nix::unistd::write(stream, buf).map_err(std::io::Error::from)
 }
 
 /// Connections by (host port, guest port).
@@ -251,25 +162,6 @@ impl Vsock {
         })
     }
 
-    fn watch(&self, fd: RawFd, out: bool) {
-        let mut set = EventSet::IN | EventSet::EDGE_TRIGGERED | EventSet::READ_HANG_UP;
-        if out {
-            set |= EventSet::OUT;
-        }
-        if let Err(e) = self
-            .epoll
-            .ctl(ControlOperation::Add, fd, EpollEvent::new(set, fd as u64))
-        {
-            log::warn!("virtio-vsock: cannot watch socket fd {fd}: {e}");
-        }
-    }
-
-    fn unwatch(&self, fd: RawFd) {
-        let _ = self
-            .epoll
-            .ctl(ControlOperation::Delete, fd, EpollEvent::default());
-    }
-
     fn header(&self, key: Key, op: u16, conn: Option<&Conn>) -> Header {
         Header {
             src_cid: HOST_CID,
@@ -317,70 +209,6 @@ impl Vsock {
                 return p;
             }
         }
-    }
-
-    fn accept_all(&mut self) {
-        loop {
-            match accept_nonblocking(&self.listener) {
-                Ok(stream) => {
-                    if self.conns.len() + self.pending.len() >= MAX_CONNECTIONS {
-                        log::warn!("virtio-vsock: {MAX_CONNECTIONS} connections are open; host connection refused");
-                        continue;
-                    }
-                    let fd = stream.as_raw_fd();
-                    self.watch(fd, false);
-                    self.pending.insert(fd, (stream, Vec::new()));
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// Reads a pending connection's CONNECT line, one byte at a time so that no
-    /// data after it is consumed.
-    fn read_connect_line(&mut self, fd: RawFd, warn: &mut dyn FnMut(&dyn std::fmt::Display)) {
-        let Some((stream, line)) = self.pending.get_mut(&fd) else {
-            return;
-        };
-        let mut byte = [0u8; 1];
-        let done = loop {
-            match sock_read(stream, &mut byte) {
-                Ok(0) => break Err("closed before CONNECT"),
-                Ok(_) => {
-                    line.push(byte[0]);
-                    if byte[0] == b'\n' {
-                        break Ok(());
-                    }
-                    if line.len() >= MAX_CONNECT_LINE {
-                        break Err("CONNECT line too long");
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break Err("read failed"),
-            }
-        };
-        let Some((stream, line)) = self.pending.remove(&fd) else {
-            return;
-        };
-        let port = done.ok().and_then(|()| parse_connect(&line));
-        let Some(port) = port else {
-            self.unwatch(fd);
-            warn(&format_args!(
-                "host connection sent {:?}, not CONNECT <port>; closed",
-                String::from_utf8_lossy(&line)
-            ));
-            return;
-        };
-        let key = (self.alloc_host_port(), port);
-        self.unwatch(fd);
-        self.watch(fd, true);
-        self.by_fd.insert(fd, key);
-        self.conns
-            .insert(key, Conn::new(stream, State::HostConnecting));
-        METRICS.vsock.conns_added.inc();
-        self.send_ctrl(key, OP_REQUEST);
     }
 
     /// Handles one packet from the guest.
@@ -608,55 +436,6 @@ impl Vsock {
         }
         Ok(())
     }
-
-    fn host_events(&mut self, warn: &mut dyn FnMut(&dyn std::fmt::Display)) {
-        let mut events = [EpollEvent::default(); 32];
-        loop {
-            let n = match self.epoll.wait(0, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    METRICS.vsock.muxer_event_fails.inc();
-                    log::warn!("virtio-vsock: epoll_wait failed: {e}");
-                    return;
-                }
-            };
-            if n == 0 {
-                return;
-            }
-            for ev in &events[..n] {
-                let token = ev.data();
-                if token == LISTENER_TOKEN {
-                    self.accept_all();
-                    continue;
-                }
-                let fd = token as RawFd;
-                if self.pending.contains_key(&fd) {
-                    self.read_connect_line(fd, warn);
-                    continue;
-                }
-                let Some(key) = self.by_fd.get(&fd).copied() else {
-                    continue;
-                };
-                let set = ev.event_set();
-                let Some(c) = self.conns.get_mut(&key) else {
-                    continue;
-                };
-                if set.intersects(
-                    EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR,
-                ) {
-                    c.readable = true;
-                }
-                if set.contains(EventSet::OUT) && !c.flush() {
-                    self.reset_conn(key);
-                    continue;
-                }
-                if c.fwd_cnt.wrapping_sub(c.reported_fwd) >= CREDIT_UPDATE_THRESHOLD {
-                    self.send_ctrl(key, OP_CREDIT_UPDATE);
-                }
-            }
-        }
-    }
 }
 
 impl VirtioDevice for Vsock {
@@ -723,245 +502,4 @@ impl VirtioDevice for Vsock {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::devices::virtio::chain::testing as ct;
-    use crate::devices::virtio::mmio::testing::*;
-    use crate::devices::virtio::mmio::MmioDevice;
-    use crate::devices::virtio::registers as r;
-    use std::io::{Read, Write};
-    use std::os::unix::net::UnixListener;
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-
-    const BUFS: u64 = 0x80000;
-
-    struct Rig {
-        mem: GuestMemoryMmap,
-        dev: MmioDevice,
-        dir: tempfile::TempDir,
-        rx_posted: u16,
-        tx_sent: u16,
-        rx_seen: u16,
-    }
-
-    /// Writes descriptor `i` of queue `q` (rings at the test addresses + q * 0x10000).
-    fn desc(mem: &GuestMemoryMmap, q: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let base = ct::DESC_TABLE + q * 0x10000 + 16 * u64::from(i);
-        mem.write_obj(addr, GuestAddress(base)).unwrap();
-        mem.write_obj(len, GuestAddress(base + 8)).unwrap();
-        mem.write_obj(flags, GuestAddress(base + 12)).unwrap();
-        mem.write_obj(next, GuestAddress(base + 14)).unwrap();
-    }
-
-    fn publish(mem: &GuestMemoryMmap, q: u64, slot: u16, head: u16) {
-        let avail = ct::AVAIL_RING + q * 0x10000;
-        mem.write_obj(head, GuestAddress(avail + 4 + 2 * u64::from(slot % 16)))
-            .unwrap();
-        mem.write_obj(slot + 1, GuestAddress(avail + 2)).unwrap();
-    }
-
-    fn rig() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-        let vs = Vsock::new(3, dir.path().join("v.sock")).unwrap();
-        let mut dev = MmioDevice::new("vsock".into(), Box::new(vs), mem.clone()).unwrap();
-        bring_up(&mut dev, VIRTIO_F_VERSION_1, 16);
-        let mut r = Rig {
-            mem,
-            dev,
-            dir,
-            rx_posted: 0,
-            tx_sent: 0,
-            rx_seen: 0,
-        };
-        for _ in 0..4 {
-            r.post_rx();
-        }
-        r
-    }
-
-    impl Rig {
-        fn post_rx(&mut self) {
-            let i = self.rx_posted % 16;
-            desc(
-                &self.mem,
-                0,
-                i,
-                BUFS + u64::from(i) * 0x1000,
-                0x1000,
-                ct::F_WRITE,
-                0,
-            );
-            publish(&self.mem, 0, self.rx_posted, i);
-            self.rx_posted += 1;
-        }
-
-        fn send(&mut self, h: Header, payload: &[u8]) {
-            let i = self.tx_sent % 16;
-            let addr = BUFS + 0x40000 + u64::from(i) * 0x20000;
-            self.mem
-                .write_slice(&h.encode(), GuestAddress(addr))
-                .unwrap();
-            self.mem
-                .write_slice(payload, GuestAddress(addr + HDR_LEN as u64))
-                .unwrap();
-            desc(
-                &self.mem,
-                1,
-                i,
-                addr,
-                (HDR_LEN + payload.len()) as u32,
-                0,
-                0,
-            );
-            publish(&self.mem, 1, self.tx_sent, i);
-            self.tx_sent += 1;
-            wr(&mut self.dev, r::QUEUE_NOTIFY, 1);
-            run_notified(&mut self.dev);
-        }
-
-        /// The packets the device put in RX buffers since the last call.
-        fn received(&mut self) -> Vec<Header> {
-            let used = ct::USED_RING;
-            let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
-            let mut out = Vec::new();
-            while self.rx_seen != idx {
-                let id: u32 = self
-                    .mem
-                    .read_obj(GuestAddress(used + 4 + 8 * u64::from(self.rx_seen % 16)))
-                    .unwrap();
-                let mut b = [0u8; HDR_LEN];
-                self.mem
-                    .read_slice(&mut b, GuestAddress(BUFS + u64::from(id) * 0x1000))
-                    .unwrap();
-                out.push(Header::decode(&b).unwrap());
-                self.rx_seen += 1;
-                self.post_rx();
-            }
-            out
-        }
-    }
-
-    fn guest(op: u16, src_port: u32, dst_port: u32, len: u32) -> Header {
-        Header {
-            src_cid: 3,
-            dst_cid: HOST_CID,
-            src_port,
-            dst_port,
-            len,
-            kind: TYPE_STREAM,
-            op,
-            flags: 0,
-            buf_alloc: 4096,
-            fwd_cnt: 0,
-        }
-    }
-
-    #[test]
-    fn host_connect_before_driver_ok_waits_for_the_driver() {
-        let dir = tempfile::tempdir().unwrap();
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-        let vs = Vsock::new(3, dir.path().join("v.sock")).unwrap();
-        let mut dev = MmioDevice::new("vsock".into(), Box::new(vs), mem.clone()).unwrap();
-        let fd = dev.device().host_fds()[0];
-        let mut s = UnixStream::connect(dir.path().join("v.sock")).unwrap();
-        s.write_all(b"CONNECT 9\n").unwrap();
-        for _ in 0..3 {
-            crate::devices::virtio::mmio::testing::host_fd(&mut dev, fd);
-        }
-        // The driver comes up with RX buffers already posted.
-        let mut r = Rig {
-            mem,
-            dev,
-            dir,
-            rx_posted: 0,
-            tx_sent: 0,
-            rx_seen: 0,
-        };
-        for _ in 0..4 {
-            r.post_rx();
-        }
-        bring_up(&mut r.dev, VIRTIO_F_VERSION_1, 16);
-        run_notified(&mut r.dev);
-        let got = r.received();
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!((got[0].op, got[0].dst_port), (OP_REQUEST, 9));
-    }
-
-    #[test]
-    fn request_without_listener_gets_rst() {
-        let mut r = rig();
-        r.send(guest(OP_REQUEST, 1000, 77, 0), &[]);
-        let got = r.received();
-        assert_eq!(got.len(), 1);
-        assert_eq!(
-            (got[0].op, got[0].src_port, got[0].dst_port),
-            (OP_RST, 77, 1000)
-        );
-        assert_eq!(got[0].dst_cid, 3);
-    }
-
-    #[test]
-    fn guest_connection_credit_and_overrun() {
-        let mut r = rig();
-        let listener = UnixListener::bind(r.dir.path().join("v.sock_80")).unwrap();
-        r.send(guest(OP_REQUEST, 1000, 80, 0), &[]);
-        let (mut host, _) = listener.accept().unwrap();
-        let got = r.received();
-        assert_eq!(got[0].op, OP_RESPONSE);
-        assert_eq!(got[0].buf_alloc, BUF_ALLOC);
-        r.send(guest(OP_RW, 1000, 80, 5), b"hello");
-        let mut b = [0u8; 5];
-        host.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"hello");
-        r.send(guest(OP_CREDIT_REQUEST, 1000, 80, 0), &[]);
-        let got = r.received();
-        assert_eq!((got[0].op, got[0].fwd_cnt), (OP_CREDIT_UPDATE, 5));
-        // The host stops reading; the guest ignores the credit: the device resets.
-        host.set_nonblocking(true).unwrap();
-        let chunk = vec![7u8; 60 << 10];
-        let mut reset = false;
-        for _ in 0..64 {
-            r.send(guest(OP_RW, 1000, 80, chunk.len() as u32), &chunk);
-            if r.received().iter().any(|h| h.op == OP_RST) {
-                reset = true;
-                break;
-            }
-        }
-        assert!(reset, "overrunning the buffer resets the connection");
-        assert!(r.dev.warnings() > 0);
-    }
-
-    #[test]
-    fn host_connect_line_becomes_a_request() {
-        let mut r = rig();
-        let fd = r.dev.device().host_fds()[0];
-        let mut s = UnixStream::connect(r.dir.path().join("v.sock")).unwrap();
-        s.write_all(b"CONNECT 52\n").unwrap();
-        // Accept, then read the line (two epoll rounds at most).
-        for _ in 0..3 {
-            crate::devices::virtio::mmio::testing::host_fd(&mut r.dev, fd);
-        }
-        let got = r.received();
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!((got[0].op, got[0].dst_port), (OP_REQUEST, 52));
-        assert!(got[0].src_port >= FIRST_HOST_PORT);
-        let mut resp = guest(OP_RESPONSE, 52, got[0].src_port, 0);
-        resp.buf_alloc = 1 << 20;
-        r.send(resp, &[]);
-        let mut line = [0u8; 14];
-        s.read_exact(&mut line[..3]).unwrap();
-        assert_eq!(&line[..3], b"OK ");
-        // Bad first lines are closed without a packet to the guest.
-        let mut bad = UnixStream::connect(r.dir.path().join("v.sock")).unwrap();
-        bad.write_all(b"HELLO\n").unwrap();
-        for _ in 0..3 {
-            crate::devices::virtio::mmio::testing::host_fd(&mut r.dev, fd);
-        }
-        assert!(r.received().is_empty());
-        let mut b = [0u8; 1];
-        bad.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        assert_eq!(bad.read(&mut b).unwrap(), 0, "closed by the device");
-    }
-}
+mod tests;

@@ -1,0 +1,238 @@
+//! What the whole VMM needs from its sandbox: every device's declaration
+//! ([`crate::devices::all_sandbox_needs`]) plus the VMM core's (Rust runtime,
+//! signals, seccomp handler, logger, event loop, metrics, vCPU loop) and the API
+//! thread's. The tests check seccomp/*.json against it in both directions: each
+//! thread kind's filter allows every syscall declared for it, and each rule is
+//! declared by someone, whose names start the rule's `comment`.
+
+use crate::devices::{PathNeed, SandboxNeeds, Syscall, ALL_THREADS, API, VCPU, VMM, VMM_VCPU};
+
+/// Rust's std, the allocator and thread start/exit, in every thread.
+pub const RUNTIME: SandboxNeeds = SandboxNeeds {
+    owner: "runtime",
+    paths: &[],
+    fds: &[],
+    syscalls: &[
+        Syscall::new("close", ALL_THREADS, "dropping fds"),
+        Syscall::new("futex", ALL_THREADS, "locks, channels, thread joins"),
+        Syscall::new("sched_yield", ALL_THREADS, "spinning locks"),
+        Syscall::new("nanosleep", ALL_THREADS, "thread::sleep"),
+        Syscall::new("clock_nanosleep", ALL_THREADS, "thread::sleep"),
+        Syscall::new(
+            "clock_gettime",
+            ALL_THREADS,
+            "Instant and SystemTime (when not in the vDSO)",
+        ),
+        Syscall::new("brk", ALL_THREADS, "the allocator"),
+        Syscall::new(
+            "mmap",
+            ALL_THREADS,
+            "the allocator: anonymous memory, never executable",
+        ),
+        Syscall::new("mprotect", ALL_THREADS, "the allocator, never executable"),
+        Syscall::new("munmap", ALL_THREADS, "the allocator"),
+        Syscall::new("madvise", ALL_THREADS, "the allocator"),
+        Syscall::new("mremap", ALL_THREADS, "the allocator"),
+        Syscall::new(
+            "rt_sigprocmask",
+            ALL_THREADS,
+            "signal masks around thread exit and handlers",
+        ),
+        Syscall::new(
+            "sigaltstack",
+            ALL_THREADS,
+            "std's stack-overflow guard at thread exit",
+        ),
+        Syscall::new("getrandom", ALL_THREADS, "HashMap seeds"),
+        Syscall::new("gettid", ALL_THREADS, "thread ids"),
+        Syscall::new("exit", ALL_THREADS, "thread exit"),
+        Syscall::new("exit_group", ALL_THREADS, "process exit"),
+        Syscall::new(
+            "fcntl",
+            ALL_THREADS,
+            "F_GETFD only: debug builds check fds before closing them",
+        ),
+    ],
+};
+
+/// Signal delivery: the vCPU kick and the stop signals (on a signalfd).
+pub const SIGNALS: SandboxNeeds = SandboxNeeds {
+    owner: "signals",
+    paths: &[],
+    fds: &["signalfd for the stop signals"],
+    syscalls: &[
+        Syscall::new(
+            "rt_sigreturn",
+            ALL_THREADS,
+            "return from a signal handler (kick, SIGSYS)",
+        ),
+        Syscall::new(
+            "tgkill",
+            VMM,
+            "kick a vCPU out of KVM_RUN with SIGRTMIN (34)",
+        ),
+        Syscall::new("getpid", VMM, "pthread_kill names the process to tgkill"),
+        Syscall::new("read", VMM, "the stop signals' signalfd"),
+    ],
+};
+
+/// The SIGSYS handler (crate::seccomp) that names a forbidden syscall.
+pub const SECCOMP: SandboxNeeds = SandboxNeeds {
+    owner: "seccomp",
+    paths: &[],
+    fds: &[],
+    syscalls: &[
+        Syscall::new(
+            "prctl",
+            ALL_THREADS,
+            "PR_GET_NAME only: the SIGSYS handler names the thread",
+        ),
+        Syscall::new(
+            "write",
+            ALL_THREADS,
+            "the SIGSYS handler's line and last metrics",
+        ),
+        Syscall::new("getpid", VMM_VCPU, "raise() in the SIGSYS handler"),
+    ],
+};
+
+/// The logger (crate::logger): stderr or the log file, from any thread.
+pub const LOGGER: SandboxNeeds = SandboxNeeds {
+    owner: "logger",
+    paths: &[],
+    fds: &["stderr or the log file (opened before confinement)"],
+    syscalls: &[
+        Syscall::new("write", ALL_THREADS, "log lines"),
+        Syscall::new(
+            "writev",
+            VMM_VCPU,
+            "std's buffered stderr may write vectored",
+        ),
+    ],
+};
+
+/// The main thread's event loop (event-manager) and its wakers.
+pub const EVENT_LOOP: SandboxNeeds = SandboxNeeds {
+    owner: "event loop",
+    paths: &[],
+    fds: &["epoll fd", "exit eventfd", "API waker eventfd"],
+    syscalls: &[
+        Syscall::new("epoll_wait", VMM, "wait for device and VMM events"),
+        Syscall::new("epoll_pwait", VMM, "libc may implement epoll_wait with it"),
+        Syscall::new("epoll_ctl", VMM, "(un)register event sources"),
+        Syscall::new("read", VMM, "drain the exit and API eventfds"),
+    ],
+};
+
+/// The metrics timer and sink (crate::metrics).
+pub const METRICS: SandboxNeeds = SandboxNeeds {
+    owner: "metrics",
+    paths: &[],
+    fds: &[
+        "metrics file or FIFO (opened before confinement)",
+        "flush timerfd",
+    ],
+    syscalls: &[
+        Syscall::new("read", VMM, "the periodic flush timerfd"),
+        Syscall::new("write", VMM, "metrics lines"),
+    ],
+};
+
+/// The vCPU run loop (crate::vcpu) and its emulation assists.
+pub const VCPU_LOOP: SandboxNeeds = SandboxNeeds {
+    owner: "vcpu",
+    paths: &[],
+    fds: &["the vCPU fd and its kvm_run mapping"],
+    syscalls: &[
+        Syscall::ioctl("KVM_RUN", VCPU, "run the guest"),
+        Syscall::ioctl("KVM_GET_REGS", VCPU, "report the RIP of a failed vCPU"),
+        Syscall::ioctl(
+            "KVM_GET_SREGS",
+            VCPU,
+            "emulation assists: the CPL of a failed instruction",
+        ),
+        Syscall::ioctl(
+            "KVM_SET_REGS",
+            VCPU,
+            "emulation assists: move RIP past a completed instruction",
+        ),
+        Syscall::ioctl(
+            "KVM_GET_FPU",
+            VCPU,
+            "emulation assists: the x87 status word for fwait",
+        ),
+        Syscall::ioctl(
+            "KVM_GET_VCPU_EVENTS",
+            VCPU,
+            "emulation assists: no event is being delivered",
+        ),
+        Syscall::ioctl(
+            "KVM_SET_VCPU_EVENTS",
+            VCPU,
+            "emulation assists: inject #BP, int n or #MF",
+        ),
+        Syscall::new(
+            "write",
+            VCPU,
+            "signal the VM's end (shutdown, triple fault) on the exit eventfd",
+        ),
+    ],
+};
+
+/// The API server thread `fc_api` (crate::api).
+pub const API_THREAD: SandboxNeeds = SandboxNeeds {
+    owner: "api",
+    paths: &[],
+    fds: &[
+        "the API socket (bound before confinement)",
+        "its epoll fd",
+        "one socket per connection",
+    ],
+    syscalls: &[
+        Syscall::new("accept4", API, "connections to the API socket"),
+        Syscall::ioctl(
+            "FIONBIO",
+            API,
+            "std's set_nonblocking on accepted connections",
+        ),
+        Syscall::new("recvfrom", API, "std's UnixStream::read"),
+        Syscall::new("sendto", API, "std's UnixStream::write"),
+        Syscall::new(
+            "read",
+            API,
+            "reads on connections that std does not route to recv",
+        ),
+        Syscall::new("write", API, "wake the VMM thread through its eventfd"),
+        Syscall::new("epoll_wait", API, "wait for connections"),
+        Syscall::new("epoll_pwait", API, "libc may implement epoll_wait with it"),
+        Syscall::new("epoll_ctl", API, "watch connections"),
+    ],
+};
+
+/// Every declaration: the VMM core's, the API thread's and every device's.
+pub fn all() -> Vec<SandboxNeeds> {
+    let mut all = vec![
+        RUNTIME, SIGNALS, SECCOMP, LOGGER, EVENT_LOOP, METRICS, VCPU_LOOP, API_THREAD,
+    ];
+    all.extend(crate::devices::all_sandbox_needs());
+    all
+}
+
+/// Every declared host path, for the jailer's mounts and Landlock rules.
+pub fn all_paths() -> Vec<(&'static str, PathNeed)> {
+    all()
+        .iter()
+        .flat_map(|n| n.paths.iter().map(|p| (n.owner, *p)))
+        .collect()
+}
+
+/// Every declared fd, with its owner.
+pub fn all_fds() -> Vec<(&'static str, &'static str)> {
+    all()
+        .iter()
+        .flat_map(|n| n.fds.iter().map(|f| (n.owner, *f)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
