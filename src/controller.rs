@@ -156,7 +156,6 @@ pub fn actions_from_config(cfg: VmConfig) -> Vec<VmmAction> {
     if let Some(l) = cfg.logger {
         out.push(VmmAction::ConfigureLogger(l));
     }
-    out.push(VmmAction::ConfigureCaisson(cfg.caisson));
     // The file (and the flags over it) may give single fields, as before the API.
     if cfg.machine_config != MachineConfig::default() {
         let m = cfg.machine_config;
@@ -185,6 +184,8 @@ pub fn actions_from_config(cfg: VmConfig) -> Vec<VmmAction> {
     if let Some(m) = cfg.metrics {
         out.push(VmmAction::ConfigureMetrics(m.metrics_path));
     }
+    // After the interfaces: `net_fds` must name configured ones.
+    out.push(VmmAction::ConfigureCaisson(cfg.caisson));
     // Keys Caisson does not implement are refused by name.
     for (key, v) in [
         ("cpu-config", cfg.cpu_config),
@@ -631,11 +632,12 @@ mod tests {
         .expect("parses");
         let actions = actions_from_config(cfg);
         assert!(
-            matches!(actions[1], VmmAction::UpdateMachineConfig(ref m) if m.vcpu_count == Some(2) && m.mem_size_mib.is_none())
+            matches!(actions[0], VmmAction::UpdateMachineConfig(ref m) if m.vcpu_count == Some(2) && m.mem_size_mib.is_none())
         );
-        assert!(matches!(actions[2], VmmAction::ConfigureBootSource(_)));
-        assert!(matches!(actions[3], VmmAction::InsertBlockDevice(ref d) if d.drive_id == "a"));
-        assert!(matches!(actions[4], VmmAction::SetEntropyDevice(_)));
+        assert!(matches!(actions[1], VmmAction::ConfigureBootSource(_)));
+        assert!(matches!(actions[2], VmmAction::InsertBlockDevice(ref d) if d.drive_id == "a"));
+        assert!(matches!(actions[3], VmmAction::SetEntropyDevice(_)));
+        assert!(matches!(actions[4], VmmAction::ConfigureCaisson(_)));
         assert_eq!(actions.last(), Some(&VmmAction::NotSupported("balloon")));
     }
 
