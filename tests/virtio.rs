@@ -453,7 +453,13 @@ fn hostile_guest_cannot_break_the_vmm() {
         .lines()
         .filter(|l| l.contains("notify for queue 7"))
         .count();
-    assert!((1..=10).contains(&flood), "{flood} flood warnings");
+    // The flood may fall in a window the earlier cases already filled; then
+    // all of it is suppressed, and said so (at the latest when the VM ends).
+    assert!(flood <= 10, "{flood} flood warnings");
+    assert!(
+        flood >= 1 || out.stderr.contains("similar warnings were suppressed"),
+        "the flood was neither warned about nor counted as suppressed: {out:?}"
+    );
     // The valid writes of the guest landed in the file.
     let file = std::fs::read(&img).unwrap();
     let want: Vec<u8> = (0..512).map(|i| (i * 3 + 9) as u8).collect();

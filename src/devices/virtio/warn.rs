@@ -63,6 +63,20 @@ impl WarnLimiter {
     }
 }
 
+impl Drop for WarnLimiter {
+    /// What the last window suppressed is said when the device goes, so a
+    /// flood at the end of a VM's life is not silent.
+    fn drop(&mut self) {
+        if self.suppressed > 0 {
+            log::warn!(
+                "{}: {} similar warnings were suppressed",
+                self.name,
+                self.suppressed
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
