@@ -353,6 +353,31 @@ struct Checked {
     metrics_path: Option<PathBuf>,
 }
 
+impl Checked {
+    /// The valid config these checks and a checked kernel make.
+    fn with_kernel(
+        self,
+        id: &str,
+        kernel: KernelSource,
+        kernel_format: KernelFormat,
+    ) -> ValidConfig {
+        ValidConfig {
+            id: id.to_string(),
+            kernel,
+            kernel_format,
+            initrd: self.initrd,
+            cmdline: self.cmdline,
+            vcpu_count: self.vcpu_count,
+            mem_size_mib: self.mem_size_mib,
+            serial: self.serial,
+            serial_limit: self.serial_limit,
+            virtio: self.virtio,
+            virtio_cmdline: self.virtio_cmdline,
+            metrics_path: self.metrics_path,
+        }
+    }
+}
+
 /// Values from the command line that override the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -396,20 +421,7 @@ impl VmConfig {
             .ok_or(ConfigError::MissingKernel)?;
         let rest = self.validate_rest(id, max_vcpus)?;
         let kernel_format = check_kernel_file(kernel_path)?;
-        Ok(ValidConfig {
-            id: id.to_string(),
-            kernel: KernelSource::File(kernel_path.clone()),
-            kernel_format,
-            initrd: rest.initrd,
-            cmdline: rest.cmdline,
-            vcpu_count: rest.vcpu_count,
-            mem_size_mib: rest.mem_size_mib,
-            serial: rest.serial,
-            serial_limit: rest.serial_limit,
-            virtio: rest.virtio,
-            virtio_cmdline: rest.virtio_cmdline,
-            metrics_path: rest.metrics_path,
-        })
+        Ok(rest.with_kernel(id, KernelSource::File(kernel_path.clone()), kernel_format))
     }
 
     /// As [`VmConfig::validate`], for a kernel image built into the binary
@@ -426,20 +438,7 @@ impl VmConfig {
             path: PathBuf::from("<embedded kernel>"),
             reason,
         })?;
-        Ok(ValidConfig {
-            id: id.to_string(),
-            kernel: KernelSource::Embedded(image),
-            kernel_format,
-            initrd: rest.initrd,
-            cmdline: rest.cmdline,
-            vcpu_count: rest.vcpu_count,
-            mem_size_mib: rest.mem_size_mib,
-            serial: rest.serial,
-            serial_limit: rest.serial_limit,
-            virtio: rest.virtio,
-            virtio_cmdline: rest.virtio_cmdline,
-            metrics_path: rest.metrics_path,
-        })
+        Ok(rest.with_kernel(id, KernelSource::Embedded(image), kernel_format))
     }
 
     /// Checks what is there so far (the API builds a config piece by piece): as
