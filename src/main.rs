@@ -86,7 +86,7 @@ struct RunArgs {
     /// Do not install seccomp filters (debugging only).
     #[arg(long)]
     no_seccomp: bool,
-    /// Use the filters in this seccompiler JSON file (keys `vmm` and `vcpu`)
+    /// Use the filters in this seccompiler JSON file (keys `vmm`, `vcpu` and `api`)
     /// instead of the built-in ones.
     #[arg(long, value_name = "PATH", conflicts_with = "no_seccomp")]
     seccomp_filter: Option<PathBuf>,
