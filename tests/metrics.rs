@@ -120,8 +120,8 @@ fn hello_counters_follow_what_the_guest_did() {
     assert_eq!(total(&l, "i8042", "reset_count"), 1);
     assert!(total(&l, "i8042", "write_count") >= 1);
     assert_eq!(total(&l, "vcpu", "failures"), 0);
-    // At least the exit request woke the event loop.
-    assert!(total(&l, "vmm", "device_events") >= 1);
+    // (vmm.device_events may be 0 here: the guest can end before the event
+    // loop's first wait, and the loop then stops without dispatching.)
     assert_eq!(total(&l, "logger", "missed_metrics_count"), 0);
     assert_eq!(last(&l, "seccomp", "num_faults"), 0);
     assert_eq!(last(&l, "signals", "sighup"), 0);
