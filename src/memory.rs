@@ -1,7 +1,18 @@
 //! Guest RAM on vm-memory: one region below the 32-bit MMIO gap, and one above
 //! 4 GiB for whatever does not fit below it.
+//!
+//! Every region carries a dirty bitmap (one bit per 4 KiB page, 4 KiB per
+//! 128 MiB) that vm-memory sets on each VMM write into the guest (virtio
+//! buffers, used rings). KVM's dirty log only sees the vCPUs' writes; a diff
+//! snapshot needs both.
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::bitmap::AtomicBitmap;
+use vm_memory::GuestAddress;
+
+/// Guest memory as the whole VMM sees it.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<AtomicBitmap>;
+/// One of its regions.
+pub type GuestRegionMmap = vm_memory::GuestRegionMmap<AtomicBitmap>;
 
 use crate::arch::x86_64::layout::{FIRST_ADDR_PAST_32BITS, MMIO_GAP_START};
 

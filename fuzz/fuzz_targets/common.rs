@@ -6,7 +6,8 @@ use std::fs::File;
 use std::os::fd::FromRawFd;
 
 use caisson::devices::virtio::block::Disk;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use caisson::memory::GuestMemoryMmap;
 
 pub const MEM_SIZE: usize = 0x10000;
 pub const DESC: u64 = 0x0;

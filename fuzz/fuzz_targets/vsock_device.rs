@@ -11,7 +11,8 @@ use caisson::devices::bus::BusDevice;
 use caisson::devices::virtio::mmio::MmioDevice;
 use caisson::devices::virtio::vsock::Vsock;
 use libfuzzer_sys::fuzz_target;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use caisson::memory::GuestMemoryMmap;
 
 const RX: u64 = 0x8000;
 const EVQ: u64 = 0xa000;

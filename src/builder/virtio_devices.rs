@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::memory::GuestMemoryMmap;
 use kvm_ioctls::{IoEventAddress, VmFd};
-use vm_memory::GuestMemoryMmap;
 
 use crate::arch::x86_64::acpi::VirtioMmioWindow;
 use crate::arch::x86_64::layout::{FIRST_VIRTIO_IRQ, MMIO_GAP_START};

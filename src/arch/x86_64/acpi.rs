@@ -21,6 +21,7 @@
 //!
 //! This module knows nothing of devices: it takes the windows as plain data.
 
+use crate::memory::GuestMemoryMmap;
 use acpi_tables::fadt::{FADTBuilder, Flags, FADT};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
@@ -30,7 +31,7 @@ use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::{aml, Aml};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{
     ACPI_END, ACPI_START, APIC_START, I8042_IRQ, I8042_PORT_BASE, IOAPIC_START, IRQ_MAX,
@@ -457,7 +458,7 @@ mod tests {
 
     #[test]
     fn setup_writes_the_tables_to_guest_memory() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("mem");
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("mem");
         let ws = windows(2);
         let rsdp = setup(&mem, 2, &ws).expect("setup");
         assert_eq!(rsdp, ACPI_START);

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
+use crate::memory::GuestMemoryMmap;
 use linux_loader::cmdline::Cmdline;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
@@ -16,7 +17,7 @@ use linux_loader::loader::elf::start_info::{
 };
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{self, BzImage, Elf, KernelLoader};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, ReadVolatile};
 
 use super::layout::{
     ACPI_END, ACPI_START, CMDLINE_START, EBDA_START, FIRST_ADDR_PAST_32BITS, HIMEM_START,
@@ -312,7 +313,7 @@ mod tests {
 
     #[test]
     fn zero_page_fields() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("mem");
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("mem");
         let k = LoadedKernel {
             entry: 0x100000,
             pvh_entry: None,
@@ -342,7 +343,7 @@ mod tests {
 
     #[test]
     fn pvh_start_info_fields() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("mem");
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("mem");
         write_pvh_start_info(&mem, 16 << 20, None, ACPI_START).expect("start info");
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).expect("read");
         let (magic, rsdp, entries) = (info.magic, info.rsdp_paddr, info.memmap_entries);

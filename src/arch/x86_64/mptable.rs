@@ -1,7 +1,8 @@
 //! The Intel MultiProcessor table (spec 1.4) describing every vCPU, the ISA bus,
 //! the IOAPIC and the interrupt routing, placed at the start of the EBDA.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use crate::memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{APIC_START, EBDA_START, IOAPIC_START, IRQ_MAX};
 

@@ -2,8 +2,9 @@
 //! the identity-mapping page tables and the FPU, as the Linux 64-bit boot protocol
 //! expects them.
 
+use crate::memory::GuestMemoryMmap;
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::gdt::{segment_from_gdt, BOOT_GDT, CODE_INDEX, DATA_INDEX, PVH_GDT, TSS_INDEX};
 use super::layout::{
@@ -142,8 +143,7 @@ mod tests {
 
     #[test]
     fn tables_are_written() {
-        let mem =
-            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("memory");
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("memory");
         write_boot_tables(&mem, BootProtocol::Linux64).expect("tables");
         let pml4: u64 = mem.read_obj(GuestAddress(PML4_START)).expect("read");
         assert_eq!(pml4, PDPTE_START | 3);

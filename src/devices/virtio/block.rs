@@ -19,7 +19,8 @@ use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use crate::memory::GuestMemoryMmap;
+use vm_memory::{Address, Bytes, GuestAddress};
 
 use super::chain::{gather, split_at, Chain, Desc};
 use super::metrics::BlockDeviceMetrics;

@@ -2,8 +2,9 @@
 //! descriptor must lie inside guest RAM, the chain must end (no loop), its total
 //! length is bounded, and device-writable descriptors must follow the readable ones.
 
+use crate::memory::GuestMemoryMmap;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend};
 
 /// The most bytes one chain may describe (readable plus writable).
 pub const MAX_CHAIN_BYTES: u64 = 16 << 20;
@@ -219,8 +220,9 @@ pub fn split_at(descs: &[Desc], at: u64) -> (Vec<Desc>, Vec<Desc>) {
 /// Test helpers: lay out a split virtqueue in a small guest memory.
 #[cfg(test)]
 pub mod testing {
+    use crate::memory::GuestMemoryMmap;
     use virtio_queue::{Queue, QueueT};
-    use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+    use vm_memory::{Address, Bytes, GuestAddress};
 
     pub const DESC_TABLE: u64 = 0x1000;
     pub const AVAIL_RING: u64 = 0x2000;

@@ -28,8 +28,8 @@ pub mod warn;
 
 use std::os::fd::RawFd;
 
+use crate::memory::GuestMemoryMmap;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 
 use self::interrupt::Interrupt;
 use self::warn::WarnLimiter;

@@ -397,10 +397,11 @@ mod tests {
     use crate::devices::virtio::mmio::testing::*;
     use crate::devices::virtio::mmio::MmioDevice;
     use crate::devices::virtio::registers as r;
+    use crate::memory::GuestMemoryMmap;
     use crate::rate_limiter::{RateLimiterConfig, RateLimiterPatch, TokenBucketConfig};
     use std::fs::File;
     use std::io::{Read, Write};
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vm_memory::{Bytes, GuestAddress};
 
     /// Queue 1's rings (see `bring_up`).
     const TXQ: u64 = 0x10000;

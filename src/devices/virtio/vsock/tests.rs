@@ -5,9 +5,10 @@ use crate::devices::virtio::chain::testing as ct;
 use crate::devices::virtio::mmio::testing::*;
 use crate::devices::virtio::mmio::MmioDevice;
 use crate::devices::virtio::registers as r;
+use crate::memory::GuestMemoryMmap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 const BUFS: u64 = 0x80000;
 
