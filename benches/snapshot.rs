@@ -95,7 +95,12 @@ fn make_snapshot(vmm: &Path, dir: &Path, kernel: &Path) -> (PathBuf, PathBuf) {
     let boot = serde_json::json!({"kernel_image_path": kernel,
         "boot_args": "console=ttyS0 snapcount.period_us=0 snapcount.mib=16"});
     ok(&sock, "PUT", "/boot-source", &boot.to_string());
-    ok(&sock, "PUT", "/actions", r#"{"action_type": "InstanceStart"}"#);
+    ok(
+        &sock,
+        "PUT",
+        "/actions",
+        r#"{"action_type": "InstanceStart"}"#,
+    );
     // Drain the serial output in the background (a full pipe would stall the guest).
     let out = child.stdout.take().unwrap();
     let (seen_tx, seen) = std::sync::mpsc::channel();

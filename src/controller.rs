@@ -412,14 +412,21 @@ impl Controller {
             vm.set_restored_paused();
         }
         let us = micros(start);
-        crate::metrics::METRICS.latencies_us.vmm_load_snapshot.store(us);
+        crate::metrics::METRICS
+            .latencies_us
+            .vmm_load_snapshot
+            .store(us);
         log::info!(
             "restored VM {} from {} ({} vCPUs, {} MiB) in {us} us, {}",
             self.id,
             params.snapshot_path.display(),
             valid.vcpu_count,
             valid.mem_size_mib,
-            if params.resume_vm { "running" } else { "paused" }
+            if params.resume_vm {
+                "running"
+            } else {
+                "paused"
+            }
         );
         self.resources = cfg;
         self.started = true;

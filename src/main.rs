@@ -408,8 +408,8 @@ fn snapshot_command(cmd: SnapshotCommand) -> Result<i32, Failure> {
             base_file,
             diff_file,
         } => {
-            let copied =
-                caisson::snapshot::memory::rebase(&base_file, &diff_file).map_err(Failure::input)?;
+            let copied = caisson::snapshot::memory::rebase(&base_file, &diff_file)
+                .map_err(Failure::input)?;
             println!(
                 "{}: wrote {copied} bytes of {} onto it",
                 base_file.display(),

@@ -190,7 +190,11 @@ pub const SNAPSHOT: SandboxNeeds = SandboxNeeds {
     }],
     fds: &["the state and memory files, while a create writes them"],
     syscalls: &[
-        Syscall::ioctl("KVM_RUN", VCPU, "complete a pending port or MMIO exit before the state is read (immediate_exit)"),
+        Syscall::ioctl(
+            "KVM_RUN",
+            VCPU,
+            "complete a pending port or MMIO exit before the state is read (immediate_exit)",
+        ),
         Syscall::ioctl("KVM_GET_CPUID2", VCPU, "the vCPU's CPUID"),
         Syscall::ioctl("KVM_GET_MSRS", VCPU, "the saveable MSRs"),
         Syscall::ioctl("KVM_GET_REGS", VCPU, "general registers"),
@@ -201,18 +205,34 @@ pub const SNAPSHOT: SandboxNeeds = SandboxNeeds {
         Syscall::ioctl("KVM_GET_DEBUGREGS", VCPU, "debug registers"),
         Syscall::ioctl("KVM_GET_LAPIC", VCPU, "the local APIC"),
         Syscall::ioctl("KVM_GET_MP_STATE", VCPU, "the multiprocessing state"),
-        Syscall::ioctl("KVM_GET_VCPU_EVENTS", VCPU, "pending exceptions and interrupts"),
+        Syscall::ioctl(
+            "KVM_GET_VCPU_EVENTS",
+            VCPU,
+            "pending exceptions and interrupts",
+        ),
         Syscall::ioctl("KVM_GET_TSC_KHZ", VCPU, "the guest TSC frequency"),
         Syscall::ioctl("KVM_GET_IRQCHIP", VMM, "the PICs and the IOAPIC"),
         Syscall::ioctl("KVM_GET_PIT2", VMM, "the PIT"),
         Syscall::ioctl("KVM_GET_CLOCK", VMM, "the KVM clock"),
-        Syscall::ioctl("KVM_GET_DIRTY_LOG", VMM, "the pages the guest dirtied (Diff)"),
+        Syscall::ioctl(
+            "KVM_GET_DIRTY_LOG",
+            VMM,
+            "the pages the guest dirtied (Diff)",
+        ),
         Syscall::new("openat", VMM, "create or open the state and memory files"),
         Syscall::new("statx", VMM, "the memory file's current size"),
         Syscall::new("ftruncate", VMM, "size the memory file (sparse)"),
-        Syscall::new("lseek", VMM, "position each run of pages in the memory file"),
+        Syscall::new(
+            "lseek",
+            VMM,
+            "position each run of pages in the memory file",
+        ),
         Syscall::new("write", VMM, "the state and the pages"),
-        Syscall::new("fsync", VMM, "both files are on disk before the create answers"),
+        Syscall::new(
+            "fsync",
+            VMM,
+            "both files are on disk before the create answers",
+        ),
     ],
 };
 

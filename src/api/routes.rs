@@ -337,13 +337,12 @@ mod tests {
             "An error occurred when deserializing the json body of a request: \
              missing field: either `mem_backend` or `mem_file_path` is required."
         );
-        assert_eq!(fault("PUT", "/snapshot", "{}"), "Missing snapshot operation type.");
+        assert_eq!(
+            fault("PUT", "/snapshot", "{}"),
+            "Missing snapshot operation type."
+        );
         assert!(fault("PUT", "/snapshot/merge", "{}").contains("/snapshot/merge"));
-        for p in [
-            "/mmds",
-            "/mmds/config",
-            "/balloon",
-        ] {
+        for p in ["/mmds", "/mmds/config", "/balloon"] {
             assert!(
                 matches!(ok("PUT", p, "{}"), VmmAction::NotSupported(_)),
                 "{p}"

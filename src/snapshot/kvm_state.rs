@@ -51,9 +51,9 @@ fn kvm<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, KvmS
 pub fn saveable_msrs(kvm_fd: &Kvm) -> Result<Vec<u32>, KvmStateError> {
     let list = kvm(
         "KVM_GET_MSR_INDEX_LIST",
-        kvm_fd.get_msr_index_list().map_err(|e| {
-            kvm_ioctls::Error::new(e.errno())
-        }),
+        kvm_fd
+            .get_msr_index_list()
+            .map_err(|e| kvm_ioctls::Error::new(e.errno())),
     )?;
     let v = list.as_slice().to_vec();
     if v.len() > KVM_MAX_MSR_ENTRIES {
@@ -68,10 +68,7 @@ pub fn saveable_msrs(kvm_fd: &Kvm) -> Result<Vec<u32>, KvmStateError> {
 /// Reads a vCPU's state. The vCPU must be out of KVM_RUN, with any port or
 /// MMIO exit already completed (see `Vcpu::complete_pending_io`).
 pub fn save_vcpu(fd: &VcpuFd, msr_index: &[u32]) -> Result<VcpuState, KvmStateError> {
-    let cpuid = kvm(
-        "KVM_GET_CPUID2",
-        fd.get_cpuid2(KVM_MAX_CPUID_ENTRIES),
-    )?;
+    let cpuid = kvm("KVM_GET_CPUID2", fd.get_cpuid2(KVM_MAX_CPUID_ENTRIES))?;
     let entries: Vec<kvm_msr_entry> = msr_index
         .iter()
         .map(|&index| kvm_msr_entry {
@@ -198,8 +195,16 @@ pub fn restore_vm(vm: &VmFd, s: &VmState) -> Result<(), KvmStateError> {
     kvm("KVM_SET_CLOCK", vm.set_clock(&clock))?;
     // The chip ids are the ones each slot must hold, whatever the file says.
     for (mut c, id, what) in [
-        (s.pic_master, KVM_IRQCHIP_PIC_MASTER, "KVM_SET_IRQCHIP (PIC master)"),
-        (s.pic_slave, KVM_IRQCHIP_PIC_SLAVE, "KVM_SET_IRQCHIP (PIC slave)"),
+        (
+            s.pic_master,
+            KVM_IRQCHIP_PIC_MASTER,
+            "KVM_SET_IRQCHIP (PIC master)",
+        ),
+        (
+            s.pic_slave,
+            KVM_IRQCHIP_PIC_SLAVE,
+            "KVM_SET_IRQCHIP (PIC slave)",
+        ),
         (s.ioapic, KVM_IRQCHIP_IOAPIC, "KVM_SET_IRQCHIP (IOAPIC)"),
     ] {
         c.chip_id = id;

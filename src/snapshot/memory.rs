@@ -18,9 +18,7 @@ use std::sync::Arc;
 use kvm_ioctls::VmFd;
 use vm_memory::bitmap::{AtomicBitmap, Bitmap};
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{
-    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion,
-};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::state::{MemoryState, RegionState};
 use crate::memory::{GuestMemoryMmap, GuestRegionMmap};
@@ -44,7 +42,10 @@ pub enum MemoryFileError {
         source: vm_memory::GuestMemoryError,
     },
     #[error("cannot read KVM's dirty log of memory slot {slot}: {source}")]
-    DirtyLog { slot: u32, source: kvm_ioctls::Error },
+    DirtyLog {
+        slot: u32,
+        source: kvm_ioctls::Error,
+    },
     #[error("memory file {path} is {actual} bytes, but the snapshot's guest has {expected} bytes of RAM")]
     Size {
         path: PathBuf,
@@ -75,7 +76,10 @@ pub struct DumpStats {
     pub bytes: u64,
 }
 
-fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> MemoryFileError + 'a {
+fn io<'a>(
+    path: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> MemoryFileError + 'a {
     move |source| MemoryFileError::Io {
         path: path.to_path_buf(),
         what,
@@ -240,15 +244,12 @@ pub fn map_private(path: &Path, layout: &MemoryState) -> Result<GuestMemoryMmap,
             reason,
         };
         let size = usize::try_from(r.size).map_err(|_| map_err("too large".into()))?;
-        let mapping = MmapRegionBuilder::new_with_bitmap(
-            size,
-            AtomicBitmap::new(size, PAGE_SIZE),
-        )
-        .with_file_offset(FileOffset::from_arc(file.clone(), offset))
-        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
-        .build()
-        .map_err(|e| map_err(e.to_string()))?;
+        let mapping = MmapRegionBuilder::new_with_bitmap(size, AtomicBitmap::new(size, PAGE_SIZE))
+            .with_file_offset(FileOffset::from_arc(file.clone(), offset))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| map_err(e.to_string()))?;
         let region = GuestRegionMmap::new(mapping, GuestAddress(r.guest_addr))
             .ok_or_else(|| map_err("the region wraps the address space".into()))?;
         regions.push(region);
@@ -292,8 +293,11 @@ pub fn rebase(base: &Path, diff: &Path) -> Result<u64, MemoryFileError> {
             .unwrap_or(diff_len);
         let mut at = start;
         while at < end {
-            let n = usize::try_from(end - at).unwrap_or(usize::MAX).min(buf.len());
-            d.read_exact_at(&mut buf[..n], at).map_err(io(diff, "read"))?;
+            let n = usize::try_from(end - at)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            d.read_exact_at(&mut buf[..n], at)
+                .map_err(io(diff, "read"))?;
             b.write_all_at(&buf[..n], at).map_err(io(base, "write"))?;
             at += n as u64;
         }

@@ -168,7 +168,10 @@ mod tests {
             load(r#"{"snapshot_path": "s", "mem_file_path": "m", "enable_diff_snapshots": true}"#)
                 .expect("deprecated form");
         assert!(dep && p.track_dirty_pages);
-        assert_eq!(load(r#"{"snapshot_path": "s"}"#).unwrap_err(), MISSING_MEM_FIELD);
+        assert_eq!(
+            load(r#"{"snapshot_path": "s"}"#).unwrap_err(),
+            MISSING_MEM_FIELD
+        );
         assert_eq!(
             load(r#"{"snapshot_path": "s", "mem_file_path": "m", "mem_backend": {"backend_path": "m", "backend_type": "File"}}"#)
                 .unwrap_err(),
@@ -177,9 +180,11 @@ mod tests {
         assert!(load(r#"{"snapshot_path": "s", "mem_backend": {"backend_path": "u", "backend_type": "Uffd"}}"#)
             .unwrap_err()
             .contains("Uffd"));
-        assert!(load(r#"{"snapshot_path": "s", "mem_file_path": "m", "bogus": 1}"#)
-            .unwrap_err()
-            .contains("bogus"));
+        assert!(
+            load(r#"{"snapshot_path": "s", "mem_file_path": "m", "bogus": 1}"#)
+                .unwrap_err()
+                .contains("bogus")
+        );
     }
 
     #[test]
