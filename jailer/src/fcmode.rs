@@ -267,7 +267,7 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
     std::fs::File::open(cfg_file.fd_path())
         .and_then(|mut f| f.read_to_string(&mut text))
         .map_err(io("read", &cfg_file.host_path))?;
-    let cfg = caisson::config::VmConfig::from_json(&text).map_err(|source| {
+    let (cfg, load) = crate::snapshot_files::parse(&text).map_err(|source| {
         caisson::config::ConfigError::Parse {
             path: cfg_file.host_path.clone(),
             source,
@@ -278,17 +278,29 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
         files.push(jail_file(&root_fd, root, kind, field, path, writable)?);
         Ok(())
     };
-    let kernel = cfg
-        .boot_source
-        .kernel_image_path
-        .clone()
-        .ok_or(caisson::config::ConfigError::MissingKernel)?;
-    add(
-        Kind::Kernel,
-        "boot-source.kernel_image_path".into(),
-        &kernel,
-        false,
-    )?;
+    // A restore (snapshot-load) needs no kernel; its two files are read-only.
+    match (&cfg.boot_source.kernel_image_path, &load) {
+        (Some(k), _) => add(
+            Kind::Kernel,
+            "boot-source.kernel_image_path".into(),
+            k,
+            false,
+        )?,
+        (None, Some(_)) => {}
+        (None, None) => return Err(caisson::config::ConfigError::MissingKernel.into()),
+    }
+    if let Some(l) = &load {
+        let named =
+            crate::snapshot_files::fc_files(l).map_err(|(field, reason)| FcModeError::File {
+                field: field.into(),
+                path: String::new(),
+                root: root.to_path_buf(),
+                reason: reason.into(),
+            })?;
+        for (kind, field, path) in named {
+            add(kind, field, &path, false)?;
+        }
+    }
     if let Some(initrd) = &cfg.boot_source.initrd_path {
         add(
             Kind::Initrd,
@@ -346,10 +358,22 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
         }
         taps.push(n.host_dev_name.clone());
     }
-    let vsock_name = match &cfg.vsock {
+    let mut vsock_name = match &cfg.vsock {
         Some(v) => Some(jail_relative("vsock.uds_path", &v.uds_path, root)?),
         None => None,
     };
+    if let Some(l) = &load {
+        crate::snapshot_files::add_override_taps(l, &mut taps).map_err(|e| FcModeError::File {
+            field: "snapshot-load.network_overrides".into(),
+            path: String::new(),
+            root: root.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if let Some(v) = &l.vsock_override {
+            let field = "snapshot-load.vsock_override.uds_path";
+            vsock_name = Some(jail_relative(field, &v.uds_path, root)?);
+        }
+    }
     Ok(Resources {
         files,
         taps,

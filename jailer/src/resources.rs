@@ -7,7 +7,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use caisson::config::VmConfig;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{fstat, Mode};
 use serde::{Deserialize, Serialize};
@@ -52,6 +51,10 @@ pub enum Kind {
     Output,
     /// Firecracker's mode: the VM config itself, read by the VMM in the jail.
     Config,
+    /// `snapshot-load.snapshot_path`: the VM state a restore reads (read-only).
+    Snapshot,
+    /// `snapshot-load`'s memory file: guest RAM a restore maps private (read-only).
+    SnapshotMemory,
 }
 
 /// One opened file of the VM.
@@ -101,7 +104,7 @@ pub struct Resources {
     pub vcpu_count: u64,
 }
 
-fn safe_name(path: &Path) -> String {
+pub(crate) fn safe_name(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -138,7 +141,7 @@ pub fn canonical_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Resolves and opens one existing regular file under `roots`.
-fn open_file(
+pub(crate) fn open_file(
     kind: Kind,
     field: String,
     path: &Path,
@@ -258,25 +261,27 @@ pub fn check_ifname(name: &str) -> bool {
 /// config cannot hand the VM a host file such as /etc/shadow.
 pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, ResourceError> {
     let roots = canonical_roots(roots);
-    let mut cfg = VmConfig::from_file(config_path)?;
+    let (mut cfg, mut load) = crate::snapshot_files::read_config(config_path)?;
     let mut files: Vec<Resource> = Vec::new();
 
-    let kernel = cfg
-        .boot_source
-        .kernel_image_path
-        .clone()
-        .ok_or(caisson::config::ConfigError::MissingKernel)?;
-    let r = open_file(
-        Kind::Kernel,
-        "boot-source.kernel_image_path".into(),
-        &kernel,
-        false,
-        format!("kernel-{}", safe_name(&kernel)),
-        false,
-        &roots,
-    )?;
-    cfg.boot_source.kernel_image_path = Some(r.jail_path.clone());
-    files.push(r);
+    // A restore needs no kernel (it is in the snapshot's memory); one given is bound.
+    match cfg.boot_source.kernel_image_path.clone() {
+        Some(kernel) => {
+            let r = open_file(
+                Kind::Kernel,
+                "boot-source.kernel_image_path".into(),
+                &kernel,
+                false,
+                format!("kernel-{}", safe_name(&kernel)),
+                false,
+                &roots,
+            )?;
+            cfg.boot_source.kernel_image_path = Some(r.jail_path.clone());
+            files.push(r);
+        }
+        None if load.is_some() => {}
+        None => return Err(caisson::config::ConfigError::MissingKernel.into()),
+    }
 
     if let Some(initrd) = cfg.boot_source.initrd_path.clone() {
         let r = open_file(
@@ -344,6 +349,12 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
         v.uds_path = Path::new(JAIL_VSOCK_DIR).join(&name);
         vsock_name = Some(name);
     }
+    let mem_size_mib = cfg.machine_config.mem_size_mib.unwrap_or(128);
+    if let Some(l) = load.as_mut() {
+        let over = crate::snapshot_files::open_restore(l, mem_size_mib, &roots, &mut files)?;
+        crate::snapshot_files::add_override_taps(l, &mut taps)?;
+        vsock_name = over.or(vsock_name);
+    }
 
     if let Some(l) = cfg.logger.as_mut() {
         if let Some(p) = l.log_path.clone() {
@@ -394,13 +405,14 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
         }
     }
 
-    let jail_config = serde_json::to_string_pretty(&cfg).map_err(ResourceError::Serialize)?;
+    let jail_config = crate::snapshot_files::jail_config(&cfg, load.as_ref())
+        .map_err(ResourceError::Serialize)?;
     Ok(Resources {
         files,
         taps,
         vsock_name,
         jail_config,
-        mem_size_mib: cfg.machine_config.mem_size_mib.unwrap_or(128),
+        mem_size_mib,
         vcpu_count: cfg.machine_config.vcpu_count.unwrap_or(1),
     })
 }
