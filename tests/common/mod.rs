@@ -5,6 +5,7 @@
 pub mod http;
 pub mod linux;
 pub mod net;
+pub mod snapshot;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

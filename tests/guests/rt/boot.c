@@ -72,6 +72,25 @@ int rt_cmdline_has_word(const char *word)
 	return 0;
 }
 
+u64 rt_cmdline_u64(const char *key, u64 dflt)
+{
+	const char *s = rt_cmdline();
+	size_t n = strlen(key);
+
+	for (; *s; s++) {
+		if ((s != rt_cmdline() && s[-1] != ' ') || memcmp(s, key, n) || s[n] != '=')
+			continue;
+		s += n + 1;
+		if (*s < '0' || *s > '9')
+			return dflt;
+		u64 v = 0;
+		for (; *s >= '0' && *s <= '9'; s++)
+			v = v * 10 + (u64)(*s - '0');
+		return v;
+	}
+	return dflt;
+}
+
 /* ---- Intel MP table (spec 1.4) ---- */
 
 static const u8 *mp_scan(u64 start, u64 end)

@@ -54,6 +54,8 @@ const char *rt_cmdline(void);		/* never NULL */
 u64 rt_initrd_addr(void);
 u64 rt_initrd_size(void);
 int rt_cmdline_has_word(const char *word);	/* "word" or "word=..." */
+/* The decimal value of the word `key=<n>`; dflt if absent or not a number. */
+u64 rt_cmdline_u64(const char *key, u64 dflt);
 extern u64 rt_mapped_top;		/* identity map covers [0, this) */
 
 /* ---- Intel MP table ---- */
