@@ -615,7 +615,16 @@ fn try_op(spec: &str) {
     let ret: i64 = match op {
         "read" => open(path, libc::O_RDONLY),
         "write" => open(path, libc::O_WRONLY),
-        "create" => open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL),
+        "create" => {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+            // SAFETY: c is a valid C string path; the mode is passed for O_CREAT.
+            let fd = unsafe { libc::open(c.as_ptr(), flags, 0o600 as libc::c_uint) };
+            if fd >= 0 {
+                // SAFETY: fd was just opened by this process.
+                unsafe { libc::close(fd) };
+            }
+            i64::from(fd)
+        }
         "truncate" => open(path, libc::O_WRONLY | libc::O_TRUNC),
         // SAFETY: c is a valid C string path.
         "unlink" => i64::from(unsafe { libc::unlink(c.as_ptr()) }),
