@@ -132,3 +132,49 @@ api_bodies = {
 }
 for index, body in api_bodies.items():
     write("api_body", "endpoint_%02d" % index, bytes([index]) + body)
+
+# device_state: a device selector, the postcard-encoded state's length (u16),
+# the state, then guest memory. postcard: LEB128 varints for integers, one
+# byte per bool and Option tag, a varint length before each Vec, variant
+# indexes as varints, fixed arrays as their bytes.
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def mmio_state(status, features, queues, device):
+    out = b"".join(varint(v) for v in (status, 0, 1)) + varint(features)
+    out += b"".join(varint(v) for v in (0, 0, 0))  # queue_sel, generation, interrupt
+    out += varint(len(queues))
+    for max_size, size, ready, desc, avail, used in queues:
+        out += varint(max_size) + varint(size) + bytes([ready])
+        out += varint(desc) + varint(avail) + varint(used)
+        out += varint(0) + varint(0) + bytes([0])  # next_avail, next_used, event_idx
+    return out + device
+
+
+def device_state(kind, state, image=b""):
+    return bytes([kind]) + struct.pack("<H", len(state)) + state + image
+
+
+VERSION_1 = 1 << 32
+ring = (256, 16, 1, DESC, AVAIL, USED)
+block_dev = varint(0) + varint(64) + bytes([0])  # Block { capacity: 64, read_only: false }
+write("device_state", "block_live", device_state(
+    0, mmio_state(0xF, VERSION_1, [ring], block_dev), blk(0, 1, 512, True)))
+write("device_state", "block_unstarted", device_state(
+    0, mmio_state(0, 0, [(256, 256, 0, 0, 0, 0)], block_dev)))
+write("device_state", "rng_live", device_state(
+    1, mmio_state(0xF, VERSION_1, [ring], varint(2)), queue_image([[(DATA, 64, True)]], [])))
+serial = bytes([0x0C, 0, 0x01, 0x04, 0x03, 0x61, 0x08, 0xB0, 0]) + varint(3) + b"abc"
+write("device_state", "serial_input", device_state(2, serial))
+kbd = bytes([1, 0, 0x2B, 2, 0, 0xAA])  # scanning, leds, typematic, set, no pending, last_sent
+i8042 = bytes([0x05] + [0] * 31) + bytes([3, 1, 0xD1, 1]) + varint(1) + bytes([0xFA, 0, 0, 0]) + kbd
+write("device_state", "i8042_pending", device_state(3, i8042))

@@ -257,6 +257,15 @@ pub struct VmConfig {
     pub mmds_config: Option<serde_json::Value>,
     #[serde(default)]
     pub caisson: CaissonConfig,
+    /// Caisson: restore this snapshot instead of booting (the body of
+    /// `PUT /snapshot/load`); the rest of the file describes this process's
+    /// devices, which must be the snapshot's.
+    #[serde(
+        rename = "snapshot-load",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub snapshot_load: Option<crate::snapshot::params::LoadSnapshotConfig>,
 }
 
 impl VmConfig {
@@ -315,6 +324,8 @@ pub enum KernelSource {
     File(PathBuf),
     /// An image built into the binary (`caisson demo`).
     Embedded(&'static [u8]),
+    /// None: the VM is restored from a snapshot, its kernel in guest memory.
+    Restored,
 }
 
 /// A config that passed every check; the builder takes only this.
@@ -338,6 +349,9 @@ pub struct ValidConfig {
     pub virtio_cmdline: bool,
     /// `metrics.metrics_path`: a file or FIFO in an existing directory.
     pub metrics_path: Option<PathBuf>,
+    /// `machine-config.track_dirty_pages`: KVM logs the guest's writes, for
+    /// diff snapshots.
+    pub track_dirty_pages: bool,
 }
 
 /// What [`VmConfig::validate_rest`] checked.
@@ -351,6 +365,7 @@ struct Checked {
     virtio: VirtioConfig,
     virtio_cmdline: bool,
     metrics_path: Option<PathBuf>,
+    track_dirty_pages: bool,
 }
 
 impl Checked {
@@ -374,6 +389,7 @@ impl Checked {
             virtio: self.virtio,
             virtio_cmdline: self.virtio_cmdline,
             metrics_path: self.metrics_path,
+            track_dirty_pages: self.track_dirty_pages,
         }
     }
 }
@@ -439,6 +455,13 @@ impl VmConfig {
             reason,
         })?;
         Ok(rest.with_kernel(id, KernelSource::Embedded(image), kernel_format))
+    }
+
+    /// As [`VmConfig::validate`], for a VM restored from a snapshot: no kernel
+    /// is read (it is in the snapshot's memory).
+    pub fn validate_restore(&self, id: &str, max_vcpus: u64) -> Result<ValidConfig, ConfigError> {
+        let rest = self.validate_rest(id, max_vcpus)?;
+        Ok(rest.with_kernel(id, KernelSource::Restored, KernelFormat::Elf))
     }
 
     /// Checks what is there so far (the API builds a config piece by piece): as
@@ -509,6 +532,7 @@ impl VmConfig {
             virtio,
             virtio_cmdline: self.caisson.virtio_cmdline.unwrap_or(true),
             metrics_path,
+            track_dirty_pages: self.machine_config.track_dirty_pages,
         })
     }
 
@@ -518,12 +542,6 @@ impl VmConfig {
         if m.smt {
             return Err(ConfigError::MachineUnsupported {
                 field: "smt",
-                value: "true".into(),
-            });
-        }
-        if m.track_dirty_pages {
-            return Err(ConfigError::MachineUnsupported {
-                field: "track_dirty_pages",
                 value: "true".into(),
             });
         }

@@ -16,6 +16,7 @@ use crate::config::{
 };
 use crate::devices::virtio::{block::Disk, device_type, DeviceUpdate};
 use crate::rate_limiter::{RateLimiterConfig, RateLimiterPatch};
+use crate::snapshot::params::{CreateSnapshotParams, LoadSnapshotParams};
 use crate::vm::{RunState, Vm};
 
 /// Firecracker's message for a pre-boot action sent after boot.
@@ -85,8 +86,15 @@ pub enum VmmAction {
     GetVersion,
     GetMachineConfig,
     GetFullVmConfig,
-    /// A Firecracker endpoint Caisson does not have yet (snapshots, MMDS, balloon).
+    /// `PUT /snapshot/create`, on a paused VM.
+    CreateSnapshot(CreateSnapshotParams),
+    /// `PUT /snapshot/load` (or the config file's `snapshot-load`), on a
+    /// fresh process.
+    LoadSnapshot(LoadSnapshotParams),
+    /// A Firecracker endpoint Caisson does not have yet (MMDS, balloon, ...).
     NotSupported(&'static str),
+    /// A config-file entry that cannot become an action (the message says why).
+    Invalid(String),
 }
 
 impl VmmAction {
@@ -100,6 +108,7 @@ impl VmmAction {
                 | Self::Resume
                 | Self::UpdateBlockDevice(_)
                 | Self::UpdateNetworkInterface(_)
+                | Self::CreateSnapshot(_)
         )
     }
 }
@@ -146,6 +155,16 @@ pub enum ActionError {
     Vm(#[from] crate::vm::VmError),
     #[error("{what}: {reason}")]
     Update { what: String, reason: String },
+    #[error("Loading a microVM snapshot not allowed after configuring boot-specific resources.")]
+    LoadNotAllowed,
+    #[error("Cannot create a snapshot: the microVM is not paused.")]
+    SnapshotNotPaused,
+    #[error("Failed to create the snapshot: {0}")]
+    CreateSnapshot(crate::snapshot::SnapshotError),
+    #[error("Failed to restore from snapshot: {0}")]
+    LoadSnapshot(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type ActionResult = Result<VmmData, ActionError>;
@@ -153,8 +172,26 @@ pub type ActionResult = Result<VmmData, ActionError>;
 /// The actions a config file stands for, in the order Firecracker applies them.
 pub fn actions_from_config(cfg: VmConfig) -> Vec<VmmAction> {
     let mut out = Vec::new();
-    if let Some(l) = cfg.logger {
+    if let Some(l) = cfg.logger.clone() {
         out.push(VmmAction::ConfigureLogger(l));
+    }
+    // A restore: the logger and metrics, then the load with the rest of the
+    // file as this process's devices.
+    if let Some(load) = cfg.snapshot_load.clone() {
+        if let Some(m) = cfg.metrics.clone() {
+            out.push(VmmAction::ConfigureMetrics(m.metrics_path));
+        }
+        match load.into_params() {
+            Ok((mut params, _)) => {
+                let mut rest = cfg;
+                rest.logger = None;
+                rest.snapshot_load = None;
+                params.config = Some(Box::new(rest));
+                out.push(VmmAction::LoadSnapshot(params));
+            }
+            Err(e) => out.push(VmmAction::Invalid(format!("snapshot-load: {e}"))),
+        }
+        return out;
     }
     // The file (and the flags over it) may give single fields, as before the API.
     if cfg.machine_config != MachineConfig::default() {
@@ -326,9 +363,98 @@ impl Controller {
                 }),
                 A::SetVsockDevice(v) => self.configure(|c| c.vsock = Some(v)),
                 A::SetEntropyDevice(e) => self.configure(|c| c.entropy = Some(e)),
+                A::LoadSnapshot(params) => {
+                    return match self.load_snapshot(params) {
+                        Ok(vm) => (Ok(VmmData::Empty), Some(vm)),
+                        Err(e) => (Err(e), None),
+                    }
+                }
                 other => self.handle_any_time(other),
             };
         (result, None)
+    }
+
+    /// Whether anything but the logger and metrics is configured (Firecracker
+    /// loads a snapshot only into a fresh process).
+    fn boot_resources_configured(&self) -> bool {
+        let mut r = self.resources.clone();
+        r.logger = None;
+        r.metrics = None;
+        r != VmConfig::default()
+    }
+
+    /// `PUT /snapshot/load`: the snapshot's VM, paused unless `resume_vm`.
+    fn load_snapshot(&mut self, params: LoadSnapshotParams) -> Result<Vm, ActionError> {
+        if self.boot_resources_configured() {
+            return Err(ActionError::LoadNotAllowed);
+        }
+        let start = std::time::Instant::now();
+        let fail = |e: &dyn std::fmt::Display| ActionError::LoadSnapshot(e.to_string());
+        let state = crate::snapshot::read_state(&params.snapshot_path).map_err(|e| fail(&e))?;
+        let given = params.config.clone().map(|c| *c);
+        let mut cfg =
+            crate::snapshot::restore_config(&state, &params, given).map_err(|e| fail(&e))?;
+        cfg.logger = self.resources.logger.clone();
+        cfg.metrics = self.resources.metrics.clone();
+        let valid = cfg
+            .validate_restore(&self.id, self.max_vcpus)
+            .map_err(|e| fail(&e))?;
+        let mut vm = crate::builder::restore_vm(
+            &state,
+            &valid,
+            &params.mem_file_path,
+            self.seccomp.as_ref(),
+        )
+        .map_err(|e| fail(&e))?;
+        if params.resume_vm {
+            vm.start();
+        } else {
+            vm.set_restored_paused();
+        }
+        let us = micros(start);
+        crate::metrics::METRICS
+            .latencies_us
+            .vmm_load_snapshot
+            .store(us);
+        log::info!(
+            "restored VM {} from {} ({} vCPUs, {} MiB) in {us} us, {}",
+            self.id,
+            params.snapshot_path.display(),
+            valid.vcpu_count,
+            valid.mem_size_mib,
+            if params.resume_vm {
+                "running"
+            } else {
+                "paused"
+            }
+        );
+        self.resources = cfg;
+        self.started = true;
+        Ok(vm)
+    }
+
+    /// `PUT /snapshot/create` on a paused VM.
+    fn create_snapshot(&mut self, params: &CreateSnapshotParams, vm: &Vm) -> ActionResult {
+        if vm.state() != RunState::Paused {
+            return Err(ActionError::SnapshotNotPaused);
+        }
+        let report = crate::snapshot::create(vm, &self.resources, params)
+            .map_err(ActionError::CreateSnapshot)?;
+        let full = params.snapshot_type == crate::snapshot::params::SnapshotType::Full;
+        let m = &crate::metrics::METRICS.latencies_us;
+        if full {
+            m.vmm_full_create_snapshot.store(report.micros);
+        } else {
+            m.vmm_diff_create_snapshot.store(report.micros);
+        }
+        log::info!(
+            "'create {} snapshot' took {} us: {} bytes of state, {} pages of memory",
+            if full { "full" } else { "diff" },
+            report.micros,
+            report.state_bytes,
+            report.memory.pages
+        );
+        Ok(VmmData::Empty)
     }
 
     /// Handles an action on a running (or paused) VM.
@@ -364,7 +490,9 @@ impl Controller {
             A::FlushMetrics => self.flush_metrics(),
             A::UpdateBlockDevice(u) => self.update_drive(u, vm),
             A::UpdateNetworkInterface(u) => self.update_net(u, vm),
-            A::ConfigureBootSource(_)
+            A::CreateSnapshot(p) => self.create_snapshot(&p, vm),
+            A::LoadSnapshot(_)
+            | A::ConfigureBootSource(_)
             | A::ConfigureLogger(_)
             | A::ConfigureMetrics(_)
             | A::ConfigureSerial { .. }
@@ -387,6 +515,7 @@ impl Controller {
             VmmAction::GetMachineConfig => Ok(VmmData::MachineConfig(self.machine_config())),
             VmmAction::GetFullVmConfig => Ok(VmmData::FullVmConfig(self.full_config())),
             VmmAction::NotSupported(what) => Err(ActionError::NotSupported(what)),
+            VmmAction::Invalid(why) => Err(ActionError::Invalid(why)),
             _ => Err(ActionError::NotAfterBoot),
         }
     }

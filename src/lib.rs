@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod rate_limiter;
 pub mod sandbox;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;

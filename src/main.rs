@@ -41,6 +41,26 @@ enum Command {
         #[arg(long)]
         no_seccomp: bool,
     },
+    /// Work on snapshot files.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Write the pages of a Diff snapshot's memory file onto the memory file
+    /// of the snapshot it followed (Firecracker's rebase-snap), so that the
+    /// Diff's state file can be loaded with the base file.
+    Rebase {
+        /// The earlier memory file (Full, or already rebased); it is updated.
+        #[arg(long, value_name = "PATH")]
+        base_file: PathBuf,
+        /// The Diff snapshot's (sparse) memory file.
+        #[arg(long, value_name = "PATH")]
+        diff_file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -186,6 +206,7 @@ fn run_vm(cfg: &config::ValidConfig, filters: Option<&seccomp::Filters>) -> Resu
 fn action_failure(e: ActionError) -> Failure {
     match e {
         ActionError::Start(e) => Failure::vmm(e),
+        e @ ActionError::LoadSnapshot(_) => Failure::vmm(e),
         other => Failure::input(other),
     }
 }
@@ -307,9 +328,11 @@ fn run(args: RunArgs) -> Result<i32, Failure> {
     if args.config_file.is_some() || args.kernel.is_some() {
         // The file's logger was applied above, with the flags taking precedence.
         vm_config.logger = None;
+        // A `snapshot-load` file restores; any other boots.
+        let boots = vm_config.snapshot_load.is_none();
         for action in actions_from_config(vm_config)
             .into_iter()
-            .chain([VmmAction::StartMicroVm])
+            .chain(boots.then_some(VmmAction::StartMicroVm))
         {
             let (result, built) = controller.handle_preboot(action);
             result.map_err(action_failure)?;
@@ -377,10 +400,31 @@ fn single_malloc_arena() {
     }
 }
 
+/// `caisson snapshot rebase`: a diff memory file's pages onto its base, as
+/// Firecracker's rebase-snap does.
+fn snapshot_command(cmd: SnapshotCommand) -> Result<i32, Failure> {
+    match cmd {
+        SnapshotCommand::Rebase {
+            base_file,
+            diff_file,
+        } => {
+            let copied = caisson::snapshot::memory::rebase(&base_file, &diff_file)
+                .map_err(Failure::input)?;
+            println!(
+                "{}: wrote {copied} bytes of {} onto it",
+                base_file.display(),
+                diff_file.display()
+            );
+            Ok(code::OK)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     single_malloc_arena();
     let cli = Cli::parse();
     let result = match cli.command {
+        Some(Command::Snapshot { command }) => snapshot_command(command),
         Some(Command::Demo {
             vcpus,
             cmdline,

@@ -179,6 +179,63 @@ pub const VCPU_LOOP: SandboxNeeds = SandboxNeeds {
     ],
 };
 
+/// Snapshots (crate::snapshot): each parked vCPU reads its own state; the
+/// VMM thread reads the VM's and writes the two files.
+pub const SNAPSHOT: SandboxNeeds = SandboxNeeds {
+    owner: "snapshot",
+    paths: &[PathNeed {
+        path: "snapshot_path and mem_file_path of PUT /snapshot/create",
+        access: crate::devices::Access::Create,
+        at_runtime: true,
+    }],
+    fds: &["the state and memory files, while a create writes them"],
+    syscalls: &[
+        Syscall::ioctl(
+            "KVM_RUN",
+            VCPU,
+            "complete a pending port or MMIO exit before the state is read (immediate_exit)",
+        ),
+        Syscall::ioctl("KVM_GET_CPUID2", VCPU, "the vCPU's CPUID"),
+        Syscall::ioctl("KVM_GET_MSRS", VCPU, "the saveable MSRs"),
+        Syscall::ioctl("KVM_GET_REGS", VCPU, "general registers"),
+        Syscall::ioctl("KVM_GET_SREGS", VCPU, "segment and control registers"),
+        Syscall::ioctl("KVM_GET_FPU", VCPU, "legacy FPU state"),
+        Syscall::ioctl("KVM_GET_XSAVE", VCPU, "XSAVE state"),
+        Syscall::ioctl("KVM_GET_XCRS", VCPU, "extended control registers"),
+        Syscall::ioctl("KVM_GET_DEBUGREGS", VCPU, "debug registers"),
+        Syscall::ioctl("KVM_GET_LAPIC", VCPU, "the local APIC"),
+        Syscall::ioctl("KVM_GET_MP_STATE", VCPU, "the multiprocessing state"),
+        Syscall::ioctl(
+            "KVM_GET_VCPU_EVENTS",
+            VCPU,
+            "pending exceptions and interrupts",
+        ),
+        Syscall::ioctl("KVM_GET_TSC_KHZ", VCPU, "the guest TSC frequency"),
+        Syscall::ioctl("KVM_GET_IRQCHIP", VMM, "the PICs and the IOAPIC"),
+        Syscall::ioctl("KVM_GET_PIT2", VMM, "the PIT"),
+        Syscall::ioctl("KVM_GET_CLOCK", VMM, "the KVM clock"),
+        Syscall::ioctl(
+            "KVM_GET_DIRTY_LOG",
+            VMM,
+            "the pages the guest dirtied (Diff)",
+        ),
+        Syscall::new("openat", VMM, "create or open the state and memory files"),
+        Syscall::new("statx", VMM, "the memory file's current size"),
+        Syscall::new("ftruncate", VMM, "size the memory file (sparse)"),
+        Syscall::new(
+            "lseek",
+            VMM,
+            "position each run of pages in the memory file",
+        ),
+        Syscall::new("write", VMM, "the state and the pages"),
+        Syscall::new(
+            "fsync",
+            VMM,
+            "both files are on disk before the create answers",
+        ),
+    ],
+};
+
 /// The API server thread `fc_api` (crate::api).
 pub const API_THREAD: SandboxNeeds = SandboxNeeds {
     owner: "api",
@@ -212,7 +269,7 @@ pub const API_THREAD: SandboxNeeds = SandboxNeeds {
 /// Every declaration: the VMM core's, the API thread's and every device's.
 pub fn all() -> Vec<SandboxNeeds> {
     let mut all = vec![
-        RUNTIME, SIGNALS, SECCOMP, LOGGER, EVENT_LOOP, METRICS, VCPU_LOOP, API_THREAD,
+        RUNTIME, SIGNALS, SECCOMP, LOGGER, EVENT_LOOP, METRICS, VCPU_LOOP, SNAPSHOT, API_THREAD,
     ];
     all.extend(crate::devices::all_sandbox_needs());
     all

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -18,6 +18,8 @@ use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, ExitSignal};
 use crate::metrics::METRICS;
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
+use crate::snapshot::kvm_state::{self, KvmStateError};
+use crate::snapshot::state::VcpuState;
 
 /// The signal that kicks a vCPU out of KVM_RUN.
 pub fn kick_signal() -> i32 {
@@ -47,6 +49,18 @@ pub enum VcpuError {
     Seccomp { vcpu: u8, source: SeccompError },
     #[error("vCPU {vcpu}: the thread ended before it was ready")]
     NotReady { vcpu: u8 },
+    #[error("vCPU {vcpu}: {source}")]
+    State { vcpu: u8, source: KvmStateError },
+    #[error("vCPU {vcpu} did not report its state (its thread is gone or not parked)")]
+    NoState { vcpu: u8 },
+}
+
+/// What a waiting (never started, or parked) vCPU thread is told to do.
+pub enum VcpuCommand {
+    /// Run (again).
+    Resume,
+    /// Report the vCPU's state and keep waiting (the VM is paused).
+    Save(SyncSender<Result<VcpuState, VcpuError>>),
 }
 
 thread_local! {
@@ -81,6 +95,8 @@ pub struct Vcpu {
     assists: bool,
     /// How many instructions were completed, for the log at exit.
     assisted: u64,
+    /// The MSRs a snapshot saves (KVM's saveable list).
+    msr_index: Arc<Vec<u32>>,
 }
 
 /// Firecracker's vCPU thread name, which orchestrators (Kata) look for.
@@ -130,13 +146,27 @@ impl PauseControl {
 pub struct VcpuHandle {
     pub index: u8,
     thread: JoinHandle<()>,
-    resume: Sender<()>,
+    resume: Sender<VcpuCommand>,
 }
+
+/// How long a parked vCPU may take to report its state.
+const SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl VcpuHandle {
     /// Lets a vCPU that is waiting (never started, or parked by a pause) run.
     pub fn resume(&self) {
-        let _ = self.resume.send(());
+        let _ = self.resume.send(VcpuCommand::Resume);
+    }
+
+    /// The state of a parked vCPU, read on its own thread (KVM's vCPU ioctls
+    /// belong to the thread that runs it, and its filter allows them).
+    pub fn save_state(&self) -> Result<VcpuState, VcpuError> {
+        let (tx, rx) = sync_channel(1);
+        let gone = VcpuError::NoState { vcpu: self.index };
+        self.resume
+            .send(VcpuCommand::Save(tx))
+            .map_err(|_| VcpuError::NoState { vcpu: self.index })?;
+        rx.recv_timeout(SAVE_TIMEOUT).map_err(|_| gone)?
     }
 
     /// Interrupts KVM_RUN so the thread sees the stop flag.
@@ -177,6 +207,7 @@ impl Vcpu {
         mmio: Arc<Bus>,
         lifecycle: Lifecycle,
         assists: bool,
+        msr_index: Arc<Vec<u32>>,
     ) -> Self {
         let Lifecycle { exit, stop, pause } = lifecycle;
         Self {
@@ -189,6 +220,44 @@ impl Vcpu {
             pause,
             assists,
             assisted: 0,
+            msr_index,
+        }
+    }
+
+    /// Puts a snapshot's state into this (new, never run) vCPU, in place of
+    /// [`Vcpu::configure`].
+    pub fn restore(&self, state: &VcpuState) -> Result<(), VcpuError> {
+        kvm_state::restore_vcpu(&self.fd, state).map_err(|source| VcpuError::State {
+            vcpu: self.index,
+            source,
+        })
+    }
+
+    /// Reads the state of this (parked) vCPU. A port or MMIO exit handled just
+    /// before the park is completed by KVM only on the next KVM_RUN; one with
+    /// `immediate_exit` set completes it without running guest code, so the
+    /// state read after it is consistent (KVM's API documentation).
+    fn save_state(&mut self) -> Result<VcpuState, VcpuError> {
+        self.fd.set_kvm_immediate_exit(1);
+        let _ = self.fd.run();
+        self.fd.set_kvm_immediate_exit(0);
+        kvm_state::save_vcpu(&self.fd, &self.msr_index).map_err(|source| VcpuError::State {
+            vcpu: self.index,
+            source,
+        })
+    }
+
+    /// Waits for a command while not running: answers state requests, and
+    /// returns true on Resume, false when the VM is gone.
+    fn wait(&mut self, commands: &Receiver<VcpuCommand>) -> bool {
+        loop {
+            match commands.recv() {
+                Ok(VcpuCommand::Resume) => return true,
+                Ok(VcpuCommand::Save(reply)) => {
+                    let _ = reply.send(self.save_state());
+                }
+                Err(_) => return false,
+            }
         }
     }
 
@@ -274,11 +343,11 @@ impl Vcpu {
         })
     }
 
-    fn thread_main(mut self, resumed: Receiver<()>) {
+    fn thread_main(mut self, resumed: Receiver<VcpuCommand>) {
         let run: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|r| r.set(run));
         // Paused until the builder resumes us; a dropped sender means the VM is gone.
-        if resumed.recv().is_err() {
+        if !self.wait(&resumed) {
             return;
         }
         self.run_loop(&resumed);
@@ -297,12 +366,12 @@ impl Vcpu {
     }
 
     /// Parks the thread until the VM resumes it; false when the VM is gone.
-    fn park(&self, resumed: &Receiver<()>) -> bool {
+    fn park(&mut self, resumed: &Receiver<VcpuCommand>) -> bool {
         self.pause.report_parked(self.index);
-        resumed.recv().is_ok()
+        self.wait(resumed)
     }
 
-    fn run_loop(&mut self, resumed: &Receiver<()>) {
+    fn run_loop(&mut self, resumed: &Receiver<VcpuCommand>) {
         while !self.stop.load(Ordering::Acquire) {
             // A pause request comes with a kick, so KVM_RUN returns and we get here.
             if self.pause.requested() {

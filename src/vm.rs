@@ -46,6 +46,10 @@ pub enum VmError {
     NoDevice(String),
     #[error("{id}: the update failed: {reason}")]
     Update { id: String, reason: String },
+    #[error("the microVM must be paused first")]
+    NotPaused,
+    #[error("{0}")]
+    Snapshot(String),
 }
 
 /// How long a pause may take before it is reported as failed.
@@ -203,10 +207,20 @@ pub struct VmParts {
     pub parked: Receiver<u8>,
     pub serial_input: Option<Arc<Mutex<SerialDevice>>>,
     pub i8042: Arc<Mutex<I8042>>,
+    /// The serial port, for snapshots.
+    pub serial: Arc<Mutex<SerialDevice>>,
     /// The virtio devices by drive_id / iface_id, for post-boot updates.
     pub virtio: Vec<(String, Arc<Mutex<MmioDevice>>)>,
     /// Held for the VM's lifetime: KVM state and guest RAM.
-    pub resources: Box<dyn std::any::Any + Send>,
+    pub resources: VmResources,
+}
+
+/// The VM fd and guest RAM, dropped after the vCPUs are joined.
+pub struct VmResources {
+    pub vm: kvm_ioctls::VmFd,
+    pub memory: crate::memory::GuestMemoryMmap,
+    /// Whether the memory slots log dirty pages (`track_dirty_pages`).
+    pub track_dirty: bool,
 }
 
 pub struct Vm {
@@ -222,9 +236,10 @@ pub struct Vm {
     /// Device subscribers taken off the loop while paused.
     parked_devices: Vec<Subscriber>,
     i8042: Arc<Mutex<I8042>>,
+    serial: Arc<Mutex<SerialDevice>>,
     virtio: Vec<(String, Arc<Mutex<MmioDevice>>)>,
     // Held for the VM's lifetime: KVM state and guest RAM.
-    _resources: Box<dyn std::any::Any + Send>,
+    resources: VmResources,
 }
 
 impl Vm {
@@ -238,6 +253,7 @@ impl Vm {
             parked,
             serial_input,
             i8042,
+            serial,
             virtio,
             resources,
         } = parts;
@@ -266,8 +282,9 @@ impl Vm {
             device_ids: Vec::new(),
             parked_devices: Vec::new(),
             i8042,
+            serial,
             virtio,
-            _resources: resources,
+            resources,
         })
     }
 
@@ -378,6 +395,58 @@ impl Vm {
             id: id.to_string(),
             reason: e.to_string(),
         })
+    }
+
+    /// The VM fd, guest memory and whether dirty pages are logged.
+    pub fn resources(&self) -> &VmResources {
+        &self.resources
+    }
+
+    /// The state of every vCPU, each read on its own thread. Only while paused.
+    pub fn save_vcpus(&self) -> Result<Vec<crate::snapshot::state::VcpuState>, VmError> {
+        if self.state != RunState::Paused {
+            return Err(VmError::NotPaused);
+        }
+        self.vcpus
+            .iter()
+            .map(|v| v.save_state().map_err(|e| VmError::Snapshot(e.to_string())))
+            .collect()
+    }
+
+    /// The devices' state. Only while paused (no vCPU or event touches them).
+    pub fn save_devices(&self) -> Result<crate::snapshot::state::DevicesState, VmError> {
+        if self.state != RunState::Paused {
+            return Err(VmError::NotPaused);
+        }
+        Ok(crate::snapshot::state::DevicesState {
+            serial: lock(&self.serial).save_state(),
+            i8042: lock(&self.i8042).save_state(),
+            virtio: self
+                .virtio
+                .iter()
+                .map(|(id, d)| {
+                    let d = lock(d);
+                    crate::snapshot::state::VirtioEntry {
+                        id: id.clone(),
+                        device_type: d.device().device_type(),
+                        mmio: d.save_state(),
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    /// Marks a VM built from a snapshot, whose vCPUs were never let run, as
+    /// paused: a later resume lets them run. Its devices are on the loop but
+    /// idle; they are taken off as in a pause.
+    pub fn set_restored_paused(&mut self) {
+        for id in self.device_ids.drain(..) {
+            match self.events.remove_subscriber(id) {
+                Ok(s) => self.parked_devices.push(s),
+                Err(e) => log::error!("cannot take a device off the event loop: {e:?}"),
+            }
+        }
+        self.state = RunState::Paused;
     }
 
     /// Asks the VM to end as if it had received `reason`.

@@ -9,6 +9,7 @@ use crate::config::{
     VsockConfig,
 };
 use crate::controller::{DriveUpdate, MachineConfigUpdate, NetUpdate, VmmAction};
+use crate::snapshot::params::{CreateSnapshotParams, LoadSnapshotConfig, ParamsError};
 
 /// `PUT /actions`.
 #[derive(Debug, serde::Deserialize)]
@@ -84,8 +85,7 @@ fn same_id(path_id: &str, body_id: &str) -> Result<(), String> {
 }
 
 /// The endpoints Caisson does not have yet, by path prefix.
-const NOT_YET: [(&str, &str); 6] = [
-    ("snapshot", "Snapshots"),
+const NOT_YET: [(&str, &str); 5] = [
     ("mmds", "MMDS"),
     ("balloon", "The balloon device"),
     ("cpu-config", "Custom CPU templates"),
@@ -163,6 +163,27 @@ pub fn parse(method: &str, path: &str, raw: &[u8]) -> Result<VmmAction, String> 
             ActionType::SendCtrlAltDel => VmmAction::SendCtrlAltDel,
             ActionType::FlushMetrics => VmmAction::FlushMetrics,
         },
+        ("PUT", ["snapshot", "create"]) => {
+            VmmAction::CreateSnapshot(body::<CreateSnapshotParams>(method, raw)?)
+        }
+        ("PUT", ["snapshot", "load"]) => {
+            let (params, _deprecated) = body::<LoadSnapshotConfig>(method, raw)?
+                .into_params()
+                .map_err(|e| match e {
+                    // Firecracker reports these two as body errors.
+                    ParamsError::MissingMem | ParamsError::TooManyMem => format!(
+                        "An error occurred when deserializing the json body of a request: {e}."
+                    ),
+                    other => other.to_string(),
+                })?;
+            VmmAction::LoadSnapshot(params)
+        }
+        ("PUT", ["snapshot"]) => return Err("Missing snapshot operation type.".into()),
+        ("PUT", ["snapshot", other]) => {
+            return Err(format!(
+                "Invalid request method and/or path: {method} /snapshot/{other}."
+            ))
+        }
         ("PATCH", ["vm"]) => match body::<VmStateBody>(method, raw)?.state {
             VmState::Paused => VmmAction::Pause,
             VmState::Resumed => VmmAction::Resume,
@@ -303,13 +324,25 @@ mod tests {
             ok("PATCH", "/vm", r#"{"state": "Resumed"}"#),
             VmmAction::Resume
         );
-        for p in [
-            "/snapshot/create",
-            "/snapshot/load",
-            "/mmds",
-            "/mmds/config",
-            "/balloon",
-        ] {
+        assert!(matches!(
+            ok("PUT", "/snapshot/create", r#"{"snapshot_type": "Diff", "snapshot_path": "s", "mem_file_path": "m"}"#),
+            VmmAction::CreateSnapshot(c) if c.snapshot_type == crate::snapshot::params::SnapshotType::Diff
+        ));
+        assert!(matches!(
+            ok("PUT", "/snapshot/load", r#"{"snapshot_path": "s", "mem_file_path": "m", "resume_vm": true}"#),
+            VmmAction::LoadSnapshot(l) if l.resume_vm && l.mem_file_path.as_os_str() == "m"
+        ));
+        assert_eq!(
+            fault("PUT", "/snapshot/load", r#"{"snapshot_path": "s"}"#),
+            "An error occurred when deserializing the json body of a request: \
+             missing field: either `mem_backend` or `mem_file_path` is required."
+        );
+        assert_eq!(
+            fault("PUT", "/snapshot", "{}"),
+            "Missing snapshot operation type."
+        );
+        assert!(fault("PUT", "/snapshot/merge", "{}").contains("/snapshot/merge"));
+        for p in ["/mmds", "/mmds/config", "/balloon"] {
             assert!(
                 matches!(ok("PUT", p, "{}"), VmmAction::NotSupported(_)),
                 "{p}"

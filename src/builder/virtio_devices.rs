@@ -139,8 +139,9 @@ fn devices(cfg: &VirtioConfig) -> Result<Vec<Named>, VirtioSetupError> {
 pub struct Placed {
     pub subscribers: Vec<Subscriber>,
     pub windows: Vec<VirtioMmioWindow>,
-    /// Drives by drive_id and interfaces by iface_id, for PATCH
-    /// ([`MmioDevice::update`]).
+    /// Every device: drives by drive_id and interfaces by iface_id (for
+    /// PATCH, [`MmioDevice::update`]), vsock and rng by their names (for
+    /// snapshots), in placement order.
     pub by_id: Vec<(String, Arc<Mutex<MmioDevice>>)>,
 }
 
@@ -172,9 +173,7 @@ pub fn setup(
         log::info!("{name}: MMIO {addr:#x}, IRQ {irq}");
         let dev = Arc::new(Mutex::new(dev));
         mmio.insert(addr, MMIO_WINDOW, dev.clone())?;
-        if let Some(id) = id {
-            by_id.push((id, dev.clone()));
-        }
+        by_id.push((id.unwrap_or_else(|| name.clone()), dev.clone()));
         subscribers.push(dev);
         // irqfds pulse the line: the guest must see it edge-triggered.
         windows.push(VirtioMmioWindow {

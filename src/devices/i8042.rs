@@ -20,6 +20,9 @@ use super::virtio::warn::WarnLimiter;
 use super::{SandboxNeeds, Syscall, VMM_VCPU};
 use crate::exit::{ExitReason, ExitSignal};
 
+mod state;
+pub use state::{I8042State, KeyboardState, OutByteState};
+
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "i8042",
     paths: &[],
@@ -41,6 +44,14 @@ pub enum I8042Error {
     KeyboardDisabled { ctr: u8, scanning: bool },
     #[error("cannot raise IRQ 1 through its eventfd: {0}")]
     Irq(#[source] std::io::Error),
+    #[error("i8042 snapshot: the output buffer holds {len} bytes, more than {BUFFER_SIZE}")]
+    StateBufferTooLong { len: usize },
+    #[error("i8042 snapshot: {field} {value:#04x} {reason}")]
+    State {
+        field: &'static str,
+        value: u8,
+        reason: &'static str,
+    },
 }
 
 /// Offsets from port 0x60.

@@ -31,6 +31,8 @@ pub enum Access {
     Bind,
     /// A Unix socket connected to.
     Connect,
+    /// A file created or replaced there (its directory must be writable).
+    Create,
 }
 
 /// A host path, named by the config field it comes from (or literally).

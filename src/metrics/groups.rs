@@ -110,11 +110,17 @@ group!(
 );
 
 group!(
-    /// `latencies_us`: pause and resume durations, stored by the VM's
-    /// pause/resume paths (API level and VMM level, as Firecracker splits them).
+    /// `latencies_us`: pause, resume and snapshot durations, stored by the
+    /// controller (API level and VMM level, as Firecracker splits them).
     PerformanceMetrics {
+        full_create_snapshot: SharedStoreMetric,
+        diff_create_snapshot: SharedStoreMetric,
+        load_snapshot: SharedStoreMetric,
         pause_vm: SharedStoreMetric,
         resume_vm: SharedStoreMetric,
+        vmm_full_create_snapshot: SharedStoreMetric,
+        vmm_diff_create_snapshot: SharedStoreMetric,
+        vmm_load_snapshot: SharedStoreMetric,
         vmm_pause_vm: SharedStoreMetric,
         vmm_resume_vm: SharedStoreMetric,
     }

@@ -37,6 +37,8 @@ const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    #[error("there is no kernel to load: the VM is restored from a snapshot")]
+    NoKernel,
     #[error("cannot open {what} {path}: {source}")]
     Open {
         what: &'static str,
@@ -135,6 +137,7 @@ pub fn load_kernel(
             load_from(mem, format, &mut f)
         }
         KernelSource::Embedded(bytes) => load_from(mem, format, &mut Cursor::new(*bytes)),
+        KernelSource::Restored => Err(BootError::NoKernel),
     }
 }
 

@@ -311,3 +311,94 @@ fn floods_stay_bounded() {
     assert_eq!(r.exit.reason(), None);
     assert!(r.drain().len() <= BUFFER_SIZE);
 }
+
+/// A controller with translation on, data and AUX bytes queued, a keyboard
+/// command waiting for its parameter and a controller command for its data.
+fn busy() -> Rig {
+    let mut r = rig();
+    r.command(CMD_WRITE_RAM, &[CTR_KBDINT | CTR_SYS | CTR_XLATE]);
+    r.kbd(KBD_TYPEMATIC, &[0x20]);
+    r.data(KBD_SET_LEDS);
+    r.cmd(CMD_WRITE_KBD_OBUF);
+    r.data(0x99);
+    r.cmd(CMD_WRITE_AUX_OBUF);
+    r.data(0x77);
+    r.cmd(CMD_WRITE_OUTP);
+    r.irqs();
+    r
+}
+
+#[test]
+fn state_round_trip_keeps_the_buffer_and_pending_commands() {
+    let mut a = busy();
+    let saved = a.dev.save_state();
+    assert_eq!(saved.out.len(), 3, "{saved:?}");
+    assert_eq!(saved.pending, Some(CMD_WRITE_OUTP));
+    assert_eq!(saved.kbd.pending, Some(KBD_SET_LEDS));
+    let bytes = postcard::to_allocvec(&saved).unwrap();
+    let decoded: I8042State = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(decoded, saved);
+
+    let mut b = rig();
+    b.dev.restore_state(&decoded).unwrap();
+    assert_eq!(b.irqs(), 0, "restore raised no interrupt");
+    assert_eq!(b.dev.save_state(), saved);
+    assert_eq!(b.inb(STATUS), a.inb(STATUS));
+    assert_eq!(b.drain(), a.drain());
+    // Both pending commands complete as they would have.
+    b.data(OUTP_RESET | OUTP_A20);
+    assert_eq!(b.command(CMD_READ_OUTP, &[]), [OUTP_RESET | OUTP_A20]);
+    assert_eq!(b.kbd(0x04, &[]), [ACK], "the LED parameter");
+    assert_eq!(b.dev.kbd.leds, 0x04);
+    b.irqs();
+    b.dev.trigger_ctrl_alt_del().unwrap();
+    assert_eq!(b.irqs(), 1);
+    assert_eq!(b.exit.reason(), None);
+}
+
+type Mutation = fn(&mut I8042State);
+
+#[test]
+fn hostile_states_are_refused_and_change_nothing() {
+    let cases: [(&str, Mutation); 6] = [
+        ("holds 17 bytes, more than 16", |s| {
+            s.out = vec![
+                OutByteState {
+                    byte: 0,
+                    aux: false
+                };
+                17
+            ]
+        }),
+        ("pending controller command 0x20 is not", |s| {
+            s.pending = Some(0x20)
+        }),
+        ("pending keyboard command 0xf4 is not", |s| {
+            s.kbd.pending = Some(0xf4)
+        }),
+        ("scancode set 0x04 is not 1, 2 or 3", |s| s.kbd.set = 4),
+        ("keyboard LEDs 0x08", |s| s.kbd.leds = 8),
+        ("typematic rate 0x80", |s| s.kbd.typematic = 0x80),
+    ];
+    let good = busy().dev.save_state();
+    let mut r = rig();
+    let before = r.dev.save_state();
+    for (want, mutate) in cases {
+        let mut bad = good.clone();
+        mutate(&mut bad);
+        let err = r.dev.restore_state(&bad).unwrap_err().to_string();
+        assert!(err.contains(want), "{err:?} should say {want:?}");
+        assert_eq!(r.dev.save_state(), before);
+    }
+    let mut full = good.clone();
+    full.out = vec![
+        OutByteState {
+            byte: 1,
+            aux: false
+        };
+        BUFFER_SIZE
+    ];
+    r.dev.restore_state(&full).unwrap();
+    assert!(r.dev.trigger_ctrl_alt_del().is_err(), "no room");
+    assert_eq!(r.drain().len(), BUFFER_SIZE);
+}

@@ -25,7 +25,7 @@ use vm_memory::{Address, Bytes, GuestAddress};
 use super::chain::{gather, split_at, Chain, Desc};
 use super::metrics::BlockDeviceMetrics;
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
-use super::{DeviceUpdate, UpdateOutcome};
+use super::{DeviceState, DeviceUpdate, UpdateOutcome};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
 use crate::rate_limiter::RateLimiter;
@@ -356,6 +356,19 @@ impl Disk {
     }
 }
 
+/// What the guest saw of a drive: a restore onto a disk of another size or
+/// mode would hand it a device its driver did not negotiate. Requests are
+/// served synchronously on the event loop (a throttled one is put back in the
+/// avail ring), so a paused drive has none in flight: what the guest posted
+/// and the snapshot's rings show unserved is served once after the restore.
+/// The rate limiter is rebuilt from the config with full budgets.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BlockState {
+    /// In 512-byte sectors.
+    pub capacity: u64,
+    pub read_only: bool,
+}
+
 /// The virtio-blk device.
 pub struct Block {
     disk: Disk,
@@ -537,6 +550,35 @@ impl VirtioDevice for Block {
         }
     }
 
+    fn save(&self) -> DeviceState {
+        DeviceState::Block(BlockState {
+            capacity: self.disk.capacity,
+            read_only: self.disk.read_only,
+        })
+    }
+
+    fn restore(&mut self, s: &DeviceState) -> Result<(), VirtioError> {
+        let DeviceState::Block(s) = s else {
+            return Err(s.mismatch(device_type::BLOCK));
+        };
+        if s.capacity != self.disk.capacity {
+            return Err(VirtioError::Capacity {
+                drive: self.drive_name(),
+                saved: s.capacity,
+                now: self.disk.capacity,
+            });
+        }
+        if s.read_only != self.disk.read_only {
+            let mode = |ro| if ro { "read-only" } else { "read-write" };
+            return Err(VirtioError::ReadOnly {
+                drive: self.drive_name(),
+                saved: mode(s.read_only),
+                now: mode(self.disk.read_only),
+            });
+        }
+        Ok(())
+    }
+
     fn update(&mut self, update: DeviceUpdate) -> Result<UpdateOutcome, VirtioError> {
         let r = self.apply(update);
         match &r {
@@ -548,6 +590,13 @@ impl VirtioDevice for Block {
 }
 
 impl Block {
+    /// The drive_id (as GET_ID serves it, at most 20 bytes), for messages.
+    fn drive_name(&self) -> String {
+        let id = &self.disk.id;
+        let end = id.iter().position(|&b| b == 0).unwrap_or(id.len());
+        String::from_utf8_lossy(id.get(..end).unwrap_or(id)).into_owned()
+    }
+
     fn apply(&mut self, update: DeviceUpdate) -> Result<UpdateOutcome, VirtioError> {
         let DeviceUpdate::Drive { disk, rate_limiter } = update else {
             return Err(VirtioError::Device(

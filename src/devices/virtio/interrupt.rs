@@ -9,6 +9,8 @@ use vmm_sys_util::eventfd::EventFd;
 pub const INT_VRING: u32 = 1;
 /// InterruptStatus bit: the configuration (or the status) changed.
 pub const INT_CONFIG: u32 = 2;
+/// Every bit the register can hold.
+pub const INT_ALL: u32 = INT_VRING | INT_CONFIG;
 
 #[derive(Debug)]
 pub struct Interrupt {
@@ -54,6 +56,13 @@ impl Interrupt {
     /// InterruptACK: clears the acknowledged bits.
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// Sets the register from a snapshot without raising the line: whether
+    /// the guest still has the interrupt pending is in its interrupt
+    /// controller's saved state, not here.
+    pub fn restore_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
     }
 
     pub fn clear(&self) {

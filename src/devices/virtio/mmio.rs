@@ -22,6 +22,9 @@ use super::{DeviceCtx, DeviceUpdate, VirtioDevice, VirtioError, VIRTIO_F_VERSION
 use crate::devices::bus::BusDevice;
 use crate::devices::{SandboxNeeds, Syscall, VCPU, VMM};
 
+mod state;
+pub use state::{MmioState, QueueState};
+
 /// The transport itself: eventfds only (the builder registers them with KVM
 /// before confinement); reading and writing them.
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
@@ -38,7 +41,7 @@ pub const SANDBOX: SandboxNeeds = SandboxNeeds {
         Syscall::new(
             "write",
             VMM,
-            "raise the device's interrupt through the irqfd",
+            "raise the device's interrupt through the irqfd; start a restored device's queues",
         ),
         Syscall::new(
             "epoll_ctl",
@@ -58,7 +61,40 @@ pub enum MmioError {
     },
     #[error("{device}: queue max size {size} is not a power of two in 1..=32768")]
     QueueSize { device: String, size: u16 },
+    #[error("{device}: the snapshot has {saved} queues, the device has {expected}")]
+    QueueCount {
+        device: String,
+        saved: usize,
+        expected: usize,
+    },
+    #[error("{device}: snapshot queue {queue}: {reason}")]
+    QueueState {
+        device: String,
+        queue: usize,
+        reason: String,
+    },
+    #[error("{device}: snapshot status {status:#x}: {reason}")]
+    Status {
+        device: String,
+        status: u32,
+        reason: String,
+    },
+    #[error("{device}: snapshot driver features {features:#x}: {reason}")]
+    DriverFeatures {
+        device: String,
+        features: u64,
+        reason: String,
+    },
+    #[error("{device}: snapshot interrupt status {status:#x} has bits other than used buffer (1) and configuration change (2)")]
+    InterruptStatus { device: String, status: u32 },
+    #[error("{device}: snapshot device state: {source}")]
+    DeviceState { device: String, source: VirtioError },
 }
+
+/// The status bits a driver may set; DEVICE_NEEDS_RESET is the device's, and
+/// nothing else is defined (so a snapshot's status can be checked exactly).
+const DRIVER_STATUS_BITS: u32 =
+    s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK | s::DRIVER_OK | s::FAILED;
 
 /// Event data of the queue eventfds is the queue index; host fds use this bit.
 const HOST_FD_DATA: u32 = 1 << 31;
@@ -258,6 +294,12 @@ impl MmioDevice {
             ));
             return;
         }
+        if new & !DRIVER_STATUS_BITS != 0 {
+            self.warn.warn(&format_args!(
+                "status write {new:#x} has bits the driver may not set; they are dropped"
+            ));
+        }
+        let new = new & DRIVER_STATUS_BITS;
         // The driver only ever adds bits (virtio 1.2, 3.1.1).
         if new & self.status != self.status {
             self.warn.warn(&format_args!(
@@ -646,6 +688,42 @@ pub mod testing {
             r::STATUS,
             s::ACKNOWLEDGE | s::DRIVER | s::FEATURES_OK | s::DRIVER_OK,
         );
+    }
+
+    /// A copy of `mem` in new mappings, as a restored VM's memory is.
+    pub fn copy_memory(mem: &GuestMemoryMmap) -> GuestMemoryMmap {
+        use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+        let ranges: Vec<_> = mem
+            .iter()
+            .map(|r| (r.start_addr(), r.len() as usize))
+            .collect();
+        let copy = GuestMemoryMmap::from_ranges(&ranges).unwrap();
+        for (start, len) in ranges {
+            let mut buf = vec![0u8; len];
+            mem.read_slice(&mut buf, start).unwrap();
+            copy.write_slice(&buf, start).unwrap();
+        }
+        copy
+    }
+
+    /// Whether any page of `mem` is marked dirty in its bitmap.
+    pub fn any_dirty(mem: &GuestMemoryMmap) -> bool {
+        use vm_memory::bitmap::Bitmap;
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+        mem.iter().any(|r| {
+            (0..r.len() as usize)
+                .step_by(4096)
+                .any(|o| r.bitmap().dirty_at(o))
+        })
+    }
+
+    /// Clears every region's dirty bitmap.
+    pub fn clear_dirty(mem: &GuestMemoryMmap) {
+        // The region's own AtomicBitmap (not GuestMemoryRegion's slice of it).
+        use vm_memory::GuestMemoryBackend;
+        for r in mem.iter() {
+            r.bitmap().reset();
+        }
     }
 
     /// Delivers a host fd event the way the event loop would.

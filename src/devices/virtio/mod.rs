@@ -56,6 +56,17 @@ pub mod device_type {
     pub const VSOCK: u32 = 19;
 }
 
+/// A device type's name, for messages.
+pub fn device_kind(device_type: u32) -> &'static str {
+    match device_type {
+        device_type::NET => "virtio-net",
+        device_type::BLOCK => "virtio-blk",
+        device_type::RNG => "virtio-rng",
+        device_type::VSOCK => "virtio-vsock",
+        _ => "unknown virtio",
+    }
+}
+
 /// Largest queue any device offers.
 pub const QUEUE_MAX_SIZE: u16 = 256;
 
@@ -82,6 +93,57 @@ pub enum VirtioError {
     },
     #[error("{0}")]
     Device(String),
+    #[error("the snapshot holds {saved} device state for a {device} device")]
+    WrongState {
+        device: &'static str,
+        saved: &'static str,
+    },
+    #[error("drive {drive}: the disk has {now} sectors, the snapshot's guest saw {saved}")]
+    Capacity { drive: String, saved: u64, now: u64 },
+    #[error("drive {drive}: the disk is {now}, the snapshot's guest saw it {saved}")]
+    ReadOnly {
+        drive: String,
+        saved: &'static str,
+        now: &'static str,
+    },
+}
+
+/// A device's own part of a snapshot (the transport's is [`mmio::MmioState`]).
+/// Each device's state is defined next to its code; identities a restore may
+/// override (vsock CID and socket path, net tap and MAC) and rate limiter
+/// budgets are not in it: they come from the config the device was rebuilt
+/// from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum DeviceState {
+    Block(block::BlockState),
+    Net(net::NetState),
+    Rng(rng::RngState),
+    Vsock(vsock::VsockState),
+}
+
+impl DeviceState {
+    /// The device kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        device_kind(self.device_type())
+    }
+
+    /// The error for a device of type `device_type` handed this state.
+    pub fn mismatch(&self, device_type: u32) -> VirtioError {
+        VirtioError::WrongState {
+            device: device_kind(device_type),
+            saved: self.kind(),
+        }
+    }
+
+    /// The device type id ([`device_type`]) this state belongs to.
+    pub fn device_type(&self) -> u32 {
+        match self {
+            Self::Block(_) => device_type::BLOCK,
+            Self::Net(_) => device_type::NET,
+            Self::Rng(_) => device_type::RNG,
+            Self::Vsock(_) => device_type::VSOCK,
+        }
+    }
 }
 
 /// What a device may touch while it works: guest memory, its queues, its interrupt,
@@ -190,6 +252,20 @@ pub trait VirtioDevice: Send {
     /// A post-boot update from the API (PATCH /drives/{id}, PATCH /network-interfaces/{id}).
     fn update(&mut self, _update: DeviceUpdate) -> Result<UpdateOutcome, VirtioError> {
         Err(VirtioError::Device("this device takes no updates".into()))
+    }
+    /// The device's part of a snapshot of the paused VM (no request is in
+    /// flight then: every device serves its queues synchronously).
+    fn save(&self) -> DeviceState;
+    /// Applies a saved state to this device, freshly built from the config:
+    /// checks all of `s` first and changes nothing when it fails (a state of
+    /// another kind is an error naming both). Touches neither guest memory
+    /// nor the interrupt.
+    fn restore(&mut self, s: &DeviceState) -> Result<(), VirtioError>;
+    /// The transport was restored with the driver running and the device is
+    /// about to serve its queues again: work owed to the driver because of the
+    /// restore (vsock's transport reset) is done here.
+    fn restored(&mut self, _ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
+        Ok(())
     }
 }
 

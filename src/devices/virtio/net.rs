@@ -21,7 +21,7 @@ use super::chain::{gather, scatter};
 use super::metrics::NetDeviceMetrics;
 use super::tap::{Tap, TapError, VNET_HDR_LEN};
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
-use super::{DeviceUpdate, UpdateOutcome};
+use super::{DeviceState, DeviceUpdate, UpdateOutcome};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::config::devices::{TapSource, ValidNet};
 use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
@@ -92,6 +92,13 @@ pub fn rx_header() -> [u8; VNET_HDR_LEN] {
     h[10] = 1;
     h
 }
+
+/// Nothing of an interface must survive a snapshot: the tap (and the MAC
+/// the guest reads) come from the config the device is rebuilt from, and the
+/// rate limiters are rebuilt with full budgets. A frame read from the tap that
+/// was waiting for an RX buffer is dropped, as a network may drop any frame.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NetState {}
 
 pub struct Net {
     tap: Tap,
@@ -366,6 +373,16 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.pending = None;
     }
+    fn save(&self) -> DeviceState {
+        DeviceState::Net(NetState {})
+    }
+    fn restore(&mut self, s: &DeviceState) -> Result<(), VirtioError> {
+        let DeviceState::Net(NetState {}) = s else {
+            return Err(s.mismatch(device_type::NET));
+        };
+        self.pending = None;
+        Ok(())
+    }
     fn update(&mut self, update: DeviceUpdate) -> Result<UpdateOutcome, VirtioError> {
         let DeviceUpdate::Net { rx, tx } = update else {
             return Err(VirtioError::Device(
@@ -397,6 +414,7 @@ mod tests {
     use crate::devices::virtio::mmio::testing::*;
     use crate::devices::virtio::mmio::MmioDevice;
     use crate::devices::virtio::registers as r;
+    use crate::devices::virtio::DeviceState;
     use crate::memory::GuestMemoryMmap;
     use crate::rate_limiter::{RateLimiterConfig, RateLimiterPatch, TokenBucketConfig};
     use std::fs::File;
@@ -421,6 +439,34 @@ mod tests {
                 one_time_burst: None,
                 refill_time: 1_000_000,
             }),
+        }
+    }
+
+    /// An unlimited interface on `mem` whose driver has not started it.
+    fn unstarted(mem: GuestMemoryMmap) -> Rig {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_NONBLOCK,
+        )
+        .unwrap();
+        let m: Arc<NetDeviceMetrics> = Arc::default();
+        let (rx, tx) = (RateLimiter::unlimited(), RateLimiter::unlimited());
+        let net = Net::with_limiters(
+            Tap::from_file(File::from(a), "test"),
+            None,
+            rx,
+            tx,
+            m.clone(),
+        );
+        let dev = MmioDevice::new("net".into(), Box::new(net), mem.clone()).unwrap();
+        Rig {
+            mem,
+            dev,
+            peer: File::from(b),
+            m,
         }
     }
 
@@ -565,6 +611,42 @@ mod tests {
                 rate_limiter: None
             })
             .is_err());
+    }
+
+    #[test]
+    fn restore_drops_the_waiting_frame_and_keeps_working() {
+        let mut r = rig(RateLimiterConfig::default(), RateLimiterConfig::default());
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[9u8; 60]);
+        r.peer.write_all(&f).unwrap();
+        r.fd_ready(0);
+        assert_eq!(r.m.no_rx_avail_buffer.total(), 1, "the frame waits");
+        let saved = r.dev.save_state();
+        assert_eq!(saved.device, DeviceState::Net(NetState {}));
+
+        // The new process: another tap, a copy of memory, nothing started.
+        let mut n = unstarted(copy_memory(&r.mem));
+        n.dev.restore_state(&saved).unwrap();
+        n.dev.kick_after_restore();
+        run_notified(&mut n.dev);
+        ct::write_chain(&n.mem, 0, &[(0x60000, 2048, true)]);
+        ct::publish(&n.mem, &[0]);
+        wr(&mut n.dev, r::QUEUE_NOTIFY, 0);
+        run_notified(&mut n.dev);
+        assert_eq!(ct::used(&n.mem, 0).0, 0, "the old frame was dropped");
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[4u8; 60]);
+        n.peer.write_all(&f).unwrap();
+        n.fd_ready(0);
+        assert_eq!(ct::used(&n.mem, 0), (1, 0, 72));
+
+        let mut wrong = saved.clone();
+        wrong.device = DeviceState::Rng(crate::devices::virtio::rng::RngState {});
+        let err = n.dev.restore_state(&wrong).unwrap_err().to_string();
+        assert!(
+            err.ends_with("the snapshot holds virtio-rng device state for a virtio-net device"),
+            "{err}"
+        );
     }
 
     #[test]

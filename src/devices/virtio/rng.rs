@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::chain::scatter;
 use super::metrics::EntropyDeviceMetrics;
-use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
+use super::{complete, device_type, notify, DeviceCtx, DeviceState, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::devices::{SandboxNeeds, Syscall, VMM};
 use crate::rate_limiter::RateLimiter;
@@ -61,6 +61,11 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), RngError> {
     }
     Ok(())
 }
+
+/// An entropy device has no state worth keeping; its rate limiter is rebuilt
+/// from the config with full budgets.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RngState {}
 
 pub struct Rng {
     buf: Vec<u8>,
@@ -154,6 +159,17 @@ impl VirtioDevice for Rng {
 
     fn host_fds(&self) -> Vec<RawFd> {
         self.limiter.timer_fd().into_iter().collect()
+    }
+
+    fn save(&self) -> DeviceState {
+        DeviceState::Rng(RngState {})
+    }
+
+    fn restore(&mut self, s: &DeviceState) -> Result<(), VirtioError> {
+        match s {
+            DeviceState::Rng(RngState {}) => Ok(()),
+            _ => Err(s.mismatch(device_type::RNG)),
+        }
     }
 
     fn process_fd(&mut self, ctx: Option<&mut DeviceCtx>, _fd: RawFd) -> Result<(), VirtioError> {

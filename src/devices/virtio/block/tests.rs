@@ -563,3 +563,113 @@ fn metrics_count_reads_writes_flushes_and_bad_requests() {
     run_notified(&mut r.dev);
     assert_eq!(m.no_avail_buffer.total(), 1, "a notify with nothing queued");
 }
+
+/// The drive of `path` built again, as a restore builds it from the config.
+fn rebuilt(path: &std::path::Path, mem: &GuestMemoryMmap, read_only: bool) -> MmioDevice {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(path)
+        .unwrap();
+    let disk = Disk::new(f, read_only, "rootfs-drive-id-longer-than-20").unwrap();
+    MmioDevice::new("blk".into(), Box::new(Block::new(disk)), mem.clone()).unwrap()
+}
+
+#[test]
+fn request_posted_before_the_snapshot_is_served_once_after_restore() {
+    let r = rig(16, false);
+    r.mem.write_obj(VIRTIO_BLK_T_IN, GuestAddress(HDR)).unwrap();
+    r.mem.write_obj(3u64, GuestAddress(HDR + 8)).unwrap();
+    r.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+    ct::write_chain(
+        &r.mem,
+        0,
+        &[(HDR, 16, false), (BUF, 512, true), (STATUS, 1, true)],
+    );
+    ct::publish(&r.mem, &[0]);
+    // Paused before the device saw the notification.
+    let saved = r.dev.save_state();
+    assert_eq!(
+        saved.device,
+        DeviceState::Block(BlockState {
+            capacity: 16,
+            read_only: false
+        })
+    );
+    let mem = copy_memory(&r.mem);
+    let mut dev = rebuilt(r.file.path(), &mem, false);
+    dev.restore_state(&saved).unwrap();
+    assert_eq!(ct::used(&mem, 0).0, 0);
+    dev.kick_after_restore();
+    run_notified(&mut dev);
+    assert_eq!(ct::used(&mem, 0), (1, 0, 513));
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), 0);
+    let mut got = [0u8; 512];
+    mem.read_slice(&mut got, GuestAddress(BUF)).unwrap();
+    assert_eq!(got, [3u8; 512]);
+    dev.kick_after_restore();
+    run_notified(&mut dev);
+    assert_eq!(ct::used(&mem, 0).0, 1, "served once");
+    assert_eq!(rd(&mut dev, r::INTERRUPT_STATUS) & 1, 1);
+}
+
+#[test]
+fn throttled_request_is_served_after_restore() {
+    let limiter = RateLimiter::new(&ops(1, 1_000_000)).unwrap();
+    let mut r = rig_with(16, false, limiter, Arc::default());
+    assert_eq!(r.post_read(0), 1);
+    assert_eq!(r.post_read(1), 1, "the second waits for the limiter");
+    let saved = r.dev.save_state();
+    let mem = copy_memory(&r.mem);
+    // The limiter is rebuilt from the config: here, none.
+    let mut dev = rebuilt(r.file.path(), &mem, false);
+    dev.restore_state(&saved).unwrap();
+    dev.kick_after_restore();
+    run_notified(&mut dev);
+    assert_eq!(ct::used(&mem, 1), (2, 8, 513));
+    let mut got = [0u8; 512];
+    mem.read_slice(&mut got, GuestAddress(BUF)).unwrap();
+    assert_eq!(got, [1u8; 512]);
+    dev.kick_after_restore();
+    run_notified(&mut dev);
+    assert_eq!(ct::used(&mem, 0).0, 2, "served once");
+}
+
+#[test]
+fn restore_onto_another_disk_is_refused() {
+    let r = rig(16, false);
+    let saved = r.dev.save_state();
+    let bigger = disk_file(32, 0);
+    let mut dev = rebuilt(bigger.path(), &r.mem, false);
+    let err = dev.restore_state(&saved).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "blk: snapshot device state: drive rootfs-drive-id-long: the disk has 32 sectors, the snapshot's guest saw 16"
+    );
+    assert_eq!(dev.device_status(), 0);
+
+    let mut dev = rebuilt(r.file.path(), &r.mem, true);
+    let err = dev.restore_state(&saved).unwrap_err().to_string();
+    assert!(
+        err.ends_with("the disk is read-only, the snapshot's guest saw it read-write"),
+        "{err}"
+    );
+
+    let mut wrong = saved.clone();
+    wrong.device = DeviceState::Rng(crate::devices::virtio::rng::RngState {});
+    let mut dev = rebuilt(r.file.path(), &r.mem, false);
+    let err = dev.restore_state(&wrong).unwrap_err().to_string();
+    assert!(
+        err.ends_with("the snapshot holds virtio-rng device state for a virtio-blk device"),
+        "{err}"
+    );
+    // Refused states leave the device as built: a driver can start it.
+    bring_up(&mut dev, VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH, 16);
+    let mut r2 = Rig {
+        mem: r.mem.clone(),
+        dev,
+        file: disk_file(1, 0),
+        next: 0,
+    };
+    assert_eq!(r2.submit(VIRTIO_BLK_T_FLUSH, 0, &[]), (0, 1));
+}

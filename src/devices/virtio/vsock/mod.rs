@@ -23,6 +23,9 @@
 mod conn;
 mod host;
 pub mod packet;
+mod persist;
+
+pub use persist::{VsockState, EVENT_LEN, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET};
 
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
@@ -36,7 +39,7 @@ use self::conn::{sock_read, Conn, State};
 use self::host::connect_nonblocking;
 use self::packet::*;
 use super::chain::{gather, scatter};
-use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
+use super::{complete, device_type, notify, DeviceCtx, DeviceState, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::config::devices::ValidVsock;
 use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
@@ -122,6 +125,8 @@ pub struct Vsock {
     ctrl: VecDeque<Header>,
     next_port: u32,
     buf: Vec<u8>,
+    /// Restored from a snapshot: the guest gets a transport reset.
+    reset_owed: bool,
 }
 
 pub fn from_config(v: &ValidVsock) -> Result<Box<dyn VirtioDevice>, VsockError> {
@@ -159,6 +164,7 @@ impl Vsock {
             ctrl: VecDeque::new(),
             next_port: FIRST_HOST_PORT,
             buf: Vec::new(),
+            reset_owed: false,
         })
     }
 
@@ -464,12 +470,21 @@ impl VirtioDevice for Vsock {
                 self.pump_rx(ctx)
                     .inspect_err(|_| m.rx_queue_event_fails.inc())
             }
-            // Event queue buffers are kept for transport events (none yet).
-            _ => Ok(()),
+            // Event buffers wait for a transport reset (after a restore).
+            _ => self.send_transport_reset(ctx),
         }
     }
     fn host_fds(&self) -> Vec<RawFd> {
         vec![self.epoll.as_raw_fd()]
+    }
+    fn save(&self) -> DeviceState {
+        self.save_state()
+    }
+    fn restore(&mut self, s: &DeviceState) -> Result<(), VirtioError> {
+        self.restore_state(s)
+    }
+    fn restored(&mut self, ctx: &mut DeviceCtx) -> Result<(), VirtioError> {
+        self.send_transport_reset(ctx)
     }
     fn process_fd(&mut self, ctx: Option<&mut DeviceCtx>, _fd: RawFd) -> Result<(), VirtioError> {
         match ctx {
@@ -492,6 +507,8 @@ impl VirtioDevice for Vsock {
     /// Runs on the vCPU thread: it only closes sockets (which also takes them
     /// out of the device's epoll set), so it needs no syscall beyond close.
     fn reset(&mut self) {
+        // A new driver reads guest_cid as it starts: no reset event is due.
+        self.reset_owed = false;
         self.ctrl.retain(|h| h.op == OP_REQUEST);
         let offered: Vec<Key> = self.ctrl.iter().map(|h| (h.src_port, h.dst_port)).collect();
         self.conns

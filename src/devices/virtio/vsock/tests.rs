@@ -241,3 +241,125 @@ fn host_connect_line_becomes_a_request() {
         .unwrap();
     assert_eq!(bad.read(&mut b).unwrap(), 0, "closed by the device");
 }
+
+/// Where event buffer `i` is.
+const EVT: u64 = 0x40_0000;
+
+impl Rig {
+    /// Posts event buffer `slot` (of `len` bytes) and notifies queue 2.
+    fn post_event(&mut self, slot: u16, len: u32) {
+        let addr = EVT + u64::from(slot) * 0x100;
+        self.mem.write_obj(u32::MAX, GuestAddress(addr)).unwrap();
+        desc(&self.mem, 2, slot, addr, len, ct::F_WRITE, 0);
+        publish(&self.mem, 2, slot, slot);
+        wr(&mut self.dev, r::QUEUE_NOTIFY, 2);
+        run_notified(&mut self.dev);
+    }
+
+    /// The event queue's used idx and entry `i` (id, len).
+    fn events(&self, i: u16) -> (u16, u32, u32) {
+        let used = ct::USED_RING + 2 * 0x10000;
+        let idx = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
+        let base = used + 4 + 8 * u64::from(i);
+        let id = self.mem.read_obj(GuestAddress(base)).unwrap();
+        let len = self.mem.read_obj(GuestAddress(base + 4)).unwrap();
+        (idx, id, len)
+    }
+
+    /// The device restored from this one's snapshot in a "new process":
+    /// copied memory, a new socket path and guest CID `cid`.
+    fn restored(&self, cid: u64) -> Rig {
+        let saved = self.dev.save_state();
+        assert_eq!(saved.device, DeviceState::Vsock(VsockState {}));
+        let dir = tempfile::tempdir().unwrap();
+        let mem = copy_memory(&self.mem);
+        let vs = Vsock::new(cid, dir.path().join("v.sock")).unwrap();
+        let mut dev = MmioDevice::new("vsock".into(), Box::new(vs), mem.clone()).unwrap();
+        dev.restore_state(&saved).unwrap();
+        Rig {
+            mem,
+            dev,
+            dir,
+            rx_posted: self.rx_posted,
+            tx_sent: self.tx_sent,
+            rx_seen: self.rx_seen,
+        }
+    }
+}
+
+#[test]
+fn restore_drops_connections_and_sends_one_transport_reset() {
+    let mut r = rig();
+    let listener = UnixListener::bind(r.dir.path().join("v.sock_80")).unwrap();
+    r.send(guest(OP_REQUEST, 1000, 80, 0), &[]);
+    let _host = listener.accept().unwrap();
+    assert_eq!(r.received()[0].op, OP_RESPONSE);
+    r.post_event(0, 4);
+    assert_eq!(r.events(0).0, 0, "no event while nothing happened");
+
+    let mut n = r.restored(5);
+    assert_eq!(n.events(0).0, 0, "restore itself sends nothing");
+    assert!(n.dev.irqfd().read().is_err(), "nor interrupts");
+    let mut cid = [0u8; 8];
+    crate::devices::bus::BusDevice::read(&mut n.dev, r::CONFIG, &mut cid);
+    assert_eq!(u64::from_le_bytes(cid), 5, "the CID comes from the config");
+
+    n.dev.kick_after_restore();
+    assert_eq!(n.events(0), (1, 0, EVENT_LEN as u32));
+    let ev: u32 = n.mem.read_obj(GuestAddress(EVT)).unwrap();
+    assert_eq!(ev, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET);
+    assert_eq!(rd(&mut n.dev, r::INTERRUPT_STATUS) & 1, 1);
+    assert!(n.dev.irqfd().read().is_ok(), "used-buffer interrupt raised");
+    run_notified(&mut n.dev);
+    n.post_event(1, 4);
+    assert_eq!(n.events(0).0, 1, "exactly one reset");
+
+    // The connection is gone: the guest's data on it is answered with RST.
+    let mut h = guest(OP_RW, 1000, 80, 2);
+    h.src_cid = 5;
+    n.send(h, b"hi");
+    let got = n.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].op, got[0].dst_cid), (OP_RST, 5));
+}
+
+#[test]
+fn transport_reset_waits_for_an_event_buffer() {
+    let r = rig();
+    let mut n = r.restored(3);
+    n.dev.kick_after_restore();
+    run_notified(&mut n.dev);
+    assert_eq!(n.events(0).0, 0, "no buffer, no event");
+    // A buffer too short for the event is handed back empty.
+    n.post_event(0, 2);
+    assert_eq!(n.events(0), (1, 0, 0));
+    n.post_event(1, 4);
+    assert_eq!(n.events(1), (2, 1, 4));
+    n.post_event(2, 4);
+    assert_eq!(n.events(1).0, 2, "sent once");
+}
+
+#[test]
+fn a_driver_reset_after_restore_owes_no_event() {
+    let r = rig();
+    let mut n = r.restored(3);
+    bring_up(&mut n.dev, VIRTIO_F_VERSION_1, 16);
+    run_notified(&mut n.dev);
+    n.post_event(0, 4);
+    assert_eq!(n.events(0).0, 0);
+}
+
+#[test]
+fn vsock_refuses_another_devices_state() {
+    let r = rig();
+    let mut saved = r.dev.save_state();
+    saved.device = DeviceState::Net(crate::devices::virtio::net::NetState {});
+    let dir = tempfile::tempdir().unwrap();
+    let vs = Vsock::new(3, dir.path().join("v.sock")).unwrap();
+    let mut dev = MmioDevice::new("vsock".into(), Box::new(vs), r.mem.clone()).unwrap();
+    let err = dev.restore_state(&saved).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "vsock: snapshot device state: the snapshot holds virtio-net device state for a virtio-vsock device"
+    );
+}
