@@ -80,6 +80,11 @@ pub enum FcModeError {
         path: PathBuf,
         errno: nix::Error,
     },
+    #[error("{field}: {reason}")]
+    Field {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error(transparent)]
     Config(#[from] caisson::config::ConfigError),
 }
@@ -267,7 +272,7 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
     std::fs::File::open(cfg_file.fd_path())
         .and_then(|mut f| f.read_to_string(&mut text))
         .map_err(io("read", &cfg_file.host_path))?;
-    let (cfg, load) = crate::snapshot_files::parse(&text).map_err(|source| {
+    let cfg = caisson::config::VmConfig::from_json(&text).map_err(|source| {
         caisson::config::ConfigError::Parse {
             path: cfg_file.host_path.clone(),
             source,
@@ -279,7 +284,7 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
         Ok(())
     };
     // A restore (snapshot-load) needs no kernel; its two files are read-only.
-    match (&cfg.boot_source.kernel_image_path, &load) {
+    match (&cfg.boot_source.kernel_image_path, &cfg.snapshot_load) {
         (Some(k), _) => add(
             Kind::Kernel,
             "boot-source.kernel_image_path".into(),
@@ -289,14 +294,9 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
         (None, Some(_)) => {}
         (None, None) => return Err(caisson::config::ConfigError::MissingKernel.into()),
     }
-    if let Some(l) = &load {
-        let named =
-            crate::snapshot_files::fc_files(l).map_err(|(field, reason)| FcModeError::File {
-                field: field.into(),
-                path: String::new(),
-                root: root.to_path_buf(),
-                reason: reason.into(),
-            })?;
+    if let Some(l) = &cfg.snapshot_load {
+        let named = crate::snapshot_files::fc_files(l)
+            .map_err(|(field, reason)| FcModeError::Field { field, reason })?;
         for (kind, field, path) in named {
             add(kind, field, &path, false)?;
         }
@@ -362,13 +362,18 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
         Some(v) => Some(jail_relative("vsock.uds_path", &v.uds_path, root)?),
         None => None,
     };
-    if let Some(l) = &load {
-        crate::snapshot_files::add_override_taps(l, &mut taps).map_err(|e| FcModeError::File {
-            field: "snapshot-load.network_overrides".into(),
-            path: String::new(),
-            root: root.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    if let Some(l) = &cfg.snapshot_load {
+        for (i, n) in l.network_overrides.iter().enumerate() {
+            if !check_ifname(&n.host_dev_name) {
+                return Err(FcModeError::File {
+                    field: format!("snapshot-load.network_overrides[{i}].host_dev_name"),
+                    path: n.host_dev_name.clone(),
+                    root: root.to_path_buf(),
+                    reason: "must be 1 to 15 characters of [A-Za-z0-9_.-]".into(),
+                });
+            }
+            taps.push(n.host_dev_name.clone());
+        }
         if let Some(v) = &l.vsock_override {
             let field = "snapshot-load.vsock_override.uds_path";
             vsock_name = Some(jail_relative(field, &v.uds_path, root)?);

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use caisson::config::VmConfig;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{fstat, Mode};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,11 @@ pub enum ResourceError {
     Value {
         field: String,
         value: String,
+        reason: &'static str,
+    },
+    #[error("{field}: {reason}")]
+    Field {
+        field: &'static str,
         reason: &'static str,
     },
     #[error("cannot serialize the rewritten config: {0}")]
@@ -261,7 +267,7 @@ pub fn check_ifname(name: &str) -> bool {
 /// config cannot hand the VM a host file such as /etc/shadow.
 pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, ResourceError> {
     let roots = canonical_roots(roots);
-    let (mut cfg, mut load) = crate::snapshot_files::read_config(config_path)?;
+    let mut cfg = VmConfig::from_file(config_path)?;
     let mut files: Vec<Resource> = Vec::new();
 
     // A restore needs no kernel (it is in the snapshot's memory); one given is bound.
@@ -279,7 +285,7 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
             cfg.boot_source.kernel_image_path = Some(r.jail_path.clone());
             files.push(r);
         }
-        None if load.is_some() => {}
+        None if cfg.snapshot_load.is_some() => {}
         None => return Err(caisson::config::ConfigError::MissingKernel.into()),
     }
 
@@ -350,7 +356,7 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
         vsock_name = Some(name);
     }
     let mem_size_mib = cfg.machine_config.mem_size_mib.unwrap_or(128);
-    if let Some(l) = load.as_mut() {
+    if let Some(l) = cfg.snapshot_load.as_mut() {
         let over = crate::snapshot_files::open_restore(l, mem_size_mib, &roots, &mut files)?;
         crate::snapshot_files::add_override_taps(l, &mut taps)?;
         vsock_name = over.or(vsock_name);
@@ -405,8 +411,7 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
         }
     }
 
-    let jail_config = crate::snapshot_files::jail_config(&cfg, load.as_ref())
-        .map_err(ResourceError::Serialize)?;
+    let jail_config = serde_json::to_string_pretty(&cfg).map_err(ResourceError::Serialize)?;
     Ok(Resources {
         files,
         taps,

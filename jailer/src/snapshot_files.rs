@@ -16,110 +16,10 @@
 
 use std::path::{Path, PathBuf};
 
-use caisson::config::VmConfig;
-
 use crate::resources::JAIL_VSOCK_DIR;
 use crate::resources::{check_ifname, open_file, safe_name, Kind, Resource, ResourceError};
 
-pub use caisson_load::{LoadSnapshotConfig, MemBackendType};
-
-/// The config key.
-pub const KEY: &str = "snapshot-load";
-
-/// The `snapshot-load` body, as the VMM defines it (its fields the jailer reads
-/// or rewrites; the others pass through unchanged).
-mod caisson_load {
-    use std::path::PathBuf;
-
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-    pub enum MemBackendType {
-        File,
-        Uffd,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct MemBackendConfig {
-        pub backend_path: PathBuf,
-        pub backend_type: MemBackendType,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct NetworkOverride {
-        pub iface_id: String,
-        pub host_dev_name: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub guest_mac: Option<String>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct VsockOverride {
-        pub uds_path: PathBuf,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub guest_cid: Option<u32>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct LoadSnapshotConfig {
-        pub snapshot_path: PathBuf,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mem_file_path: Option<PathBuf>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mem_backend: Option<MemBackendConfig>,
-        #[serde(default)]
-        pub enable_diff_snapshots: bool,
-        #[serde(default)]
-        pub track_dirty_pages: bool,
-        #[serde(default)]
-        pub resume_vm: bool,
-        #[serde(default)]
-        pub network_overrides: Vec<NetworkOverride>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub vsock_override: Option<VsockOverride>,
-        #[serde(default)]
-        pub clock_realtime: bool,
-    }
-}
-
-/// Parses config text into the VM config and its `snapshot-load`, if any.
-pub fn parse(text: &str) -> Result<(VmConfig, Option<LoadSnapshotConfig>), serde_json::Error> {
-    let mut v: serde_json::Value = serde_json::from_str(text)?;
-    let load = match v.as_object_mut().and_then(|o| o.remove(KEY)) {
-        Some(l) => Some(serde_json::from_value(l)?),
-        None => None,
-    };
-    Ok((serde_json::from_value(v)?, load))
-}
-
-/// [`parse`] of a config file.
-pub fn read_config(
-    path: &Path,
-) -> Result<(VmConfig, Option<LoadSnapshotConfig>), caisson::config::ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| caisson::config::ConfigError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    parse(&text).map_err(|source| caisson::config::ConfigError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The config written into the jail: `cfg` with `load` as its `snapshot-load`.
-pub fn jail_config(
-    cfg: &VmConfig,
-    load: Option<&LoadSnapshotConfig>,
-) -> Result<String, serde_json::Error> {
-    let mut v = serde_json::to_value(cfg)?;
-    if let (Some(l), Some(o)) = (load, v.as_object_mut()) {
-        o.insert(KEY.into(), serde_json::to_value(l)?);
-    }
-    serde_json::to_string_pretty(&v)
-}
+pub use caisson::snapshot::params::{LoadSnapshotConfig, MemBackendType};
 
 /// The memory file's field and path: `mem_backend.backend_path` (a `File`
 /// backend) or the deprecated `mem_file_path`, exactly one of them, as
@@ -155,12 +55,8 @@ fn set_memory_file(load: &mut LoadSnapshotConfig, jail_path: PathBuf) {
     }
 }
 
-fn value_error((field, reason): (&'static str, &'static str)) -> ResourceError {
-    ResourceError::Value {
-        field: field.into(),
-        value: String::new(),
-        reason,
-    }
+fn field_error((field, reason): (&'static str, &'static str)) -> ResourceError {
+    ResourceError::Field { field, reason }
 }
 
 /// Opens the snapshot file and the memory file as read-only resources of the VM,
@@ -176,7 +72,7 @@ pub fn open_restore(
     roots: &[PathBuf],
     files: &mut Vec<Resource>,
 ) -> Result<Option<String>, ResourceError> {
-    let (mem_field, mem_path) = memory_file(load).map_err(value_error)?;
+    let (mem_field, mem_path) = memory_file(load).map_err(field_error)?;
     let snap = open_file(
         Kind::Snapshot,
         "snapshot-load.snapshot_path".into(),

@@ -88,7 +88,7 @@ fn snapshot_files_are_read_only_resources_and_the_config_names_the_jails() {
     );
     // The rewritten config: jail paths only, the rest of the body unchanged.
     let v: serde_json::Value = serde_json::from_str(&res.jail_config).unwrap();
-    let l = &v[KEY];
+    let l = &v["snapshot-load"];
     assert_eq!(l["snapshot_path"], "/res/snapshot-vm.snap");
     assert_eq!(l["mem_backend"]["backend_path"], "/res/memory-vm.mem");
     assert_eq!(l["mem_backend"]["backend_type"], "File");
@@ -104,16 +104,16 @@ fn snapshot_files_are_read_only_resources_and_the_config_names_the_jails() {
     // The socket the VMM binds is the override's; both taps go to the VM.
     assert_eq!(res.vsock_name.as_deref(), Some("v2.sock"));
     assert_eq!(res.taps, ["tap-a", "tap-b"]);
-    // The VMM's parser takes the rewritten config back.
-    let (cfg, back) = parse(&res.jail_config).unwrap();
+    // The VMM's parser takes the rewritten config back, and its own rules pass.
+    let cfg = caisson::config::VmConfig::from_json(&res.jail_config).unwrap();
     assert_eq!(
         cfg.drives[0].path_on_host,
         Path::new("/res/drive0-root.ext4")
     );
-    assert_eq!(
-        back.unwrap().snapshot_path,
-        Path::new("/res/snapshot-vm.snap")
-    );
+    let (p, deprecated) = cfg.snapshot_load.unwrap().into_params().unwrap();
+    assert_eq!(p.snapshot_path, Path::new("/res/snapshot-vm.snap"));
+    assert_eq!(p.mem_file_path, Path::new("/res/memory-vm.mem"));
+    assert!(!deprecated && p.resume_vm);
 }
 
 #[test]
@@ -122,8 +122,8 @@ fn the_deprecated_mem_file_path_is_rewritten_too() {
     let load = serde_json::json!({"snapshot_path": f.p("vm.snap"), "mem_file_path": f.p("vm.mem")});
     let res = f.open(load).unwrap();
     let v: serde_json::Value = serde_json::from_str(&res.jail_config).unwrap();
-    assert_eq!(v[KEY]["mem_file_path"], "/res/memory-vm.mem");
-    assert!(v[KEY].get("mem_backend").is_none());
+    assert_eq!(v["snapshot-load"]["mem_file_path"], "/res/memory-vm.mem");
+    assert!(v["snapshot-load"].get("mem_backend").is_none());
     assert_eq!(res.files[2].field, "snapshot-load.mem_file_path");
 }
 
@@ -300,6 +300,14 @@ fn firecracker_mode_resolves_snapshot_files_in_the_jail_root() {
         .to_string();
     assert!(
         err.contains("snapshot-load.snapshot_path") && err.contains("escapes the jail root"),
+        "{err}"
+    );
+    write(serde_json::json!({"snapshot_path": "/snap/vm.snap"}));
+    let err = crate::fcmode::open_config(&root, "/fc.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("either mem_backend or mem_file_path is required"),
         "{err}"
     );
     std::fs::remove_dir_all(&base).unwrap();
