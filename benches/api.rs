@@ -7,50 +7,18 @@
 //! < 3 MiB). Prints figures; asserts nothing about speed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod measure;
-use measure::{cpu_time_alive as cpu_time, median, rss_split};
+use measure::{
+    cpu_time_alive as cpu_time, median, request, rss_split, static_caisson, stop, wait_accepting,
+};
 
 const RUNS: usize = 25;
 const CAISSON: &str = env!("CARGO_BIN_EXE_caisson");
-
-/// One request with `Connection: close`; returns the status code.
-fn request(sock: &Path, method: &str, path: &str, body: &str) -> u16 {
-    let mut s = UnixStream::connect(sock).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The static caisson the jail runs (as tests/demo.sh and the jailer's tests build it).
-fn static_caisson() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
-        .args(["rustc", "-q", "--release", "--bin", "caisson"])
-        .args(["--target-dir", "target/static"])
-        .args(["--", "-C", "target-feature=+crt-static"])
-        .current_dir(root)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building the static caisson failed");
-    root.join("target/static/release/caisson")
-}
 
 fn spawn(vmm: &Path, sock: &Path) -> Child {
     let _ = std::fs::remove_file(sock);
@@ -61,20 +29,6 @@ fn spawn(vmm: &Path, sock: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-/// Connects as soon as the socket accepts (polling every 50 µs).
-fn wait_accepting(sock: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while UnixStream::connect(sock).is_err() {
-        assert!(Instant::now() < deadline, "the API socket never accepted");
-        std::thread::sleep(Duration::from_micros(50));
-    }
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn socket_ready(vmm: &Path, dir: &Path) {
@@ -101,9 +55,9 @@ fn socket_ready(vmm: &Path, dir: &Path) {
 
 fn configure(sock: &Path, kernel: &Path, boot_args: &str, mem: u32) {
     let machine = format!(r#"{{"vcpu_count": 1, "mem_size_mib": {mem}}}"#);
-    assert_eq!(request(sock, "PUT", "/machine-config", &machine), 204);
+    assert_eq!(request(sock, "PUT", "/machine-config", &machine).0, 204);
     let boot = serde_json::json!({"kernel_image_path": kernel, "boot_args": boot_args}).to_string();
-    assert_eq!(request(sock, "PUT", "/boot-source", &boot), 204);
+    assert_eq!(request(sock, "PUT", "/boot-source", &boot).0, 204);
 }
 
 fn start_to_first_byte(vmm: &Path, dir: &Path, kernel: &Path) {
@@ -121,7 +75,8 @@ fn start_to_first_byte(vmm: &Path, dir: &Path, kernel: &Path) {
                 "PUT",
                 "/actions",
                 r#"{"action_type": "InstanceStart"}"#
-            ),
+            )
+            .0,
             204
         );
         let mut byte = [0u8; 1];
@@ -149,12 +104,13 @@ fn idle_memory(vmm: &Path, dir: &Path, demo: &Path) {
             "PUT",
             "/actions",
             r#"{"action_type": "InstanceStart"}"#
-        ),
+        )
+        .0,
         204
     );
     // The demo guest prints, then waits for serial input: idle.
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(request(&sock, "GET", "/", ""), 200);
+    assert_eq!(request(&sock, "GET", "/", "").0, 200);
     let (total, guest) = rss_split(child.id(), 128 * 1024);
     stop(child);
     println!(

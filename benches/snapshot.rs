@@ -9,68 +9,21 @@
 //! Prints figures; asserts nothing about speed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod measure;
-use measure::median;
+use measure::{median, request, static_caisson, stop, wait_accepting};
 
 const RUNS: usize = 25;
 const CREATES: usize = 9;
 const CAISSON: &str = env!("CARGO_BIN_EXE_caisson");
 
-fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, resp)
-}
-
 fn ok(sock: &Path, method: &str, path: &str, body: &str) {
     let (code, resp) = request(sock, method, path, body);
     assert!(code == 204 || code == 200, "{method} {path}: {resp}");
-}
-
-fn static_caisson() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
-        .args(["rustc", "-q", "--release", "--bin", "caisson"])
-        .args(["--target-dir", "target/static"])
-        .args(["--", "-C", "target-feature=+crt-static"])
-        .current_dir(root)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building the static caisson failed");
-    root.join("target/static/release/caisson")
-}
-
-fn wait_accepting(sock: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while UnixStream::connect(sock).is_err() {
-        assert!(Instant::now() < deadline, "the API socket never accepted");
-        std::thread::sleep(Duration::from_micros(50));
-    }
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Boots snapcount printing back to back, and makes the snapshot files

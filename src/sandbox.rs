@@ -222,12 +222,12 @@ pub const SNAPSHOT: SandboxNeeds = SandboxNeeds {
         Syscall::new("openat", VMM, "create or open the state and memory files"),
         Syscall::new("statx", VMM, "the memory file's current size"),
         Syscall::new("ftruncate", VMM, "size the memory file (sparse)"),
+        Syscall::new("write", VMM, "the state file"),
         Syscall::new(
-            "lseek",
+            "pwrite64",
             VMM,
-            "position each run of pages in the memory file",
+            "each run of pages at its place in the memory file",
         ),
-        Syscall::new("write", VMM, "the state and the pages"),
         Syscall::new(
             "fsync",
             VMM,

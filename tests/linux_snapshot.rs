@@ -21,12 +21,23 @@ const MIB: u64 = 1 << 20;
 const DISK_SIZE: u64 = 4 * MIB;
 const HOST_RANGE: (u64, u64, u64) = (0, MIB, 0x5a9_0001);
 const GUEST_RANGE: (u64, u64, u64) = (2 * MIB, 256 * 1024, 0x5a9_0002);
+/// The read-only disk the init's `blk` check also reads.
+const RO_SEED: u64 = 0x5a9_0003;
+const RO_READ: u64 = 64 * 1024;
 /// Where the restored guest writes its marker (a 512-byte sector).
 const MARK_SECTOR: u64 = 7000;
 const MARK: &str = "written-after-restore";
 
+/// One request, with a long read timeout: a Full snapshot of 128 MiB writes
+/// and syncs what Linux touched, which takes seconds on a loaded disk.
 fn api(sock: &Path, method: &str, path: &str, body: &str) -> common::http::Response {
-    common::http::once(sock, method, path, Some(body))
+    let stream = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    common::http::Client::from_stream(stream)
+        .request(method, path, Some(body))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// Waits for a console line containing `want`; fails on `Closed`.
@@ -67,6 +78,8 @@ fn linux_shell_and_disk_survive_a_snapshot_restore_in_a_new_process() {
     let (off, len, seed) = HOST_RANGE;
     pattern(seed, off, &mut img[off as usize..(off + len) as usize]);
     std::fs::write(&disk, &img).unwrap();
+    let ro = dir.path().join("ro.img");
+    std::fs::write(&ro, pattern_vec(RO_SEED, 0, MIB as usize)).unwrap();
     let (go, gl, gs) = GUEST_RANGE;
     let cfg = serde_json::json!({
         "boot-source": {
@@ -74,13 +87,15 @@ fn linux_shell_and_disk_survive_a_snapshot_restore_in_a_new_process() {
             "initrd_path": initramfs(),
             "boot_args": format!(
                 "{} caisson.checks=blk,serial caisson.blk_read={off}:{len}:{seed} \
-                 caisson.blk_write={go}:{gl}:{gs}",
+                 caisson.blk_write={go}:{gl}:{gs} caisson.blk_ro=0:{RO_READ}:{RO_SEED}",
                 boot_args()
             ),
         },
         "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
-        "drives": [{"drive_id": "rw", "path_on_host": disk, "is_root_device": false,
-                    "is_read_only": false}],
+        "drives": [
+            {"drive_id": "rw", "path_on_host": disk, "is_root_device": false, "is_read_only": false},
+            {"drive_id": "ro", "path_on_host": ro, "is_root_device": false, "is_read_only": true},
+        ],
     });
     let cfg_path = dir.path().join("vm.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
@@ -142,6 +157,14 @@ fn linux_shell_and_disk_survive_a_snapshot_restore_in_a_new_process() {
     );
     g.send("echo after-$((6*7))\n");
     wait_line(&mut g, "after-42", Duration::from_secs(120));
+    // Its clock runs: a sleep ends.
+    g.send("sleep 1; echo slept-$((2*3))\n");
+    wait_line(&mut g, "slept-6", Duration::from_secs(120));
+    // A read the guest's page cache cannot answer goes to the device.
+    g.send(
+        "dd if=/dev/vda of=/dev/null bs=4096 skip=700 count=1 2>/dev/null; echo read-$((3*3))\n",
+    );
+    wait_line(&mut g, "read-9", Duration::from_secs(120));
 
     // The disk as the guest reads it now is the file's content.
     let want = sha256_of(&disk, go, gl);

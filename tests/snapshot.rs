@@ -13,6 +13,7 @@ mod common;
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::Duration;
 
 use common::http::Vmm;
@@ -59,34 +60,54 @@ fn snapcount_goes_on_in_a_new_process_after_a_full_snapshot() {
 /// process; the disk then holds every write.
 #[test]
 fn snapblk_loses_and_repeats_no_request_across_a_restore() {
-    const COUNT: u64 = 65536;
+    snapblk_across_a_restore("snap-b", 65536, None, 4096);
+}
+
+/// The same on a drive whose rate limiter (2000 ops/s) keeps requests waiting in
+/// the queue: those parked at the snapshot are served after the restore, whose
+/// limiter (state restored or refilled) resumes the queue by itself.
+#[test]
+fn snapblk_requests_held_by_a_rate_limiter_complete_after_a_restore() {
+    let limiter = serde_json::json!({"ops": {"size": 100, "refill_time": 50}});
+    snapblk_across_a_restore("snap-b-rl", 2048, Some(limiter), 512);
+}
+
+/// Boots snapblk for `count` writes on a fresh disk of `count` sectors, takes a
+/// Full snapshot after `snapblk: <pause_at> done`, SIGKILLs, restores in a new
+/// process and checks the stream and the disk.
+fn snapblk_across_a_restore(
+    id: &str,
+    count: u64,
+    limiter: Option<serde_json::Value>,
+    pause_at: u64,
+) {
     let work = tempdir();
     let disk = work.path().join("disk.img");
-    File::create(&disk).unwrap().set_len(COUNT * 512).unwrap();
+    File::create(&disk).unwrap().set_len(count * 512).unwrap();
     let snap = Snapshot::at(work.path(), "blk");
-    let args = format!("snapblk.count={COUNT}");
-    let mut v = boot_api("snap-b", "snapblk", &args, false, Some(&disk));
-    wait_text(&mut v, "snapblk: 4096 done\n");
+    let args = format!("snapblk.count={count}");
+    let mut v = boot_api_with(id, "snapblk", &args, false, Some(drive(&disk, limiter)));
+    wait_text(&mut v, &format!("snapblk: {pause_at} done\n"));
     pause(&v);
     create_ok(&v, "Full", &snap);
     let old = kill(v);
     let (before, finished) = blk_lines(&old);
     assert_eq!(finished, None, "finished before the snapshot:\n{old}");
     let cut = *before.last().unwrap();
-    assert!(cut < COUNT - 4096, "paused too late, at {cut}");
+    assert!(cut <= count - 256, "paused too late, at {cut}");
 
-    let mut r = restore("snap-b2", &snap, true);
+    let mut r = restore(&format!("{id}-2"), &snap, true);
     let status = r.wait_exit(Duration::from_secs(180));
     let new = r.stdout();
     assert_eq!(status.code(), Some(0), "{new}\nstderr: {}", r.stderr());
     assert!(!new.contains("ready"), "the guest started over:\n{new}");
     let (done, finished) = blk_lines(&format!("{old}{new}"));
-    assert_eq!(finished, Some(COUNT), "{new}");
-    assert_eq!(done.len() as u64, COUNT / 64);
+    assert_eq!(finished, Some(count), "{new}");
+    assert_eq!(done.len() as u64, count / 64);
 
     let bytes = fs::read(&disk).unwrap();
-    assert_eq!(bytes.len() as u64, COUNT * 512);
-    for k in 0..COUNT {
+    assert_eq!(bytes.len() as u64, count * 512);
+    for k in 0..count {
         let s = &bytes[k as usize * 512..(k as usize + 1) * 512];
         assert!(
             s == snapblk_sector(k).as_slice(),
@@ -134,15 +155,7 @@ fn a_rebased_diff_snapshot_restores_the_second_pause_point() {
     // Rebase onto a copy of the full memory file.
     let base = work.path().join("base.mem");
     fs::copy(&full.mem, &base).unwrap();
-    let out = caisson(&[
-        "snapshot",
-        "rebase",
-        "--base-file",
-        base.to_str().unwrap(),
-        "--diff-file",
-        diff.mem.to_str().unwrap(),
-    ]);
-    assert_eq!(out.code, Some(0), "{out:?}");
+    rebase(&base, &diff.mem);
     // The rebased file: the diff's data where it has some, the full file elsewhere.
     let (b, f, d) = (
         fs::read(&base).unwrap(),
@@ -172,6 +185,67 @@ fn a_rebased_diff_snapshot_restores_the_second_pause_point() {
     let new = wait_count(&mut r, cut + 300);
     let ((_, cut_k), (_, last_k)) = assert_continues(&old, &new);
     // 300 lines hold a full pass: the region (from the base file) is intact.
+    assert!(
+        last_k > cut_k,
+        "no pass after the restore: {cut_k} -> {last_k}"
+    );
+}
+
+/// `caisson snapshot rebase --base-file <base> --diff-file <diff>`, which must succeed.
+fn rebase(base: &Path, diff: &Path) {
+    let out = caisson(&[
+        "snapshot",
+        "rebase",
+        "--base-file",
+        base.to_str().unwrap(),
+        "--diff-file",
+        diff.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+/// Dirty tracking on a restored VM (`track_dirty_pages` in the load): a Diff
+/// taken after the restore holds what changed since the load, and rebased
+/// onto the memory file the VM was loaded from it restores the later point.
+#[test]
+fn a_diff_of_a_restored_vm_rebases_onto_the_file_it_was_loaded_from() {
+    let work = tempdir();
+    let full = Snapshot::at(work.path(), "full");
+    let diff = Snapshot::at(work.path(), "diff");
+    let mut v = boot_api("snap-g", "snapcount", "", false, None);
+    wait_count(&mut v, 50);
+    pause(&v);
+    create_ok(&v, "Full", &full);
+    let first = kill(v);
+
+    let mut r = Vmm::spawn("snap-g2", &[]);
+    let body = serde_json::json!({"snapshot_path": full.state,
+        "mem_backend": {"backend_type": "File", "backend_path": full.mem},
+        "track_dirty_pages": true, "resume_vm": true});
+    load(&r, &body.to_string()).assert_no_content();
+    let cut = last_count(&first).0;
+    wait_count(&mut r, cut + 50);
+    pause(&r);
+    create_ok(&r, "Diff", &diff);
+    let second = kill(r);
+    let data: u64 = data_extents(&diff.mem).iter().map(|(s, e)| e - s).sum();
+    assert!(data > 0 && data <= RAM_MIB * MIB / 16, "{data} bytes");
+
+    let base = work.path().join("base.mem");
+    fs::copy(&full.mem, &base).unwrap();
+    rebase(&base, &diff.mem);
+    let mut r = restore(
+        "snap-g3",
+        &Snapshot {
+            state: diff.state.clone(),
+            mem: base,
+        },
+        true,
+    );
+    let joined = format!("{first}{second}");
+    let cut = last_count(&joined).0;
+    let new = wait_count(&mut r, cut + 300);
+    let ((_, cut_k), (_, last_k)) = assert_continues(&joined, &new);
     assert!(
         last_k > cut_k,
         "no pass after the restore: {cut_k} -> {last_k}"

@@ -135,7 +135,14 @@ fn bad_snapshot_files_are_refused_and_a_good_one_loads_afterwards() {
     version[8..10].copy_from_slice(&99u16.to_le_bytes());
     let mut magic = bytes.clone();
     magic[0] = b'X';
-    let short = ["truncated", "too short", "short", "end of file", "eof"];
+    let short = [
+        "truncated",
+        "too short",
+        "short",
+        "end of file",
+        "eof",
+        "empty",
+    ];
     let half_words = ["truncated", "too short", "short", "checksum", "crc"];
     let cases: Vec<(&str, Snapshot, &[&str])> = vec![
         ("empty", write_variant(dir, "empty.snap", b""), &short),

@@ -10,7 +10,6 @@
 //! many VMs.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,10 +99,39 @@ pub fn layout(mem: &GuestMemoryMmap) -> MemoryState {
     }
 }
 
-/// Opens (creating it) the memory file for a dump of `total` bytes. A Full
-/// dump over a file of the right size overwrites it; a Diff dump over one
-/// merges into it; any other file is emptied to a sparse file of that size.
-fn open_for_dump(path: &Path, total: u64, keep: bool) -> Result<File, MemoryFileError> {
+/// Whether `file` is the one guest memory is mapped from (a restored VM):
+/// it must then be neither truncated nor left with holes where the guest's
+/// pages are zero, since unwritten pages of the mapping still read from it.
+fn backs_memory(mem: &GuestMemoryMmap, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = file.metadata() else {
+        return true;
+    };
+    mem.iter().any(|r| {
+        r.file_offset()
+            .and_then(|f| f.file().metadata().ok())
+            .is_some_and(|b| b.dev() == m.dev() && b.ino() == m.ino())
+    })
+}
+
+/// How a dump treats the file it writes.
+struct Target {
+    file: File,
+    /// Every page of the dump is written, zero or not (the file's old data
+    /// stays where nothing is written, so zeros must overwrite it).
+    write_zeros: bool,
+}
+
+/// Opens (creating it) the memory file for a dump of `total` bytes. A Diff
+/// over a file of the right size merges into it (Firecracker's rule), and so
+/// does any dump into the file guest memory is mapped from; any other file
+/// is emptied to a sparse file of that size, where zero pages stay holes.
+fn open_for_dump(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    total: u64,
+    diff: bool,
+) -> Result<Target, MemoryFileError> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -111,31 +139,75 @@ fn open_for_dump(path: &Path, total: u64, keep: bool) -> Result<File, MemoryFile
         .open(path)
         .map_err(io(path, "open for writing"))?;
     let len = file.metadata().map_err(io(path, "stat"))?.len();
-    if !(keep && len == total) {
+    let backing = backs_memory(mem, &file);
+    if backing && len != total {
+        return Err(MemoryFileError::Size {
+            path: path.to_path_buf(),
+            actual: len,
+            expected: total,
+        });
+    }
+    let keep = backing || (diff && len == total);
+    if !keep {
         file.set_len(0).map_err(io(path, "truncate"))?;
         file.set_len(total).map_err(io(path, "set the length"))?;
     }
-    Ok(file)
+    Ok(Target {
+        file,
+        write_zeros: keep,
+    })
 }
 
-/// Writes `len` bytes of guest memory at `addr` to `file` at `offset`.
-fn write_range(
+/// Copies `len` bytes of guest memory at `addr` to the file at `offset`, in
+/// chunks; a page that is all zeros is skipped unless `write_zeros` (in a
+/// fresh sparse file it is a hole, which reads as zeros). Returns the bytes
+/// written.
+fn copy_range(
     mem: &GuestMemoryMmap,
-    file: &mut File,
+    (file, write_zeros): (&File, bool),
     path: &Path,
     addr: u64,
     offset: u64,
     len: u64,
-) -> Result<(), MemoryFileError> {
-    file.seek(SeekFrom::Start(offset))
-        .map_err(io(path, "seek"))?;
-    let count = usize::try_from(len).unwrap_or(usize::MAX);
-    mem.write_all_volatile_to(GuestAddress(addr), file, count)
-        .map_err(|source| MemoryFileError::Write {
-            path: path.to_path_buf(),
-            addr,
-            source,
-        })
+    buf: &mut [u8],
+) -> Result<u64, MemoryFileError> {
+    let mut written = 0;
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..n];
+        mem.read_slice(chunk, GuestAddress(addr + done))
+            .map_err(|source| MemoryFileError::Write {
+                path: path.to_path_buf(),
+                addr: addr + done,
+                source,
+            })?;
+        // Runs of pages to write, each with one pwrite.
+        let pages = chunk.len() / PAGE as usize;
+        let keep = |i: usize| {
+            write_zeros
+                || chunk[i * PAGE as usize..(i + 1) * PAGE as usize]
+                    .iter()
+                    .any(|&b| b != 0)
+        };
+        let mut i = 0;
+        while i < pages {
+            if !keep(i) {
+                i += 1;
+                continue;
+            }
+            let first = i;
+            while i < pages && keep(i) {
+                i += 1;
+            }
+            let (from, to) = (first * PAGE as usize, i * PAGE as usize);
+            file.write_all_at(&chunk[from..to], offset + done + from as u64)
+                .map_err(io(path, "write"))?;
+            written += (to - from) as u64;
+        }
+        done += n as u64;
+    }
+    Ok(written)
 }
 
 /// Forgets every dirty page: KVM's log (read and cleared) and vm-memory's
@@ -180,19 +252,20 @@ pub fn dump(
     kvm_log: bool,
 ) -> Result<DumpStats, MemoryFileError> {
     let total = layout(mem).total();
-    let mut file = open_for_dump(path, total, diff)?;
+    let target = open_for_dump(mem, path, total, diff)?;
     // Read (and clear) the dirty state first: a Full dump resets it too.
     let dirty = take_dirty(vm, mem, kvm_log)?;
     let mut stats = DumpStats::default();
+    let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
     for (region, dirty) in mem.iter().zip(&dirty) {
         let start = region.start_addr().0;
         if !diff {
-            write_range(mem, &mut file, path, start, offset, region.len())?;
-            stats.pages += region.len() / PAGE;
-            stats.bytes += region.len();
+            let to = (&target.file, target.write_zeros);
+            stats.bytes += copy_range(mem, to, path, start, offset, region.len(), &mut buf)?;
         } else {
-            // Runs of dirty pages, each written with one call.
+            // Runs of dirty pages; a dirtied page is written even if zero.
+            let to = (&target.file, true);
             let mut i = 0usize;
             while i < dirty.len() {
                 if !dirty[i] {
@@ -205,14 +278,13 @@ pub fn dump(
                 }
                 let at = run_start as u64 * PAGE;
                 let len = (i - run_start) as u64 * PAGE;
-                write_range(mem, &mut file, path, start + at, offset + at, len)?;
-                stats.pages += len / PAGE;
-                stats.bytes += len;
+                stats.bytes += copy_range(mem, to, path, start + at, offset + at, len, &mut buf)?;
             }
         }
         offset += region.len();
     }
-    file.sync_all().map_err(io(path, "sync"))?;
+    stats.pages = stats.bytes / PAGE;
+    target.file.sync_all().map_err(io(path, "sync"))?;
     Ok(stats)
 }
 

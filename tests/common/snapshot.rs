@@ -42,6 +42,33 @@ pub fn boot_api(
     track_dirty: bool,
     disk: Option<&Path>,
 ) -> Vmm {
+    boot_api_with(
+        id,
+        guest_name,
+        args,
+        track_dirty,
+        disk.map(|d| drive(d, None)),
+    )
+}
+
+/// The `PUT /drives/disk` body of a read-write drive, with an optional rate limiter.
+pub fn drive(path: &Path, rate_limiter: Option<serde_json::Value>) -> serde_json::Value {
+    let mut d = serde_json::json!({"drive_id": "disk", "path_on_host": path,
+        "is_root_device": false, "is_read_only": false});
+    if let Some(l) = rate_limiter {
+        d["rate_limiter"] = l;
+    }
+    d
+}
+
+/// As [`boot_api`] with a drive given as its `PUT /drives/disk` body.
+pub fn boot_api_with(
+    id: &str,
+    guest_name: &str,
+    args: &str,
+    track_dirty: bool,
+    drive: Option<serde_json::Value>,
+) -> Vmm {
     require_kvm();
     let v = Vmm::spawn(id, &[]);
     let mut c = v.client();
@@ -52,11 +79,8 @@ pub fn boot_api(
     let boot = serde_json::json!({"kernel_image_path": guest(guest_name),
         "boot_args": format!("console=ttyS0 {args}")});
     c.put("/boot-source", &boot.to_string()).assert_no_content();
-    if let Some(d) = disk {
-        let drive = serde_json::json!({"drive_id": "disk", "path_on_host": d,
-            "is_root_device": false, "is_read_only": false});
-        c.put("/drives/disk", &drive.to_string())
-            .assert_no_content();
+    if let Some(d) = drive {
+        c.put("/drives/disk", &d.to_string()).assert_no_content();
     }
     c.put("/actions", r#"{"action_type": "InstanceStart"}"#)
         .assert_no_content();
@@ -299,6 +323,7 @@ pub fn blk_lines(text: &str) -> (Vec<u64>, Option<u64>) {
 pub fn assert_fault_any(r: &Response, words: &[&str]) {
     assert_eq!(r.status, 400, "{r:?}");
     let f = r.fault().to_lowercase();
+    eprintln!("fault: {f}");
     assert!(
         words.iter().any(|w| f.contains(&w.to_lowercase())),
         "fault {f:?} names none of {words:?}"
