@@ -155,7 +155,11 @@ pub fn audit_state(st: &JailState, expect_seccomp: Option<u8>) -> Result<Report,
     })?;
     let mut checks = Vec::new();
 
-    // SELinux.
+    // SELinux (the label computed for the pair is shown when it is not applied).
+    if let (None, Some(computed)) = (&st.selinux_label, &st.computed_label) {
+        let note = format!("not applied (SELinux off): {computed}");
+        checks.push(check("selinux", "computed process label", &note, &note));
+    }
     let ctx = std::fs::read_to_string(format!("{proc_dir}/attr/current"))
         .map(|s| s.trim_end_matches(['\0', '\n']).to_string())
         .ok()
@@ -389,6 +393,10 @@ pub fn audit_state(st: &JailState, expect_seccomp: Option<u8>) -> Result<Report,
         ok: actual_root.is_some() && actual_root == jail_root,
     });
 
+    // The VM's files (disks, kernel, snapshot files) and the API jail.
+    checks.extend(file_checks(st, &proc_dir));
+    checks.extend(api_checks(st));
+
     // Landlock cannot be read back from /proc; report what was applied.
     if let Some(ll) = &st.landlock {
         checks.push(check(
@@ -413,6 +421,116 @@ pub fn audit_state(st: &JailState, expect_seccomp: Option<u8>) -> Result<Report,
     })
 }
 
+/// The mount options ("ro" or "rw") of the mount `path` is on, in a
+/// /proc/<pid>/mountinfo (the last, i.e. top, mount of the longest matching point).
+fn mount_access(mountinfo: &str, path: &Path) -> String {
+    let mut best: Option<(usize, String)> = None;
+    for l in mountinfo.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let (Some(point), Some(opts)) = (f.get(4), f.get(5)) else {
+            continue;
+        };
+        let point = Path::new(point);
+        if !path.starts_with(point) {
+            continue;
+        }
+        let depth = point.components().count();
+        if best.as_ref().is_none_or(|(d, _)| depth >= *d) {
+            let access = opts.split(',').next().unwrap_or("?").to_string();
+            best = Some((depth, access));
+        }
+    }
+    best.map(|(_, a)| a).unwrap_or_else(|| "no mount".into())
+}
+
+/// Each of the VM's files: the jail shows the file opened at its jail path, on a
+/// read-only mount unless the VM writes it; its label as planned (applied or not).
+fn file_checks(st: &JailState, proc_dir: &str) -> Vec<Check> {
+    let mountinfo = std::fs::read_to_string(format!("{proc_dir}/mountinfo")).unwrap_or_default();
+    let mut checks = Vec::new();
+    for f in &st.vm_files {
+        let want_access = if f.writable { "rw" } else { "ro" };
+        let item = format!("{:?} {} ({})", f.kind, f.jail_path.display(), f.field);
+        let seen = std::fs::metadata(format!("{proc_dir}/root{}", f.jail_path.display()))
+            .map(|m| format!("{}:{}", m.dev(), m.ino()))
+            .unwrap_or_else(|_| "missing".into());
+        checks.push(check(
+            "files",
+            item.clone(),
+            format!(
+                "{want_access} {}:{} = {}",
+                f.dev_ino.0,
+                f.dev_ino.1,
+                f.host_path.display()
+            ),
+            format!(
+                "{} {seen} = {}",
+                mount_access(&mountinfo, &f.jail_path),
+                f.host_path.display()
+            ),
+        ));
+        checks.push(label_check(&f.host_path, &f.label, f.label_applied));
+    }
+    checks
+}
+
+/// The label of a file: the planned one when applied (read back), else a note.
+fn label_check(path: &Path, planned: &str, applied: bool) -> Check {
+    use crate::selinux_backend::SelinuxBackend;
+    let item = format!("label of {}", path.display());
+    if !applied {
+        let note = format!("not applied (SELinux off): {planned}");
+        return check("selinux", item, &note, &note);
+    }
+    let actual = crate::selinux_backend::HostSelinux
+        .file_label(path)
+        .map(|l| l.unwrap_or_else(|| "none".into()))
+        .unwrap_or_else(|e| e.to_string());
+    check("selinux", item, planned, actual)
+}
+
+/// `--api`: the socket is there, and the snapshot directory is the VM's.
+fn api_checks(st: &JailState) -> Vec<Check> {
+    use std::os::unix::fs::FileTypeExt;
+    let Some(api) = &st.api else {
+        return Vec::new();
+    };
+    let sock = std::fs::symlink_metadata(&api.socket_host_path)
+        .map(|m| {
+            if m.file_type().is_socket() {
+                "socket"
+            } else {
+                "not a socket"
+            }
+        })
+        .unwrap_or("missing");
+    let dir = std::fs::symlink_metadata(&api.snapshot_dir_host_path)
+        .map(|m| format!("dir {}:{} {:o}", m.uid(), m.gid(), m.mode() & 0o7777))
+        .unwrap_or_else(|_| "missing".into());
+    vec![
+        check(
+            "api",
+            format!("API socket {}", api.socket_host_path.display()),
+            "socket",
+            sock,
+        ),
+        check(
+            "api",
+            format!(
+                "snapshot directory {}",
+                api.snapshot_dir_host_path.display()
+            ),
+            format!("dir {}:{} 700", st.host_uid, st.host_gid),
+            dir,
+        ),
+        label_check(
+            &api.snapshot_dir_host_path,
+            &api.snapshot_dir_label,
+            api.label_applied,
+        ),
+    ]
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -429,6 +547,13 @@ mod tests {
         assert_eq!(limit_line(limits, "Max open files"), "2048 2048");
         assert_eq!(limit_line(limits, "Max file size"), "unlimited unlimited");
         assert_eq!(lim(None), "unlimited unlimited");
+        let mountinfo = "1 0 8:1 /j/root / ro,nosuid - ext4 /dev/sda1 rw\n\
+            2 1 8:1 /img/d /res/drive0-d rw,nosuid - ext4 /dev/sda1 rw\n\
+            3 1 8:1 /img/s /res/snapshot-s ro,nosuid - ext4 /dev/sda1 rw\n";
+        assert_eq!(mount_access(mountinfo, Path::new("/res/drive0-d")), "rw");
+        assert_eq!(mount_access(mountinfo, Path::new("/res/snapshot-s")), "ro");
+        assert_eq!(mount_access(mountinfo, Path::new("/config.json")), "ro");
+        assert_eq!(mount_access("", Path::new("/x")), "no mount");
     }
 
     fn seccomp_ok(

@@ -63,10 +63,10 @@ pub(crate) fn confine(
         &ctx.res.files,
         // Firecracker's jailer always makes /dev/net/tun (the API may add a net device).
         fc || !ctx.res.taps.is_empty(),
-        ctx.uid,
-        ctx.gid,
+        (ctx.uid, ctx.gid),
         ctx.settings.rootless,
         fc,
+        &crate::api_jail::writable_dirs(ctx.settings.api),
     )?;
     mark::mark("child: 6 mounted and pivoted");
     // 7. rlimits.
@@ -140,6 +140,9 @@ fn landlock_rules(ctx: &ChildCtx<'_>) -> Vec<Rule> {
             grant: Grant::SocketDir,
         },
     ];
+    if ctx.settings.api {
+        rules.extend(crate::api_jail::landlock_rules());
+    }
     if !ctx.res.taps.is_empty() {
         rules.push(Rule {
             path: "/dev/net/tun".into(),

@@ -71,9 +71,12 @@ fn undo_inner(
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    for e in crate::labels::restore(backend, &state.image_labels) {
-        problems.push(e.to_string());
-    }
+    problems.extend(crate::shared_labels::restore(
+        backend,
+        runtime_dir,
+        state,
+        held,
+    ));
     problems.extend(crate::resources::restore_owners(&state.owners));
     if state.firecracker_mode {
         // The jail root is the orchestrator's: only the jailer's own files go.

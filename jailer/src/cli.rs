@@ -93,6 +93,11 @@ pub struct RunArgs {
     /// /<exec-file name>.pid holds its pid.
     #[arg(long)]
     pub config_file: Option<PathBuf>,
+    /// With --config-file: the VMM serves its API on /run/caisson.socket in the
+    /// jail (instead of --no-api), and may write snapshot files in /snapshots
+    /// there; both host paths are logged and kept in the state file.
+    #[arg(long)]
+    pub api: bool,
     /// A directory the VM's files must resolve under (repeatable; replaces the
     /// profile's resources.roots).
     #[arg(long = "resource-root")]

@@ -80,6 +80,11 @@ pub enum FcModeError {
         path: PathBuf,
         errno: nix::Error,
     },
+    #[error("{field}: {reason}")]
+    Field {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error(transparent)]
     Config(#[from] caisson::config::ConfigError),
 }
@@ -278,17 +283,24 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
         files.push(jail_file(&root_fd, root, kind, field, path, writable)?);
         Ok(())
     };
-    let kernel = cfg
-        .boot_source
-        .kernel_image_path
-        .clone()
-        .ok_or(caisson::config::ConfigError::MissingKernel)?;
-    add(
-        Kind::Kernel,
-        "boot-source.kernel_image_path".into(),
-        &kernel,
-        false,
-    )?;
+    // A restore (snapshot-load) needs no kernel; its two files are read-only.
+    match (&cfg.boot_source.kernel_image_path, &cfg.snapshot_load) {
+        (Some(k), _) => add(
+            Kind::Kernel,
+            "boot-source.kernel_image_path".into(),
+            k,
+            false,
+        )?,
+        (None, Some(_)) => {}
+        (None, None) => return Err(caisson::config::ConfigError::MissingKernel.into()),
+    }
+    if let Some(l) = &cfg.snapshot_load {
+        let named = crate::snapshot_files::fc_files(l)
+            .map_err(|(field, reason)| FcModeError::Field { field, reason })?;
+        for (kind, field, path) in named {
+            add(kind, field, &path, false)?;
+        }
+    }
     if let Some(initrd) = &cfg.boot_source.initrd_path {
         add(
             Kind::Initrd,
@@ -346,10 +358,27 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
         }
         taps.push(n.host_dev_name.clone());
     }
-    let vsock_name = match &cfg.vsock {
+    let mut vsock_name = match &cfg.vsock {
         Some(v) => Some(jail_relative("vsock.uds_path", &v.uds_path, root)?),
         None => None,
     };
+    if let Some(l) = &cfg.snapshot_load {
+        for (i, n) in l.network_overrides.iter().enumerate() {
+            if !check_ifname(&n.host_dev_name) {
+                return Err(FcModeError::File {
+                    field: format!("snapshot-load.network_overrides[{i}].host_dev_name"),
+                    path: n.host_dev_name.clone(),
+                    root: root.to_path_buf(),
+                    reason: "must be 1 to 15 characters of [A-Za-z0-9_.-]".into(),
+                });
+            }
+            taps.push(n.host_dev_name.clone());
+        }
+        if let Some(v) = &l.vsock_override {
+            let field = "snapshot-load.vsock_override.uds_path";
+            vsock_name = Some(jail_relative(field, &v.uds_path, root)?);
+        }
+    }
     Ok(Resources {
         files,
         taps,

@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::path::Path;
 
+use crate::api_jail::{self, ApiRecord};
 use crate::cgroup::{self, CgroupPlan, CgroupVersion, Limits};
 use crate::child::{confine, ChildCtx};
 use crate::cli::RunArgs;
@@ -21,6 +22,7 @@ use crate::profile::{LandlockMode, Profile, SeccompMode, SelinuxMode};
 use crate::resources::{self, Resources, JAIL_CONFIG, JAIL_VSOCK_DIR};
 use crate::rlimits::Rlimits;
 use crate::selinux_backend::{HostSelinux, SelinuxBackend};
+use crate::shared_labels;
 use crate::state::{JailState, RuntimeLock};
 use crate::supervise;
 use crate::timing as mark;
@@ -52,6 +54,10 @@ pub enum JailError {
     Label(#[from] labels::LabelError),
     #[error(transparent)]
     Selinux(#[from] crate::selinux_backend::SelinuxError),
+    #[error(transparent)]
+    SharedLabel(#[from] shared_labels::SharedLabelError),
+    #[error(transparent)]
+    ApiJail(#[from] api_jail::ApiJailError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error(transparent)]
@@ -278,7 +284,7 @@ fn open(s: &Settings, args: &RunArgs) -> Result<Opened, JailError> {
 }
 
 fn rlimits_for(s: &Settings, args: &RunArgs, res: &Resources) -> Result<Rlimits, JailError> {
-    let mut rlimits = Rlimits::from_profile(&s.profile, res.largest_writable_disk());
+    let mut rlimits = Rlimits::from_profile(&s.profile, api_jail::fsize_basis(s.api, res));
     // Firecracker's mode: drives come after the start (Kata's hot-plug onto empty
     // placeholders, the API), so no size is known to derive fsize from; it is
     // unlimited, as in Firecracker's jailer, unless the profile or a flag sets it.
@@ -440,6 +446,12 @@ fn allocate(
         }),
         firecracker_mode: fc,
         created_in_jail: Vec::new(),
+        computed_label: Some(labels::process_label(&s.profile.selinux, categories)),
+        vm_files: labels::file_records(&s.profile.selinux, categories, &o.res.files, selinux_on),
+        api: s.api.then(|| {
+            let label = labels::image_label(&s.profile.selinux, categories, true);
+            ApiRecord::new(&o.paths.root, label, selinux_on)
+        }),
     };
     if let Err(e) = state.save(&s.runtime_dir) {
         return refuse(e.into());
@@ -492,8 +504,7 @@ fn set_up(
             })
             .collect();
         let plan = labels::plan(&s.profile.selinux, state.categories, &images);
-        state.image_labels = labels::apply(backend, &plan)?;
-        state.save(&s.runtime_dir)?;
+        shared_labels::apply(backend, &s.runtime_dir, state, &plan)?;
         mark::mark("3 images labelled");
     }
     // 4. The cgroup, planned first: its leaves ride on the owners' record (one
@@ -561,6 +572,17 @@ fn set_up(
             vm_owner,
         )?;
     }
+    if let Some(api) = state.api.clone() {
+        api_jail::prepare(&paths.root, vm_owner)?;
+        if api.label_applied {
+            let dir = labels::LabelChange {
+                path: api.snapshot_dir_host_path.clone(),
+                label: api.snapshot_dir_label.clone(),
+            };
+            shared_labels::apply(backend, &s.runtime_dir, state, &[dir])?;
+        }
+        api_jail::announce(&s.id, &api);
+    }
     mark::mark("6 jail directory prepared");
     Ok(plan)
 }
@@ -583,8 +605,9 @@ fn exec_strings(
 }
 
 /// The argv of the VMM: Firecracker's jailer passes --id and the start times, then
-/// the arguments after `--` unchanged. Caisson's mode adds `--no-api` and its own
-/// config; Firecracker's leaves the API on (`/run/firecracker.socket`).
+/// the arguments after `--` unchanged. Caisson's mode adds `--no-api` (with `--api`,
+/// `--api-sock /run/caisson.socket`) and its own config; Firecracker's leaves the
+/// API on (`/run/firecracker.socket`).
 fn vmm_argv(
     s: &Settings,
     paths: &JailPaths,
@@ -593,11 +616,8 @@ fn vmm_argv(
 ) -> Result<Vec<CString>, JailError> {
     let mut v: Vec<String> = vec![format!("/{}", paths.exec_name)];
     if let Mode::Caisson { .. } = s.mode {
-        v.extend([
-            "--no-api".into(),
-            "--config-file".into(),
-            JAIL_CONFIG.into(),
-        ]);
+        v.extend(api_jail::vmm_flags(s.api));
+        v.extend(["--config-file".into(), JAIL_CONFIG.into()]);
     }
     v.extend([
         "--id".into(),

@@ -206,15 +206,16 @@ pub fn prepare(
 /// nothing goes back; the root is bound with its submounts; each known file is
 /// bound over itself (read-only when it is); `/` stays writable, for the VMM's
 /// sockets, with Landlock allowing no other new file. Writable files are not bound
-/// (see below).
+/// (see below). Otherwise `writable_dirs` (`/vsock`, and with `--api` `/run` and
+/// `/snapshots`) stay writable when `/` becomes read-only.
 pub fn enter_root(
     root: &Path,
     files: &[Resource],
     with_tun: bool,
-    uid: u32,
-    gid: u32,
+    (uid, gid): (u32, u32),
     rootless: bool,
     orchestrator: bool,
+    writable_dirs: &[&str],
 ) -> Result<(), JailFsError> {
     let none: Option<&str> = None;
     if orchestrator {
@@ -253,19 +254,18 @@ pub fn enter_root(
         }
     }
 
-    // The vsock directory stays writable when / becomes read-only.
-    if !orchestrator {
-        let vsock = root.join(JAIL_VSOCK_DIR.trim_start_matches('/'));
-        mount(Some(&vsock), &vsock, none, MsFlags::MS_BIND, none)
-            .map_err(sys("bind-mount", &vsock))?;
+    // The vsock directory (and the API's) stay writable when / becomes read-only.
+    for dir in writable_dirs.iter().filter(|_| !orchestrator) {
+        let d = root.join(dir.trim_start_matches('/'));
+        mount(Some(&d), &d, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", &d))?;
         mount(
             none,
-            &vsock,
+            &d,
             none,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | hardening,
             none,
         )
-        .map_err(sys("remount", &vsock))?;
+        .map_err(sys("remount", &d))?;
     }
 
     for (rel, major, minor) in devices(with_tun) {

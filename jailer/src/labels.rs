@@ -57,13 +57,59 @@ pub fn plan(s: &SelinuxSettings, cats: Categories, images: &[Image]) -> Vec<Labe
         .iter()
         .map(|img| LabelChange {
             path: img.path.clone(),
-            label: if img.writable {
-                format!("system_u:object_r:{}:{}:{}", s.image_type, s.level, cats)
-            } else {
-                format!("system_u:object_r:{}:{}", s.image_ro_type, s.level)
-            },
+            label: image_label(s, cats, img.writable),
         })
         .collect()
+}
+
+/// One of the VM's files as the jail has it, with its label: for the state
+/// file and the audit, which list every file (disks, snapshot files) alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub kind: crate::resources::Kind,
+    /// The config field that named it.
+    pub field: String,
+    pub host_path: PathBuf,
+    pub jail_path: PathBuf,
+    pub writable: bool,
+    /// Device and inode of the file opened (what the jail must show there).
+    pub dev_ino: (u64, u64),
+    /// The label planned for it ([`plan`]).
+    pub label: String,
+    /// Whether the label was applied (false with SELinux off or rootless).
+    pub label_applied: bool,
+}
+
+/// The records of `files`, with the labels [`plan`] gives them.
+pub fn file_records(
+    s: &SelinuxSettings,
+    cats: Categories,
+    files: &[crate::resources::Resource],
+    applied: bool,
+) -> Vec<FileRecord> {
+    files
+        .iter()
+        .map(|f| FileRecord {
+            kind: f.kind,
+            field: f.field.clone(),
+            host_path: f.host_path.clone(),
+            jail_path: f.jail_path.clone(),
+            writable: f.writable,
+            dev_ino: f.dev_ino,
+            label: image_label(s, cats, f.writable),
+            label_applied: applied,
+        })
+        .collect()
+}
+
+/// The label of an image: the VM's categories when it writes it, the shared
+/// read-only label without categories otherwise.
+pub fn image_label(s: &SelinuxSettings, cats: Categories, writable: bool) -> String {
+    if writable {
+        format!("system_u:object_r:{}:{}:{}", s.image_type, s.level, cats)
+    } else {
+        format!("system_u:object_r:{}:{}", s.image_ro_type, s.level)
+    }
 }
 
 /// Applies `plan`, returning the records needed to undo it. On failure, what was

@@ -37,6 +37,10 @@ pub enum Grant {
     ReadWrite,
     /// A directory where the VMM creates and removes unix sockets.
     SocketDir,
+    /// Caisson's mode with `--api`: the directory where the VMM writes snapshot
+    /// files: create regular files, read, write and truncate them, list the
+    /// directory; nothing removed, renamed, linked or executed.
+    SnapshotDir,
     /// Firecracker's mode: the jail root the orchestrator filled. Its files (the
     /// known ones and those linked or mounted in later, e.g. Kata's hot-plugged
     /// drives) may be read and written, and unix sockets created and removed
@@ -78,6 +82,13 @@ fn access_for(grant: Grant) -> BitFlags<AccessFs> {
         }
         Grant::SocketDir => {
             AccessFs::MakeSock | AccessFs::RemoveFile | AccessFs::ReadDir | AccessFs::from_file(abi)
+        }
+        Grant::SnapshotDir => {
+            AccessFs::MakeReg
+                | AccessFs::ReadDir
+                | AccessFs::ReadFile
+                | AccessFs::WriteFile
+                | AccessFs::Truncate
         }
         Grant::JailRoot => {
             AccessFs::ReadFile
@@ -173,6 +184,19 @@ mod tests {
         assert!(!access_for(Grant::ReadWrite).contains(AccessFs::Execute));
         assert!(access_for(Grant::SocketDir).contains(AccessFs::MakeSock));
         assert!(!access_for(Grant::SocketDir).contains(AccessFs::MakeReg));
+        let snap = access_for(Grant::SnapshotDir);
+        assert!(snap.contains(AccessFs::MakeReg | AccessFs::WriteFile | AccessFs::Truncate));
+        for denied in [
+            AccessFs::Execute,
+            AccessFs::RemoveFile,
+            AccessFs::MakeDir,
+            AccessFs::MakeSym,
+            AccessFs::MakeSock,
+            AccessFs::Refer,
+            AccessFs::IoctlDev,
+        ] {
+            assert!(!snap.contains(denied), "{denied:?}");
+        }
         let root = access_for(Grant::JailRoot);
         assert!(root.contains(AccessFs::WriteFile | AccessFs::MakeSock));
         for denied in [

@@ -1,6 +1,7 @@
 //! caisson-jailer: takes one guest from an untrusted config to a uniquely confined
 //! `caisson` process. [`jail::run`] is the whole sequence, one step per call.
 
+pub mod api_jail;
 pub mod audit;
 pub mod cgroup;
 pub mod child;
@@ -20,6 +21,8 @@ pub mod rlimits;
 pub mod seccomp_baseline;
 pub mod selinux_backend;
 pub mod settings;
+pub mod shared_labels;
+pub mod snapshot_files;
 pub mod state;
 pub mod supervise;
 pub mod tap;

@@ -38,6 +38,11 @@ pub enum ResourceError {
         value: String,
         reason: &'static str,
     },
+    #[error("{field}: {reason}")]
+    Field {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error("cannot serialize the rewritten config: {0}")]
     Serialize(serde_json::Error),
 }
@@ -52,6 +57,10 @@ pub enum Kind {
     Output,
     /// Firecracker's mode: the VM config itself, read by the VMM in the jail.
     Config,
+    /// `snapshot-load.snapshot_path`: the VM state a restore reads (read-only).
+    Snapshot,
+    /// `snapshot-load`'s memory file: guest RAM a restore maps private (read-only).
+    SnapshotMemory,
 }
 
 /// One opened file of the VM.
@@ -101,7 +110,7 @@ pub struct Resources {
     pub vcpu_count: u64,
 }
 
-fn safe_name(path: &Path) -> String {
+pub(crate) fn safe_name(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -138,7 +147,7 @@ pub fn canonical_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Resolves and opens one existing regular file under `roots`.
-fn open_file(
+pub(crate) fn open_file(
     kind: Kind,
     field: String,
     path: &Path,
@@ -261,22 +270,24 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
     let mut cfg = VmConfig::from_file(config_path)?;
     let mut files: Vec<Resource> = Vec::new();
 
-    let kernel = cfg
-        .boot_source
-        .kernel_image_path
-        .clone()
-        .ok_or(caisson::config::ConfigError::MissingKernel)?;
-    let r = open_file(
-        Kind::Kernel,
-        "boot-source.kernel_image_path".into(),
-        &kernel,
-        false,
-        format!("kernel-{}", safe_name(&kernel)),
-        false,
-        &roots,
-    )?;
-    cfg.boot_source.kernel_image_path = Some(r.jail_path.clone());
-    files.push(r);
+    // A restore needs no kernel (it is in the snapshot's memory); one given is bound.
+    match cfg.boot_source.kernel_image_path.clone() {
+        Some(kernel) => {
+            let r = open_file(
+                Kind::Kernel,
+                "boot-source.kernel_image_path".into(),
+                &kernel,
+                false,
+                format!("kernel-{}", safe_name(&kernel)),
+                false,
+                &roots,
+            )?;
+            cfg.boot_source.kernel_image_path = Some(r.jail_path.clone());
+            files.push(r);
+        }
+        None if cfg.snapshot_load.is_some() => {}
+        None => return Err(caisson::config::ConfigError::MissingKernel.into()),
+    }
 
     if let Some(initrd) = cfg.boot_source.initrd_path.clone() {
         let r = open_file(
@@ -344,6 +355,12 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
         v.uds_path = Path::new(JAIL_VSOCK_DIR).join(&name);
         vsock_name = Some(name);
     }
+    let mem_size_mib = cfg.machine_config.mem_size_mib.unwrap_or(128);
+    if let Some(l) = cfg.snapshot_load.as_mut() {
+        let over = crate::snapshot_files::open_restore(l, mem_size_mib, &roots, &mut files)?;
+        crate::snapshot_files::add_override_taps(l, &mut taps)?;
+        vsock_name = over.or(vsock_name);
+    }
 
     if let Some(l) = cfg.logger.as_mut() {
         if let Some(p) = l.log_path.clone() {
@@ -400,7 +417,7 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
         taps,
         vsock_name,
         jail_config,
-        mem_size_mib: cfg.machine_config.mem_size_mib.unwrap_or(128),
+        mem_size_mib,
         vcpu_count: cfg.machine_config.vcpu_count.unwrap_or(1),
     })
 }

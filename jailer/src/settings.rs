@@ -37,6 +37,8 @@ pub struct Settings {
     pub runtime_dir: PathBuf,
     /// Run in a user namespace without root.
     pub rootless: bool,
+    /// Caisson's mode with `--api` ([`crate::api_jail`]).
+    pub api: bool,
 }
 
 impl Settings {
@@ -58,6 +60,9 @@ impl Settings {
                 }
                 if !args.resource_roots.is_empty() {
                     log::warn!("--resource-root has no effect without --config-file: the VM's files are those in its jail root");
+                }
+                if args.api {
+                    log::warn!("--api has no effect without --config-file: Firecracker's mode always serves the API, on {} in the jail", fcmode::API_SOCKET);
                 }
                 Mode::Firecracker {
                     config: fcmode::config_arg(&args.exec_args)?,
@@ -115,6 +120,7 @@ impl Settings {
         for c in &args.cgroups {
             extra_cgroups.push(cgroup::parse_setting(c)?);
         }
+        let api = args.api && matches!(mode, Mode::Caisson { .. });
         Ok(Self {
             id,
             exec_file,
@@ -132,6 +138,7 @@ impl Settings {
                 args.runtime_dir.clone()
             },
             rootless: args.rootless,
+            api,
         })
     }
 }

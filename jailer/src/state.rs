@@ -99,6 +99,17 @@ pub struct JailState {
     /// reverse order when the VM ends).
     #[serde(default)]
     pub created_in_jail: Vec<PathBuf>,
+    /// The process label computed for the VM's pair, also when it is not applied
+    /// (SELinux off); `selinux_label` is the one applied.
+    #[serde(default)]
+    pub computed_label: Option<String>,
+    /// The VM's files as the jail has them, each with the label it was given (or,
+    /// with SELinux off, would have been given).
+    #[serde(default)]
+    pub vm_files: Vec<crate::labels::FileRecord>,
+    /// Caisson's mode with `--api`: the API socket and the snapshot directory.
+    #[serde(default)]
+    pub api: Option<crate::api_jail::ApiRecord>,
 }
 
 /// The state file of `id`.
@@ -202,5 +213,27 @@ impl JailState {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// A state file as a jailer writes it, with only the required fields.
+    pub const MINIMAL: &str = r#"{
+        "id": "vm", "profile": "strict", "jailer_pid": 1, "vm_pid": 0,
+        "exec_file_name": "caisson", "jail_dir": "/srv/jailer/caisson/vm",
+        "root": "/srv/jailer/caisson/vm/root", "uid": 100001, "gid": 100001,
+        "categories": {"a": 0, "b": 1}, "selinux_label": null,
+        "cgroup_version": "V1", "cgroup_leaves": [],
+        "cgroup_limits": {"memory_bytes": 1, "cpu_quota_us": 1000, "cpu_period_us": 1000, "pids_max": 1, "extra": []},
+        "rlimits": {"nofile": 16, "fsize": null, "nproc": 1, "core": 0},
+        "new_namespaces": [], "netns": null, "seccomp": "on", "landlock": null,
+        "image_labels": [], "owners": [], "vsock_host_path": null
+    }"#;
+
+    #[test]
+    fn an_older_state_file_still_loads() {
+        let st: super::JailState = serde_json::from_str(MINIMAL).unwrap();
+        assert!(st.vm_files.is_empty() && st.api.is_none() && st.computed_label.is_none());
     }
 }

@@ -179,3 +179,33 @@ fn rootless_vm_audits_clean() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `--api` without root: the socket directory and `/snapshots` are made by (and
+/// so belong to) the caller, bound writable in the jail as `/vsock` is, and the
+/// target creates and writes a snapshot file there.
+#[test]
+fn rootless_api_jail_has_its_snapshot_directory() {
+    let (vm, exe) = rootless_vm("rootless-api");
+    let out = rootless_jailer(&vm, &exe)
+        .arg("--api")
+        .args([
+            "--",
+            "--unix-bind",
+            "/run/caisson.socket",
+            "--try",
+            "create:/snapshots/vm.snap",
+            "--try",
+            "write:/snapshots/vm.snap",
+            "--try",
+            "unlink:/snapshots/vm.snap",
+        ])
+        .output()
+        .unwrap();
+    let a = probe_results(&out);
+    allowed(&a, "unix-bind-allowed");
+    allowed(&a, "try-create /snapshots/vm.snap");
+    allowed(&a, "try-write /snapshots/vm.snap");
+    denied_with(&a, "try-unlink /snapshots/vm.snap", libc::EACCES);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/root/snapshots"), "{err}");
+}

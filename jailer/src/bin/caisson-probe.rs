@@ -9,7 +9,10 @@
 //! Flags (unknown ones, such as the VMM flags the jailer passes, are ignored):
 //! `--host-file P --proc-file P --read-ok P --ro-file P --rw-file P --other-disk P
 //!  --tcp-port N --kill-pid N --mem-mib N --pids --hold-ms N --exit-code N --timestamp
-//!  --tap NAME --unix-bind PATH --abstract NAME`.
+//!  --tap NAME --unix-bind PATH --abstract NAME --try OP:PATH`. `--try` (repeatable)
+//! reports attempt `try-OP PATH` for OP one of read, write, create (O_CREAT|O_EXCL),
+//! truncate, unlink, mkdir, symlink, map (a read-only open mapped private and
+//! writable, as a restore maps its memory file) and rename (to PATH.renamed).
 
 use std::ffi::CString;
 use std::io::Write;
@@ -123,6 +126,7 @@ struct Args {
     tap: Option<String>,
     unix_bind: Option<String>,
     abstract_name: Option<String>,
+    tries: Vec<String>,
 }
 
 fn parse_args() -> Args {
@@ -143,6 +147,7 @@ fn parse_args() -> Args {
         tap: None,
         unix_bind: None,
         abstract_name: None,
+        tries: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -162,6 +167,7 @@ fn parse_args() -> Args {
             "--tap" => a.tap = next,
             "--abstract" => a.abstract_name = next,
             "--unix-bind" => a.unix_bind = next,
+            "--try" => a.tries.extend(next),
             "--exit-code" => a.exit_code = next.and_then(|v| v.parse().ok()).unwrap_or(0),
             "--hold-ms" => a.hold_ms = next.and_then(|v| v.parse().ok()).unwrap_or(0),
             "--pids" => {
@@ -245,6 +251,9 @@ fn main() {
     }
     if let Some(name) = &a.tap {
         attach_tap(name);
+    }
+    for t in &a.tries {
+        try_op(t);
     }
 
     // Filesystem escapes.
@@ -597,4 +606,85 @@ fn attach_tap(name: &str) {
     outcome("attach-tap", i64::from(r), name);
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
+}
+
+/// One `--try OP:PATH` attempt.
+fn try_op(spec: &str) {
+    let (op, path) = spec.split_once(':').unwrap_or((spec, ""));
+    let c = cstr(path);
+    let ret: i64 = match op {
+        "read" => open(path, libc::O_RDONLY),
+        "write" => open(path, libc::O_WRONLY),
+        "create" => {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+            // SAFETY: c is a valid C string path; the mode is passed for O_CREAT.
+            let fd = unsafe { libc::open(c.as_ptr(), flags, 0o600 as libc::c_uint) };
+            if fd >= 0 {
+                // SAFETY: fd was just opened by this process.
+                unsafe { libc::close(fd) };
+            }
+            i64::from(fd)
+        }
+        "truncate" => open(path, libc::O_WRONLY | libc::O_TRUNC),
+        // SAFETY: c is a valid C string path.
+        "unlink" => i64::from(unsafe { libc::unlink(c.as_ptr()) }),
+        // SAFETY: c is a valid C string path.
+        "mkdir" => i64::from(unsafe { libc::mkdir(c.as_ptr(), 0o700) }),
+        "symlink" => {
+            let target = cstr("/config.json");
+            // SAFETY: both are valid C strings.
+            i64::from(unsafe { libc::symlink(target.as_ptr(), c.as_ptr()) })
+        }
+        "rename" => {
+            let to = cstr(&format!("{path}.renamed"));
+            // SAFETY: both are valid C strings.
+            i64::from(unsafe { libc::rename(c.as_ptr(), to.as_ptr()) })
+        }
+        "map" => map_private(&c),
+        _ => {
+            report(
+                &format!("try-{op}"),
+                true,
+                libc::EINVAL,
+                "unknown --try operation",
+            );
+            return;
+        }
+    };
+    outcome(&format!("try-{op} {path}"), ret, path);
+}
+
+/// Opens `path` read-only and maps its first page private, readable and
+/// writable, then writes to the copy (a restore's memory mapping).
+fn map_private(path: &std::ffi::CStr) -> i64 {
+    // SAFETY: path is a valid C string.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return -1;
+    }
+    // SAFETY: a new private mapping of one page of an open fd; checked below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        )
+    };
+    let err = errno();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if p == libc::MAP_FAILED {
+        // SAFETY: restores errno for the report.
+        unsafe { *libc::__errno_location() = err };
+        return -1;
+    }
+    // SAFETY: p is a writable private mapping of 4096 bytes.
+    unsafe {
+        p.cast::<u8>().write_volatile(0x5a);
+        libc::munmap(p, 4096);
+    }
+    0
 }
