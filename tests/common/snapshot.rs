@@ -104,13 +104,22 @@ pub fn create_body(kind: &str, snap: &Snapshot) -> String {
 }
 
 /// `PUT /snapshot/create`.
+/// A create writes and syncs the memory file, which may take seconds on a
+/// disk that other tests load; the read timeout is long for it.
 pub fn create(v: &Vmm, kind: &str, snap: &Snapshot) -> Response {
-    once(
-        &v.sock,
-        "PUT",
-        "/snapshot/create",
-        Some(&create_body(kind, snap)),
-    )
+    slow_request(&v.sock, "PUT", "/snapshot/create", &create_body(kind, snap))
+}
+
+/// One request with a 120 s read timeout (creates and loads).
+pub fn slow_request(sock: &Path, method: &str, path: &str, body: &str) -> Response {
+    let stream = std::os::unix::net::UnixStream::connect(sock)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    super::http::Client::from_stream(stream)
+        .request(method, path, Some(body))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// A successful `PUT /snapshot/create` on a paused VM, which stays paused.
