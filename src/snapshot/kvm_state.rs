@@ -125,6 +125,9 @@ pub fn restore_vcpu(fd: &VcpuFd, s: &VcpuState) -> Result<(), KvmStateError> {
                     host,
                     source,
                 })?;
+            log::warn!(
+                "the snapshot's TSC runs at {saved} kHz, this host's at {host} kHz: KVM scales it"
+            );
         }
     }
     let cpuid = CpuId::from_entries(&s.cpuid).map_err(|source| KvmStateError::Fam {
