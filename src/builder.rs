@@ -188,7 +188,12 @@ fn setup_legacy_devices(
         "KVM_IRQFD (serial)",
         vm.register_irqfd(&irq, layout::SERIAL_IRQ),
     )?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(irq, serial_output(cfg)?)));
+    let drained = eventfd("the serial input-drained event")?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        irq,
+        drained,
+        serial_output(cfg)?,
+    )));
     let mut pio = Bus::new();
     pio.insert(
         u64::from(layout::SERIAL_PORT_BASE),

@@ -1,7 +1,6 @@
 //! The running VM: the main-thread event loop (event-manager), the vCPU threads,
 //! and an orderly stop that yields the exit reason.
 
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::i8042::I8042;
 use crate::devices::lock;
-use crate::devices::serial::SerialDevice;
+use crate::devices::serial::{FdInput, Feed, SerialDevice};
 use crate::devices::virtio::mmio::MmioDevice;
 use crate::devices::virtio::DeviceUpdate;
 use crate::exit::{ExitReason, ExitSignal};
@@ -113,8 +112,20 @@ impl MutEventSubscriber for SignalWatcher {
 /// Feeds stdin to the serial port. On a terminal, input is passed through raw
 /// (no line editing, no echo) while the VM runs, as Firecracker does; Ctrl-C
 /// still stops the VMM.
+///
+/// Stdin is read unbuffered, straight from fd 0 (bytes in std's own stdin
+/// buffer would be invisible to epoll), and only as fast as the guest drains
+/// the UART's receive FIFO: while the FIFO is full stdin is taken off the
+/// event loop (its bytes stay in the pipe or terminal), and it is watched
+/// again once the guest has read the FIFO empty (the serial's input-drained
+/// eventfd).
 struct SerialInput {
     serial: Arc<Mutex<SerialDevice>>,
+    drained: Arc<EventFd>,
+    /// Stdin is off the loop until the FIFO drains.
+    paused: bool,
+    /// Stdin ended (or cannot be polled): it is never watched again.
+    ended: bool,
     saved_termios: Option<nix::sys::termios::Termios>,
 }
 
@@ -131,10 +142,18 @@ impl SerialInput {
                 log::warn!("cannot put the terminal in raw mode: {e}");
             }
         }
+        let drained = lock(&serial).input_drained();
         Self {
             serial,
+            drained,
+            paused: false,
+            ended: false,
             saved_termios,
         }
+    }
+
+    fn stdin_events() -> Events {
+        Events::new_raw(std::io::stdin().as_raw_fd(), EventSet::IN)
     }
 }
 
@@ -149,20 +168,41 @@ impl Drop for SerialInput {
 
 impl MutEventSubscriber for SerialInput {
     fn init(&mut self, ops: &mut EventOps) {
-        let stdin = std::io::stdin();
         // Not pollable (a regular file, /dev/null): the guest simply gets no input.
-        if let Err(e) = ops.add(Events::new(&stdin, EventSet::IN)) {
+        if let Err(e) = ops.add(Self::stdin_events()) {
             log::debug!("serial input disabled: stdin cannot be polled: {e:?}");
+            self.ended = true;
+            return;
+        }
+        if let Err(e) = ops.add(Events::new(&*self.drained, EventSet::IN)) {
+            log::error!("cannot watch the serial input-drained eventfd: {e:?}");
         }
     }
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        let mut buf = [0u8; 64];
-        let n = std::io::stdin().lock().read(&mut buf).unwrap_or(0);
-        if n == 0 || events.event_set().contains(EventSet::HANG_UP) {
-            let _ = ops.remove(Events::new_raw(std::io::stdin().as_raw_fd(), EventSet::IN));
+        if events.fd() == self.drained.as_raw_fd() {
+            let _ = self.drained.read();
+            if self.paused && !self.ended {
+                match ops.add(Self::stdin_events()) {
+                    Ok(()) => self.paused = false,
+                    Err(e) => log::warn!("cannot watch stdin again: {e:?}"),
+                }
+            }
             return;
         }
-        lock(&self.serial).enqueue_input(&buf[..n]);
+        // Unbuffered: bytes left in std's stdin buffer would be invisible to epoll.
+        let fed = lock(&self.serial).feed_input(&mut FdInput(std::io::stdin()));
+        match fed {
+            Feed::Queued(_) => {}
+            Feed::Full => {
+                // Level-triggered: leaving stdin on the loop would spin.
+                let _ = ops.remove(Self::stdin_events());
+                self.paused = true;
+            }
+            Feed::End => {
+                let _ = ops.remove(Self::stdin_events());
+                self.ended = true;
+            }
+        }
     }
 }
 

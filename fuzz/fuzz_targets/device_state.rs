@@ -59,7 +59,8 @@ fn serial(state: &[u8]) {
         return;
     };
     let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-    let mut dev = SerialDevice::new(irq, Box::new(std::io::sink()));
+    let drained = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let mut dev = SerialDevice::new(irq, drained, Box::new(std::io::sink()));
     let built = dev.save_state();
     if dev.restore_state(&st).is_err() {
         assert_eq!(dev.save_state(), built);

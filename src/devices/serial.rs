@@ -1,9 +1,16 @@
 //! The 8250 UART at 0x3f8 (vm-superio), raising IRQ 4 through an irqfd.
 //!
+//! Host input is read unbuffered ([`FdInput`]) and only as fast as the guest drains the 64-byte receive
+//! FIFO: [`SerialDevice::feed_input`] reads no more than the FIFO has room for,
+//! and when it is full the reader waits for [`SerialDevice::input_drained`],
+//! which the UART signals when the guest reads the FIFO's last byte (as
+//! Firecracker's serial does). Input is never read and then dropped.
+//!
 //! Sandbox: writes to its output (stdout or a file opened before confinement),
 //! reads stdin when the output is stdout.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,13 +26,27 @@ use crate::rate_limiter::{Reduction, TokenBucket, TokenBucketConfig};
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "serial",
     paths: &[],
-    fds: &["serial output (stdout or file)", "stdin", "irqfd (IRQ 4)"],
+    fds: &[
+        "serial output (stdout or file)",
+        "stdin",
+        "irqfd (IRQ 4)",
+        "input-drained eventfd",
+    ],
     syscalls: &[
-        Syscall::new("read", VMM, "stdin input for the guest"),
+        Syscall::new(
+            "read",
+            VMM,
+            "stdin input for the guest; drain the input-drained eventfd",
+        ),
         Syscall::new(
             "write",
             VMM_VCPU,
-            "guest output (vcpu), raising the IRQ through the irqfd",
+            "guest output (vcpu), raising the IRQ through the irqfd; the guest emptied the receive FIFO (vcpu)",
+        ),
+        Syscall::new(
+            "epoll_ctl",
+            VMM,
+            "stop watching stdin while the receive FIFO is full, watch it again once drained",
         ),
         Syscall::ioctl("TCGETS", VMM, "read the terminal state when restoring it"),
         Syscall::ioctl("TCSETS", VMM, "restore the terminal after raw-mode input"),
@@ -104,9 +125,12 @@ impl Write for LimitedOut {
     }
 }
 
-/// Counts into the `uart` metrics, as Firecracker's SerialEventsWrapper does.
-#[derive(Debug)]
-pub struct UartMetricsEvents;
+/// Counts into the `uart` metrics, as Firecracker's SerialEventsWrapper does,
+/// and signals `drained` when the guest has read the receive FIFO empty.
+#[derive(Debug, Clone)]
+pub struct UartMetricsEvents {
+    drained: Arc<EventFd>,
+}
 
 impl SerialEvents for UartMetricsEvents {
     fn buffer_read(&self) {
@@ -118,7 +142,37 @@ impl SerialEvents for UartMetricsEvents {
     fn tx_lost_byte(&self) {
         crate::metrics::METRICS.uart.missed_write_count.inc();
     }
-    fn in_buffer_empty(&self) {}
+    fn in_buffer_empty(&self) {
+        if let Err(e) = self.drained.write(1) {
+            log::warn!("serial: cannot signal that the input FIFO is empty: {e}");
+        }
+    }
+}
+
+/// Unbuffered reads of an fd (stdin): what the event loop polls must be
+/// where the unread bytes are. `std::io::Stdin` reads ahead into its own
+/// 8 KiB buffer, so after a short read the rest of a line sits in user space
+/// while epoll sees an empty pipe or terminal, and the guest gets it only
+/// when the next keystroke wakes the loop.
+#[derive(Debug)]
+pub struct FdInput<F: AsFd>(pub F);
+
+impl<F: AsFd> Read for FdInput<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        nix::unistd::read(self.0.as_fd(), buf).map_err(std::io::Error::from)
+    }
+}
+
+/// What one [`SerialDevice::feed_input`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// This many bytes were read and queued for the guest.
+    Queued(usize),
+    /// The receive FIFO is full: nothing was read; wait for
+    /// [`SerialDevice::input_drained`].
+    Full,
+    /// The input is at its end (or failed): stop reading it.
+    End,
 }
 
 /// The depth of vm-superio's receive FIFO (its `FIFO_SIZE`, not exported).
@@ -167,17 +221,60 @@ pub struct SerialDevice {
     serial: Uart,
     /// The serial's trigger, to build a restored one around it.
     trigger: EventFdTrigger,
+    /// The serial's events (and its input-drained eventfd), likewise.
+    events: UartMetricsEvents,
     write_errors: u64,
 }
 
 impl SerialDevice {
-    pub fn new(irq: EventFd, out: SerialOut) -> Self {
+    /// `irq` is registered as the irqfd; `drained` is written (by the vCPU
+    /// that reads the last byte) whenever the guest empties the receive FIFO.
+    pub fn new(irq: EventFd, drained: EventFd, out: SerialOut) -> Self {
         let trigger = EventFdTrigger::new(irq);
+        let events = UartMetricsEvents {
+            drained: Arc::new(drained),
+        };
         Self {
-            serial: Serial::with_events(trigger.clone(), UartMetricsEvents, out),
+            serial: Serial::with_events(trigger.clone(), events.clone(), out),
             trigger,
+            events,
             write_errors: 0,
         }
+    }
+
+    /// The eventfd written when the guest has read the receive FIFO empty:
+    /// host input paused on a full FIFO resumes then.
+    pub fn input_drained(&self) -> Arc<EventFd> {
+        self.events.drained.clone()
+    }
+
+    /// Reads from `input` at most as many bytes as the receive FIFO has room
+    /// for and queues them all, so that no byte read is ever dropped. With a
+    /// full FIFO `input` is not read at all.
+    pub fn feed_input(&mut self, input: &mut dyn Read) -> Feed {
+        let mut buf = [0u8; FIFO_SIZE];
+        let room = self.serial.fifo_capacity().min(buf.len());
+        if room == 0 {
+            return Feed::Full;
+        }
+        let n = loop {
+            match input.read(&mut buf[..room]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("serial: cannot read input: {e}");
+                    break 0;
+                }
+            }
+        };
+        if n == 0 {
+            return Feed::End;
+        }
+        let queued = self.enqueue_input(&buf[..n]);
+        if queued < n {
+            log::warn!("serial: {} input bytes lost", n - queued);
+        }
+        Feed::Queued(queued)
     }
 
     pub fn save_state(&self) -> SerialState {
@@ -217,7 +314,7 @@ impl SerialDevice {
         let built = Serial::from_state(
             &vs,
             self.trigger.clone(),
-            UartMetricsEvents,
+            self.events.clone(),
             Box::new(std::io::sink()) as SerialOut,
         );
         self.trigger.muted.store(false, Ordering::SeqCst);
@@ -382,7 +479,8 @@ mod state_tests {
     fn device() -> (SerialDevice, Shared) {
         let out = Shared::default();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        (SerialDevice::new(irq, Box::new(out.clone())), out)
+        let drained = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        (SerialDevice::new(irq, drained, Box::new(out.clone())), out)
     }
 
     fn rd(d: &mut SerialDevice, off: u64) -> u8 {
@@ -429,6 +527,78 @@ mod state_tests {
         n.write(0, b"x");
         assert_eq!(*crate::devices::lock(&out.0), b"x");
         assert_eq!(n.enqueue_input(b"z"), 1);
+    }
+
+    /// A shell line longer than the FIFO, typed at once (one write into the
+    /// pipe or terminal): the bytes past the FIFO's 64 used to be read and
+    /// dropped, so the line lost its end and newline and never ran.
+    #[test]
+    fn input_longer_than_the_fifo_waits_for_the_guest_and_loses_nothing() {
+        let (mut d, _) = device();
+        let line: &[u8] =
+            b"dd if=/dev/vda of=/dev/null bs=4096 skip=300 count=1; echo pre-$((2+2))\n";
+        assert!(line.len() > FIFO_SIZE);
+        let mut stdin = std::io::Cursor::new(line);
+        let drained = d.input_drained();
+        assert_eq!(d.feed_input(&mut stdin), Feed::Queued(FIFO_SIZE));
+        // The guest has not read yet: the rest stays unread in the input.
+        assert_eq!(d.feed_input(&mut stdin), Feed::Full);
+        assert_eq!(stdin.position(), FIFO_SIZE as u64);
+        assert!(drained.read().is_err(), "nothing drained yet");
+        let mut got: Vec<u8> = (0..FIFO_SIZE).map(|_| rd(&mut d, 0)).collect();
+        assert_eq!(drained.read().ok(), Some(1), "the guest emptied the FIFO");
+        assert_eq!(
+            d.feed_input(&mut stdin),
+            Feed::Queued(line.len() - FIFO_SIZE)
+        );
+        got.extend((FIFO_SIZE..line.len()).map(|_| rd(&mut d, 0)));
+        assert_eq!(got, line);
+        assert_eq!(drained.read().ok(), Some(1), "drained again");
+        assert_eq!(d.feed_input(&mut stdin), Feed::End);
+        // A restored device keeps signalling the same eventfd.
+        d.enqueue_input(b"x");
+        let st = d.save_state();
+        d.restore_state(&st).unwrap();
+        assert_eq!(rd(&mut d, 0), b'x');
+        assert_eq!(drained.read().ok(), Some(1));
+    }
+
+    /// The same line through a pipe, as the event loop reads stdin: what the
+    /// guest has not taken yet must stay in the pipe, where epoll sees it.
+    #[test]
+    fn unread_input_stays_in_the_pipe() {
+        use std::os::fd::AsRawFd;
+        use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+        // What the event loop's (level-triggered) epoll says about the pipe.
+        let poll_in = |fd: &std::os::fd::OwnedFd| {
+            let ep = Epoll::new().unwrap();
+            ep.ctl(
+                ControlOperation::Add,
+                fd.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, 0),
+            )
+            .unwrap();
+            let mut evs = [EpollEvent::default()];
+            ep.wait(0, &mut evs).unwrap() == 1
+        };
+        let (mut d, _) = device();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let line = [b'a'; FIFO_SIZE + 8];
+        assert_eq!(nix::unistd::write(&w, &line).unwrap(), line.len());
+        let mut input = FdInput(&r);
+        assert_eq!(d.feed_input(&mut input), Feed::Queued(FIFO_SIZE));
+        assert!(poll_in(&r), "the last 8 bytes are still visible to epoll");
+        for _ in 0..FIFO_SIZE {
+            rd(&mut d, 0);
+        }
+        assert_eq!(d.feed_input(&mut input), Feed::Queued(8));
+        assert!(!poll_in(&r));
+        drop(w);
+        assert!(poll_in(&r), "end of input is seen");
+        for _ in 0..8 {
+            rd(&mut d, 0);
+        }
+        assert_eq!(d.feed_input(&mut input), Feed::End);
     }
 
     #[test]

@@ -211,7 +211,9 @@ fn legacy_devices_count_their_accesses() {
         uart.missed_write_count.total(),
     );
     let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
-    let mut serial = crate::devices::serial::SerialDevice::new(irq, Box::new(std::io::sink()));
+    let drained = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+    let mut serial =
+        crate::devices::serial::SerialDevice::new(irq, drained, Box::new(std::io::sink()));
     for b in b"abc" {
         serial.write(0, &[*b]);
     }
