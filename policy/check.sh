@@ -150,6 +150,10 @@ done <<'EOF'
 /srv/jailer/caisson/vm1/root           dir  system_u:object_r:caisson_jail_t:s0
 /srv/jailer/caisson/vm1/root/disk.img  file system_u:object_r:caisson_jail_t:s0
 /srv/jailer/caisson/vm1/root/caisson   file system_u:object_r:caisson_exec_t:s0
+/srv/jailer/firecracker                dir  system_u:object_r:caisson_jail_t:s0
+/srv/jailer/firecracker/vm1/root       dir  system_u:object_r:caisson_jail_t:s0
+/srv/jailer/firecracker/vm1/root/run   dir  system_u:object_r:caisson_jail_t:s0
+/srv/jailer/firecracker/vm1/root/firecracker file system_u:object_r:caisson_exec_t:s0
 /run/caisson                           dir  system_u:object_r:caisson_runtime_t:s0
 /run/caisson/mcs/vm1                   file system_u:object_r:caisson_runtime_t:s0
 /var/lib/caisson/images/vmlinux        file system_u:object_r:caisson_image_ro_t:s0
@@ -293,6 +297,20 @@ else
     mapfile -t L <"$WORK/dta-vm.txt"; bad "sedta: caisson_vm_t is a dead end (0 transitions out)" "${L[@]}"
 fi
 
+# Files made in jail directories: the VM's own get caisson_vm_file_t (logs,
+# snapshot files in /snapshots or a Firecracker-mode root), the jailer's copy
+# of the VMM caisson_exec_t under either name it gives it.
+m=()
+got="$(sesearch -T -s caisson_vm_t -t caisson_jail_t -c file "$POL")"
+[[ "$got" == "type_transition caisson_vm_t caisson_jail_t:file caisson_vm_file_t;" ]] \
+    || m+=("VM file in a jail dir: got '${got:-<none>}'")
+sesearch -T -s caisson_jailer_t -t caisson_jail_t -c file "$POL" >"$WORK/x"
+for name in caisson firecracker; do
+    qgrep -E "caisson_jail_t:file caisson_exec_t \"?$name\"?;" "$WORK/x" \
+        || m+=("no type_transition caisson_jailer_t caisson_jail_t:file caisson_exec_t \"$name\"")
+done
+none "new files in jail dirs: the VM's get caisson_vm_file_t; the VMM copies /caisson, /firecracker get caisson_exec_t" "${m[@]}"
+
 m=()
 for src in unconfined_t sysadm_t init_t; do
     sesearch -T -s "$src" -t caisson_jailer_exec_t -c process "$POL" | qgrep "process caisson_jailer_t;" \
@@ -363,6 +381,19 @@ cases = [
     ("ALLOW",      J_SYS, VM + "c1,c2", "process", "transition"),
     ("ALLOW",      J_ADM, VM + "c1,c2", "process", "transition"),
     ("ALLOW",      J_UNC, O + "caisson_image_t:s0:c1,c2", "file", "relabelfrom relabelto"),
+    # snapshots: a restore maps the shared memory file private; the --api jail's
+    # /snapshots is caisson_jail_t at the VM's pair, and what the VM creates
+    # there (or in a Firecracker-mode root) is caisson_vm_file_t at its level
+    ("ALLOW",      VM + "c1,c2", O + "caisson_image_ro_t:s0", "file", "map"),
+    ("ALLOW",      VM + "c1,c2", O + "caisson_jail_t:s0:c1,c2", "dir", "getattr search add_name write"),
+    ("CONSTRAINT", VM + "c1,c2", O + "caisson_jail_t:s0:c3,c4", "dir", "add_name write"),
+    ("ALLOW",      VM + "c1,c2", O + "caisson_vm_file_t:s0:c1,c2", "file", "create open write getattr"),
+    ("CONSTRAINT", VM + "c1,c2", O + "caisson_vm_file_t:s0:c3,c4", "file", "read"),
+    ("TERULE",     VM + "c1,c2", O + "caisson_image_t:s0:c1,c2", "file", "create"),
+    ("TERULE",     VM + "c1,c2", O + "caisson_jail_t:s0:c1,c2", "dir", "create rmdir"),
+    ("ALLOW",      J_UNC, O + "caisson_jail_t:s0", "dir", "relabelfrom relabelto"),
+    ("ALLOW",      J_SYS, O + "caisson_jail_t:s0:c1,c2", "dir", "relabelfrom relabelto search read write remove_name rmdir"),
+    ("ALLOW",      J_SYS, O + "caisson_vm_file_t:s0:c1,c2", "file", "getattr unlink relabelfrom"),
     ("ALLOW",      "unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023", J_UNC, "process", "transition"),
     ("ALLOW",      "sysadm_u:sysadm_r:sysadm_t:s0-s0:c0.c1023", J_ADM, "process", "transition"),
     ("ALLOW",      "system_u:system_r:init_t:s0-s0:c0.c1023", J_SYS, "process", "transition"),

@@ -18,6 +18,9 @@ if [[ -z "${CAISSON_POLICY_BASE_ROOT:-}" ]]; then
     out="$(KEEP=1 bash "$HERE/check.sh" 2>&1)" || { echo "$out"; echo "unmodified policy fails"; exit 1; }
     kept="$(sed -n 's/^(work directory kept: \(.*\))$/\1/p' <<<"$out")"
     mv "$kept/root" "$T/base"; rm -rf "$kept"
+    # check.sh's last step installed its interface test module, whose rules
+    # (e.g. caisson_vm_stream_connect_to) would show in every mutation's VM rules.
+    semodule -p "$T/base" -s default -n -X 400 -r caissontest >/dev/null 2>&1
     export CAISSON_POLICY_BASE_ROOT="$T/base"
 fi
 
@@ -73,6 +76,9 @@ allow caisson_vm_t bin_t:file entrypoint;"
 "M30|VM loses tap/urandom/fd use|te-|^allow caisson_vm_t (urandom_device_t|tun_tap_device_t):chr_file"
 "M31|interface loses its rule|if~|/allow caisson_vm_t \\\$1:unix_stream_socket connectto;/d"
 "M32|apostrophe in an interface body (m4 quoting)|if~|s/^(interface\\(.caisson_vm_stream_connect_to.,.)\$/\\1\\n\\t# it's broken/"
+"M33|a restore cannot map its memory file|te~|s/(caisson_image_ro_t:file \\{ getattr open read lock ioctl) map \\}/\\1 }/"
+"M34|new VM files in jail dirs keep caisson_jail_t|te-|^type_transition caisson_vm_t caisson_jail_t:file caisson_vm_file_t;"
+"M35|the /firecracker copy is not caisson_exec_t|te-|caisson_exec_t, file, \"firecracker\"\\)"
 )
 
 missed=0

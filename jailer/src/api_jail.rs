@@ -5,8 +5,11 @@
 //! - `/run` (0700, the VM's) holds the socket `/run/caisson.socket`; the VMM runs
 //!   with `--api-sock /run/caisson.socket` instead of `--no-api`. Landlock lets it
 //!   make and remove sockets there, nothing else.
-//! - `/snapshots` (0700, the VM's, labelled as the VM's own writable images, with
-//!   its categories) is where `PUT /snapshot/create` may name its two files.
+//! - `/snapshots` (0700, the VM's, labelled as a jail directory with the VM's
+//!   categories, `<jail_type>:<level>:cA,cB`) is where `PUT /snapshot/create` may
+//!   name its two files. Files the VMM creates there get the policy's VM file
+//!   type (`caisson_vm_file_t`, by type transition) at the VM's level, as its logs
+//!   do: the policy needs no rule for them, and no other VM may use them.
 //!   Landlock lets the VMM create regular files there and read, write and
 //!   truncate them; nothing is removed, renamed, linked or executed.
 //! - Both are bound writable over the read-only jail root, as `/vsock` is.
@@ -53,7 +56,8 @@ pub struct ApiRecord {
     pub socket_host_path: PathBuf,
     /// `<root>/snapshots`: where the snapshot files appear on the host.
     pub snapshot_dir_host_path: PathBuf,
-    /// The label planned for the snapshot directory (the VM's writable images').
+    /// The label planned for the snapshot directory (a jail directory's, with the
+    /// VM's categories).
     pub snapshot_dir_label: String,
     /// Whether it was applied (false with SELinux off or rootless).
     pub label_applied: bool,

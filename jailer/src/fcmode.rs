@@ -14,7 +14,8 @@
 //!
 //! The jail root is the orchestrator's: the jailer removes only what it created
 //! (the exec file copy, the pid file, the devices, the directories it made, the
-//! API socket) and puts back the owners it changed.
+//! API socket) and puts back the owners it changed. Regular files the VMM made
+//! there (snapshots) stay, as Firecracker's jailer leaves them.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -647,8 +648,10 @@ pub fn hand_over(files: &[Resource], uid: u32, gid: u32) -> Result<Vec<OwnerReco
 }
 
 /// Removes what the jailer created in an orchestrator's jail root, newest first.
-/// A directory it made goes with the unix sockets the VMM left in it (the only
-/// files Landlock let it create), and only then if empty; what is missing is fine.
+/// A directory it made goes with the unix sockets the VMM left in it, and only
+/// then if empty: regular files the VMM made there (a snapshot written to
+/// `/run/x`) are the orchestrator's to take, as those in the root are, so their
+/// directory stays (logged). What is missing is fine.
 pub fn remove_created(created: &[PathBuf]) -> Vec<String> {
     use std::os::unix::fs::FileTypeExt;
     let mut problems = Vec::new();
@@ -657,12 +660,26 @@ pub fn remove_created(created: &[PathBuf]) -> Vec<String> {
             continue;
         };
         let r = if meta.is_dir() {
+            let mut kept = 0usize;
             for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-                if e.file_type().is_ok_and(|t| t.is_socket()) {
-                    let _ = std::fs::remove_file(e.path());
+                match e.file_type() {
+                    Ok(t) if t.is_socket() => {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                    Ok(t) if t.is_file() => kept += 1,
+                    _ => {}
                 }
             }
-            std::fs::remove_dir(p)
+            match std::fs::remove_dir(p) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && kept > 0 => {
+                    log::info!(
+                        "{} kept: it holds {kept} file(s) the VM made, for the orchestrator to take",
+                        p.display()
+                    );
+                    Ok(())
+                }
+                r => r,
+            }
         } else {
             std::fs::remove_file(p)
         };
@@ -676,8 +693,11 @@ pub fn remove_created(created: &[PathBuf]) -> Vec<String> {
 /// The Landlock rules in Firecracker's mode.
 ///
 /// Firecracker's own jailer grants every access under the jail directory. Here the
-/// VMM may only execute itself, use its devices, and read and write the jail
-/// root's files and create its unix sockets there ([`Grant::JailRoot`]). The root
+/// VMM may only execute itself, use its devices, read, write and truncate the jail
+/// root's files, and create regular files (snapshots: Firecracker's users name
+/// `snapshot_path` and `mem_file_path` relative to the chroot, and Firecracker
+/// creates them) and its unix sockets there ([`Grant::JailRoot`]); no directory,
+/// device node, FIFO or symlink (Firecracker makes none). The root
 /// rule (rather than one rule per known file, as in Caisson's mode) is needed
 /// because the orchestrator adds files after the VMM started, which a per-file
 /// rule can never cover: Kata hot-plugs a drive by mounting it over a placeholder

@@ -214,6 +214,10 @@ fn prepare_adds_firecrackers_layout_and_cleanup_removes_only_that() {
     let e = check_leftovers(&paths).unwrap_err().to_string();
     assert!(e.contains("already exists"), "{e}");
     let _ = std::os::unix::net::UnixListener::bind(root.join("run/firecracker.socket")).unwrap();
+    // Files the VMM made (a snapshot in the root, one in a directory the jailer
+    // made) are the orchestrator's: they stay, and so does their directory.
+    std::fs::write(root.join("vm.snap"), b"s").unwrap();
+    std::fs::write(root.join("dev/vm.mem"), b"m").unwrap();
     assert!(remove_created(&p.created).is_empty());
     assert!(crate::resources::restore_owners(&p.owners).is_empty());
     let mut left: Vec<_> = std::fs::read_dir(&root)
@@ -221,7 +225,9 @@ fn prepare_adds_firecrackers_layout_and_cleanup_removes_only_that() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     left.sort();
-    assert_eq!(left, vec!["run", "vmlinux"]);
+    assert_eq!(left, vec!["dev", "run", "vm.snap", "vmlinux"]);
+    assert_eq!(std::fs::read(root.join("dev/vm.mem")).unwrap(), b"m");
+    assert!(!root.join("dev/net").exists());
     assert_eq!(meta("").uid(), 0);
     check_leftovers(&paths).unwrap();
     std::fs::remove_dir_all(&base).unwrap();

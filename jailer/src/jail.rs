@@ -449,7 +449,7 @@ fn allocate(
         computed_label: Some(labels::process_label(&s.profile.selinux, categories)),
         vm_files: labels::file_records(&s.profile.selinux, categories, &o.res.files, selinux_on),
         api: s.api.then(|| {
-            let label = labels::image_label(&s.profile.selinux, categories, true);
+            let label = labels::jail_dir_label(&s.profile.selinux, categories);
             ApiRecord::new(&o.paths.root, label, selinux_on)
         }),
     };

@@ -112,6 +112,14 @@ pub fn image_label(s: &SelinuxSettings, cats: Categories, writable: bool) -> Str
     }
 }
 
+/// The label of a jail directory the VMM writes new files in (the `--api` jail's
+/// `/snapshots`): the jail directory type with the VM's categories. Files the VMM
+/// creates there get the policy's VM file type by type transition, at the VM's
+/// level, so no VM but this one may use the directory or what it holds.
+pub fn jail_dir_label(s: &SelinuxSettings, cats: Categories) -> String {
+    format!("system_u:object_r:{}:{}:{}", s.jail_type, s.level, cats)
+}
+
 /// Applies `plan`, returning the records needed to undo it. On failure, what was
 /// already relabelled is restored before the error is returned.
 pub fn apply(
@@ -199,6 +207,20 @@ mod tests {
             process_label(&settings(), cats),
             "system_u:system_r:caisson_vm_t:s0:c4,c900"
         );
+    }
+
+    #[test]
+    fn the_snapshot_directory_is_a_jail_directory_with_the_pair() {
+        let cats = Categories { a: 7, b: 31 };
+        assert_eq!(
+            jail_dir_label(&settings(), cats),
+            "system_u:object_r:caisson_jail_t:s0:c7,c31"
+        );
+        // A profile written before jail_type existed gets the policy's type.
+        let text = crate::profile::STRICT.replace("jail_type = \"caisson_jail_t\"\n", "");
+        assert!(!text.contains("jail_type"));
+        let p = Profile::parse("old", &text).unwrap();
+        assert_eq!(p.selinux.jail_type, "caisson_jail_t");
     }
 
     #[test]

@@ -43,9 +43,11 @@ pub enum Grant {
     SnapshotDir,
     /// Firecracker's mode: the jail root the orchestrator filled. Its files (the
     /// known ones and those linked or mounted in later, e.g. Kata's hot-plugged
-    /// drives) may be read and written, and unix sockets created and removed
-    /// anywhere under it (the API socket in /run, a vsock socket in /); nothing may
-    /// be executed, and no file, directory, device or link created.
+    /// drives) may be read, written and truncated, regular files created (snapshot
+    /// files, as Firecracker's jailer allows: `PUT /snapshot/create` names paths
+    /// in the chroot), and unix sockets created and removed anywhere under it (the
+    /// API socket in /run, a vsock socket in /); nothing may be executed, and no
+    /// directory, device node, FIFO or symlink created.
     JailRoot,
 }
 
@@ -94,6 +96,7 @@ fn access_for(grant: Grant) -> BitFlags<AccessFs> {
             AccessFs::ReadFile
                 | AccessFs::WriteFile
                 | AccessFs::Truncate
+                | AccessFs::MakeReg
                 | AccessFs::MakeSock
                 | AccessFs::RemoveFile
         }
@@ -198,10 +201,11 @@ mod tests {
             assert!(!snap.contains(denied), "{denied:?}");
         }
         let root = access_for(Grant::JailRoot);
-        assert!(root.contains(AccessFs::WriteFile | AccessFs::MakeSock));
+        assert!(root.contains(
+            AccessFs::WriteFile | AccessFs::Truncate | AccessFs::MakeReg | AccessFs::MakeSock
+        ));
         for denied in [
             AccessFs::Execute,
-            AccessFs::MakeReg,
             AccessFs::MakeDir,
             AccessFs::MakeChar,
             AccessFs::MakeBlock,

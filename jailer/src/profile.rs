@@ -126,9 +126,18 @@ pub struct SelinuxSettings {
     pub process_type: String,
     pub image_type: String,
     pub image_ro_type: String,
+    /// The type of jail directories (the policy's `caisson_jail_t`): where the
+    /// VMM creates files they get its own file type by type transition. The
+    /// `--api` jail's `/snapshots` carries it with the VM's categories.
+    #[serde(default = "default_jail_type")]
+    pub jail_type: String,
     pub level: String,
     /// The categories the jailer allocates from, `cLO.cHI`.
     pub range: String,
+}
+
+fn default_jail_type() -> String {
+    "caisson_jail_t".into()
 }
 
 /// The jailer's own seccomp baseline (seccomp/baseline.json), installed just

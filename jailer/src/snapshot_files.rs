@@ -158,11 +158,11 @@ pub fn add_override_taps(
     Ok(())
 }
 
-/// A restore file: its kind, the config field naming it, and its path.
+/// One file a `snapshot-load` names: (kind, field, path).
 pub type NamedFile = (Kind, String, PathBuf);
 
 /// Firecracker's mode: the files a `snapshot-load` in the VMM's own config names
-/// (jail-relative, opened beneath the root by the caller), as (kind, field, path).
+/// (jail-relative, opened beneath the root by the caller).
 pub fn fc_files(load: &LoadSnapshotConfig) -> Result<Vec<NamedFile>, (&'static str, &'static str)> {
     let (mem_field, mem_path) = memory_file(load)?;
     Ok(vec![

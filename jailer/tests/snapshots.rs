@@ -280,7 +280,7 @@ fn api_jail_has_its_socket_and_a_snapshot_directory_only() {
     assert_eq!(
         label,
         format!(
-            "system_u:object_r:caisson_image_t:s0:c{},c{}",
+            "system_u:object_r:caisson_jail_t:s0:c{},c{}",
             cats["a"], cats["b"]
         )
     );

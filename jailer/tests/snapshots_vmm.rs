@@ -391,8 +391,11 @@ fn two_clones_of_one_jailed_snapshot_run_side_by_side() {
 /// Firecracker's mode: the orchestrator links the snapshot files into the jail
 /// root after the start and loads them through the API with jail-relative paths
 /// (the root-wide Landlock rule lets the VMM read them and bind the overridden
-/// vsock socket); nothing more is needed. Creating a snapshot there needs files
-/// the orchestrator made (Landlock lets the VMM make no new file in that root).
+/// vsock socket); nothing more is needed. A snapshot of the restored VM is then
+/// created as Firecracker's users create one in a jail: to new paths relative to
+/// the chroot (`./snapshot_file`), which the VMM creates in the root (Landlock
+/// lets it make regular files there), or over files the orchestrator made. The
+/// files stay in the root when the VM ends, as Firecracker's jailer leaves them.
 #[test]
 fn firecracker_mode_restores_files_linked_into_its_root() {
     let (a, snap, mem, old) = snapshot_in_a_jail("fc-src");
@@ -453,7 +456,6 @@ fn firecracker_mode_restores_files_linked_into_its_root() {
         .unwrap()
         .file_type()
         .is_socket());
-    // A snapshot to a new file in that root: Landlock makes no new file there.
     let (code, _) = http_unix(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#)).unwrap();
     assert_eq!(code, 204);
     let create = |s: &str, m: &str| {
@@ -461,15 +463,29 @@ fn firecracker_mode_restores_files_linked_into_its_root() {
             serde_json::json!({"snapshot_type": "Full", "snapshot_path": s, "mem_file_path": m});
         http_unix(&sock, "PUT", "/snapshot/create", Some(&body.to_string())).unwrap()
     };
-    let (code, body) = create("/new.snap", "/new.mem");
-    assert_eq!(code, 400, "{body}");
-    assert!(body.contains("ermission denied"), "{body}");
-    // Files the orchestrator made for it (writable by the VM's uid) are written.
     let st: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(RUNTIME_DIR).join(format!("vms/{id}.json"))).unwrap(),
     )
     .unwrap();
     let uid = st["uid"].as_u64().unwrap() as u32;
+    // New files, named as Firecracker's docs name them (relative to the chroot,
+    // the VMM's cwd): made by the VM, as the VM, in the root.
+    let (code, body) = create("./snapshot_file", "mem_file");
+    assert_eq!(code, 204, "{body}\nstderr: {}", err.lock().unwrap());
+    let (snap_new, mem_new) = (root.join("snapshot_file"), root.join("mem_file"));
+    for f in [&snap_new, &mem_new] {
+        let m = std::fs::symlink_metadata(f).unwrap();
+        assert!(m.file_type().is_file(), "{}", f.display());
+        assert_eq!((m.uid(), m.gid()), (uid, uid), "{}", f.display());
+    }
+    assert!(std::fs::metadata(&snap_new).unwrap().len() > 0);
+    assert_eq!(std::fs::metadata(&mem_new).unwrap().len(), RAM_MIB << 20);
+    // The VMM makes no directory (nor does Firecracker): a path in a missing
+    // one fails, and nothing appears.
+    let (code, body) = create("/nodir/x.snap", "/nodir/x.mem");
+    assert_eq!(code, 400, "{body}");
+    assert!(!root.join("nodir").exists());
+    // Files the orchestrator made for it (writable by the VM's uid) are written.
     for f in ["pre.snap", "pre.mem"] {
         std::fs::File::create(root.join(f)).unwrap();
         nix::unistd::chown(
@@ -488,8 +504,10 @@ fn firecracker_mode_restores_files_linked_into_its_root() {
     // SAFETY: kill has no memory preconditions; the pid is the jailer this test started.
     unsafe { libc::kill(guard.0.id() as i32, libc::SIGTERM) };
     guard.0.wait().unwrap();
-    // The orchestrator's files stay in its root.
+    // The orchestrator's files stay in its root, and so do those the VM made.
     for f in ["vm.snap", "vm.mem", "pre.snap", "pre.mem"] {
         assert!(root.join(f).exists(), "{f}");
     }
+    assert_eq!(std::fs::metadata(&mem_new).unwrap().len(), RAM_MIB << 20);
+    assert!(std::fs::metadata(&snap_new).unwrap().len() > 0);
 }

@@ -11,8 +11,9 @@
 //!  --tcp-port N --kill-pid N --mem-mib N --pids --hold-ms N --exit-code N --timestamp
 //!  --tap NAME --unix-bind PATH --abstract NAME --try OP:PATH`. `--try` (repeatable)
 //! reports attempt `try-OP PATH` for OP one of read, write, create (O_CREAT|O_EXCL),
-//! truncate, unlink, mkdir, symlink, map (a read-only open mapped private and
-//! writable, as a restore maps its memory file) and rename (to PATH.renamed).
+//! truncate, unlink, mkdir, mknod (a character device, /dev/null's numbers), mkfifo,
+//! symlink, map (a read-only open mapped private and writable, as a restore maps its
+//! memory file) and rename (to PATH.renamed).
 
 use std::ffi::CString;
 use std::io::Write;
@@ -630,6 +631,13 @@ fn try_op(spec: &str) {
         "unlink" => i64::from(unsafe { libc::unlink(c.as_ptr()) }),
         // SAFETY: c is a valid C string path.
         "mkdir" => i64::from(unsafe { libc::mkdir(c.as_ptr(), 0o700) }),
+        // A device node (/dev/null's numbers) and a FIFO.
+        // SAFETY: c is a valid C string path.
+        "mknod" => i64::from(unsafe {
+            libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3))
+        }),
+        // SAFETY: c is a valid C string path.
+        "mkfifo" => i64::from(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }),
         "symlink" => {
             let target = cstr("/config.json");
             // SAFETY: both are valid C strings.
