@@ -771,8 +771,16 @@ fn kata_go_hot_plug_through_the_jailed_api_reaches_the_guest() {
     let seen = wait_file_text(&j, "serial.out", "hotplug: sector 0 HOTPLUG!");
     assert!(seen.contains("hotplug: capacity 4096 sectors"), "{seen}");
 
+    // The guest ends by itself after reading the new disk, so the VMM may be
+    // gone already; SIGTERM stops it otherwise.
     // SAFETY: signalling the VMM this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let r = unsafe { libc::kill(pid, libc::SIGTERM) };
+    let gone = std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    assert!(
+        r == 0 || gone,
+        "kill {pid}: {}",
+        std::io::Error::last_os_error()
+    );
     j.wait_cleaned();
     umount2(&j.root.join("drive_0"), MntFlags::MNT_DETACH).unwrap();
     umount2(&j.root, MntFlags::MNT_DETACH).unwrap();
