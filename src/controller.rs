@@ -157,9 +157,9 @@ pub enum ActionError {
     Update { what: String, reason: String },
     #[error("Loading a microVM snapshot not allowed after configuring boot-specific resources.")]
     LoadNotAllowed,
-    #[error("Cannot create a snapshot: the microVM is not paused.")]
+    #[error("Create snapshot error: Cannot save the microVM state: Operation not allowed: save/restore unavailable while running")]
     SnapshotNotPaused,
-    #[error("Failed to create the snapshot: {0}")]
+    #[error("Create snapshot error: {0}")]
     CreateSnapshot(crate::snapshot::SnapshotError),
     #[error("Failed to restore from snapshot: {0}")]
     LoadSnapshot(String),

@@ -41,16 +41,7 @@ fn undo_inner(
         Ok(()) if !state.cgroup_parent.is_empty() && !state.cgroup_leaves.is_empty() => {
             // The last VM under a parent removes it, never while a start creates a
             // leaf under it (starts take the same lock).
-            let taken = match held {
-                Some(_) => None,
-                None => match RuntimeLock::take(runtime_dir) {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        problems.push(e.to_string());
-                        None
-                    }
-                },
-            };
+            let taken = RuntimeLock::unless_held(held, runtime_dir, &mut problems);
             if held.is_some() || taken.is_some() {
                 let depth = state.cgroup_parent.split('/').count();
                 crate::cgroup::remove_empty_parents(&state.cgroup_leaves, depth);

@@ -127,16 +127,7 @@ pub fn restore(
         return Vec::new();
     }
     let mut problems = Vec::new();
-    let _taken = match held {
-        Some(_) => None,
-        None => match RuntimeLock::take(runtime_dir) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                problems.push(e.to_string());
-                None
-            }
-        },
-    };
+    let _taken = RuntimeLock::unless_held(held, runtime_dir, &mut problems);
     let peers = peer_records(runtime_dir, &state.id);
     let (kept, mine): (Vec<&LabelRecord>, Vec<&LabelRecord>) = state
         .image_labels

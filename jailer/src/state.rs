@@ -125,6 +125,27 @@ pub struct RuntimeLock {
 }
 
 impl RuntimeLock {
+    /// The lock for a step that must run under it: None when the caller
+    /// already `held` it, else taken here; a failure to take it is pushed to
+    /// `problems` and None returned (so `held.is_some() || taken.is_some()`
+    /// says whether the step may run).
+    pub fn unless_held(
+        held: Option<&RuntimeLock>,
+        runtime_dir: &Path,
+        problems: &mut Vec<String>,
+    ) -> Option<Self> {
+        if held.is_some() {
+            return None;
+        }
+        match Self::take(runtime_dir) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        }
+    }
+
     /// Blocks until the lock of `runtime_dir` is held.
     pub fn take(runtime_dir: &Path) -> Result<Self, StateError> {
         let path = runtime_dir.join("lock");
