@@ -63,6 +63,7 @@ pub enum MetricsError {
 #[derive(Debug, Default)]
 pub struct CaissonMetrics {
     pub api_server: ApiServerMetrics,
+    pub deprecated_api: DeprecatedApiMetrics,
     pub get_api_requests: GetRequestsMetrics,
     pub i8042: I8042DeviceMetrics,
     pub uart: SerialDeviceMetrics,
@@ -78,8 +79,9 @@ pub struct CaissonMetrics {
 }
 
 /// The names [`CaissonMetrics`] writes, after `utc_timestamp_ms`.
-pub const GROUPS: [&str; 13] = [
+pub const GROUPS: [&str; 14] = [
     "api_server",
+    "deprecated_api",
     "get_api_requests",
     "i8042",
     "uart",
@@ -98,6 +100,7 @@ impl CaissonMetrics {
     pub const fn new() -> Self {
         Self {
             api_server: ApiServerMetrics::new(),
+            deprecated_api: DeprecatedApiMetrics::new(),
             get_api_requests: GetRequestsMetrics::new(),
             i8042: I8042DeviceMetrics::new(),
             uart: SerialDeviceMetrics::new(),
@@ -144,18 +147,19 @@ impl Serialize for Line<'_> {
         let mut map = s.serialize_map(Some(1 + GROUPS.len() + self.extra.len()))?;
         map.serialize_entry("utc_timestamp_ms", &self.utc_timestamp_ms)?;
         map.serialize_entry(GROUPS[0], &m.api_server)?;
-        map.serialize_entry(GROUPS[1], &m.get_api_requests)?;
-        map.serialize_entry(GROUPS[2], &m.i8042)?;
-        map.serialize_entry(GROUPS[3], &m.uart)?;
-        map.serialize_entry(GROUPS[4], &m.latencies_us)?;
-        map.serialize_entry(GROUPS[5], &m.logger)?;
-        map.serialize_entry(GROUPS[6], &m.patch_api_requests)?;
-        map.serialize_entry(GROUPS[7], &m.put_api_requests)?;
-        map.serialize_entry(GROUPS[8], &m.seccomp)?;
-        map.serialize_entry(GROUPS[9], &m.vcpu)?;
-        map.serialize_entry(GROUPS[10], &m.vmm)?;
-        map.serialize_entry(GROUPS[11], &m.signals)?;
-        map.serialize_entry(GROUPS[12], &m.vsock)?;
+        map.serialize_entry(GROUPS[1], &m.deprecated_api)?;
+        map.serialize_entry(GROUPS[2], &m.get_api_requests)?;
+        map.serialize_entry(GROUPS[3], &m.i8042)?;
+        map.serialize_entry(GROUPS[4], &m.uart)?;
+        map.serialize_entry(GROUPS[5], &m.latencies_us)?;
+        map.serialize_entry(GROUPS[6], &m.logger)?;
+        map.serialize_entry(GROUPS[7], &m.patch_api_requests)?;
+        map.serialize_entry(GROUPS[8], &m.put_api_requests)?;
+        map.serialize_entry(GROUPS[9], &m.seccomp)?;
+        map.serialize_entry(GROUPS[10], &m.vcpu)?;
+        map.serialize_entry(GROUPS[11], &m.vmm)?;
+        map.serialize_entry(GROUPS[12], &m.signals)?;
+        map.serialize_entry(GROUPS[13], &m.vsock)?;
         for (name, group) in self.extra {
             map.serialize_entry(name, group)?;
         }

@@ -122,16 +122,20 @@ fn firecracker_go_sdk_order_boots_the_guest() {
         .to_string(),
     )
     .assert_no_content();
-    c.put(
+    // The go SDK still sends the deprecated `vsock_id`: accepted, with
+    // Firecracker's `Deprecation: true` header (and counter, checked below).
+    let r = c.put(
         "/vsock",
         &serde_json::json!({"vsock_id": "vsock0", "guest_cid": 3, "uds_path": vsock}).to_string(),
-    )
-    .assert_no_content();
-    c.put(
+    );
+    assert_eq!(r.header("Deprecation"), Some("true"), "{r:?}");
+    r.assert_no_content();
+    let r = c.put(
         "/serial",
         &serde_json::json!({"serial_out_path": serial}).to_string(),
-    )
-    .assert_no_content();
+    );
+    assert_eq!(r.header("Deprecation"), None, "{r:?}");
+    r.assert_no_content();
     assert_eq!(c.get("/").json()["state"], "Not started");
     c.put(
         "/metrics",
@@ -170,6 +174,18 @@ fn firecracker_go_sdk_order_boots_the_guest() {
     assert_eq!(lines(&metrics), before + 1, "{text}");
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert!(last["utc_timestamp_ms"].is_u64(), "{last}");
+    // Counters are per interval: the first line (at boot) or this one has it.
+    let deprecated: u64 = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|m| m["deprecated_api"]["deprecated_http_api_calls"].as_u64())
+        .sum();
+    assert_eq!(deprecated, 1, "{text}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("PUT /vsock: vsock_id field is deprecated."),
+        "log: {logged:?}"
+    );
     v.assert_serving("Running");
 }
 

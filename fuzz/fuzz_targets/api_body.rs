@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let (method, path) = ENDPOINTS[usize::from(*pick) % ENDPOINTS.len()];
     match routes::parse(method, path, body) {
-        Ok(action) => match action {
+        Ok(routed) => match routed.action {
             VmmAction::InsertBlockDevice(d) => assert_eq!(d.drive_id, "rootfs"),
             VmmAction::UpdateBlockDevice(d) => assert_eq!(d.drive_id, "rootfs"),
             VmmAction::InsertNetworkDevice(n) => assert_eq!(n.iface_id, "eth0"),

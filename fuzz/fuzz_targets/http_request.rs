@@ -76,7 +76,11 @@ fuzz_target!(|data: &[u8]| {
                     other => panic!("the request alone parses as {other:?}"),
                 }
                 let response = match routes::parse(&request.method, &request.path, &request.body) {
-                    Ok(_) => Response::no_content(),
+                    Ok(routed) => {
+                        let mut r = Response::no_content();
+                        r.deprecation = routed.deprecation.is_some();
+                        r
+                    }
                     Err(fault) => {
                         assert!(!fault.is_empty());
                         Response::fault(400, &fault)

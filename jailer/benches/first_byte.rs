@@ -1,21 +1,32 @@
-//! Times `caisson-jailer` start -> the jailed hello guest's first serial byte (and
-//! -> exit, cleanup included), median of >= 20 runs, with the real statically
-//! linked `caisson` (built as tests/demo.sh builds it). Run as root:
-//! `cargo bench -p caisson-jailer --bench first_byte`. Prints figures only.
+//! Times the jailed hello guest's first serial byte against the unjailed VMM's, in
+//! alternating pairs (so that both see the same machine), median of >= 20 pairs,
+//! with the real statically linked `caisson` (built as tests/demo.sh builds it):
+//! - unjailed: `caisson --no-api --config-file` start -> first byte;
+//! - jailed: `caisson-jailer` (strict profile) start -> first byte, and -> exit
+//!   (cleanup included);
+//! then the jail sequence's per-step profile (the opt-in timing log,
+//! `CAISSON_JAILER_TIMING=1`), median per step over the same number of runs.
+//!
+//! Run as root: `cargo bench -p caisson-jailer --bench first_byte`
+//! (`CAISSON_BENCH_RUNS=N` changes the count). Prints figures only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
 
 /// The static VMM (built as tests/demo.sh builds it) and the hello guest of
 /// that build.
@@ -29,6 +40,63 @@ fn static_vmm() -> (PathBuf, PathBuf) {
         .find(|p| p.exists())
         .expect("hello.elf in the static build");
     (vmm, guest)
+}
+
+/// Spawns `cmd`, returns (start -> first stdout byte, start -> exit, stderr).
+fn time_first_byte(mut cmd: Command) -> (Duration, Duration, String) {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    out.read_exact(&mut byte).unwrap();
+    let first = t.elapsed();
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "hello failed: {err}");
+    (first, t.elapsed(), err)
+}
+
+fn jailer(id: &str, vmm: &Path, cfg: &Path, work: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_caisson-jailer"));
+    c.args(["--id", id, "--exec-file"])
+        .arg(vmm)
+        .arg("--config-file")
+        .arg(cfg)
+        .arg("--resource-root")
+        .arg(work)
+        .arg("--chroot-base-dir")
+        .arg(work.join("jails"));
+    c
+}
+
+/// `caisson-jailer: timing: <us> us [<pid>] <step>` lines -> (step, us since the
+/// previous line), in order.
+fn steps(stderr: &str) -> Vec<(String, u64)> {
+    let mut prev = 0u64;
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("caisson-jailer: timing:"))
+        .filter_map(|l| {
+            let (us, rest) = l.trim_start().split_once(" us ")?;
+            let us: u64 = us.trim().parse().ok()?;
+            let step = rest.split_once("] ")?.1.to_string();
+            let d = us.saturating_sub(prev);
+            prev = us;
+            Some((step, d))
+        })
+        .collect()
 }
 
 fn main() {
@@ -49,40 +117,56 @@ fn main() {
         "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}
     });
     std::fs::write(&cfg, json.to_string()).unwrap();
-    let (mut first, mut exit) = (Vec::new(), Vec::new());
-    for i in 0..runs {
+    let (mut bare, mut first, mut exit) = (Vec::new(), Vec::new(), Vec::new());
+    // One untimed pair warms the page cache and the binaries.
+    for i in 0..=runs {
+        let mut c = Command::new(&vmm);
+        c.arg("--no-api").arg("--config-file").arg(&cfg);
+        let (b, _, _) = time_first_byte(c);
         let id = format!("fb{}-{i}", std::process::id());
-        let t = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_caisson-jailer"))
-            .args(["--id", &id, "--exec-file"])
-            .arg(&vmm)
-            .arg("--config-file")
-            .arg(&cfg)
-            .arg("--resource-root")
-            .arg(work.path())
-            .arg("--chroot-base-dir")
-            .arg(work.path().join("jails"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let mut byte = [0u8; 1];
-        out.read_exact(&mut byte).unwrap();
-        first.push(t.elapsed());
-        let mut rest = Vec::new();
-        out.read_to_end(&mut rest).unwrap();
-        assert!(child.wait().unwrap().success(), "jailed hello failed");
-        exit.push(t.elapsed());
+        let (f, e, _) = time_first_byte(jailer(&id, &vmm, &cfg, work.path()));
+        if i > 0 {
+            bare.push(b);
+            first.push(f);
+            exit.push(e);
+        }
     }
-    println!("jailed hello guest, 1 vCPU, 128 MiB, median of {runs} runs");
+    // The per-step profile, in separate runs (the log costs a little).
+    let mut profile: Vec<(String, Vec<u64>)> = Vec::new();
+    for i in 0..runs {
+        let id = format!("fp{}-{i}", std::process::id());
+        let mut c = jailer(&id, &vmm, &cfg, work.path());
+        c.env("CAISSON_JAILER_TIMING", "1");
+        let (_, _, err) = time_first_byte(c);
+        for (n, (step, d)) in steps(&err).into_iter().enumerate() {
+            match profile.get_mut(n) {
+                Some((name, v)) if *name == step => v.push(d),
+                Some(_) => {}
+                None => profile.push((step, vec![d])),
+            }
+        }
+    }
+    let (mb, mf) = (median(&mut bare), median(&mut first));
+    println!("hello guest, 1 vCPU, 128 MiB, static caisson, {runs} alternating pairs");
     println!(
-        "  caisson-jailer start -> first serial byte: {:>8.2?}",
-        median(&mut first)
+        "  unjailed caisson start -> first serial byte:       {:>7.2} ms",
+        ms(mb)
     );
     println!(
-        "  caisson-jailer start -> exit (cleanup included): {:>8.2?}",
-        median(&mut exit)
+        "  caisson-jailer (strict) start -> first serial byte: {:>7.2} ms",
+        ms(mf)
     );
+    println!(
+        "  jail cost (jailed - unjailed medians):              {:>7.2} ms (target <= 2.00 ms)",
+        ms(mf) - ms(mb)
+    );
+    println!(
+        "  caisson-jailer start -> exit (cleanup included):    {:>7.2} ms",
+        ms(median(&mut exit))
+    );
+    println!("jail sequence profile, median us since the previous mark ({runs} runs):");
+    for (step, mut v) in profile {
+        v.sort_unstable();
+        println!("  {:>6} us  {step}", v[v.len() / 2]);
+    }
 }

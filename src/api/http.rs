@@ -144,6 +144,8 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub struct Response {
     pub status: u16,
     pub body: Option<String>,
+    /// Adds Firecracker's `Deprecation: true` header.
+    pub deprecation: bool,
 }
 
 impl Response {
@@ -151,6 +153,7 @@ impl Response {
         Self {
             status: 204,
             body: None,
+            deprecation: false,
         }
     }
 
@@ -158,6 +161,7 @@ impl Response {
         Self {
             status,
             body: Some(body),
+            deprecation: false,
         }
     }
 
@@ -190,6 +194,9 @@ impl Response {
             if keep_alive { "keep-alive" } else { "close" }
         );
         let body = self.body.as_deref().unwrap_or("");
+        if self.deprecation {
+            head.push_str("Deprecation: true\r\n");
+        }
         if self.body.is_some() {
             head.push_str("Content-Type: application/json\r\n");
         }

@@ -411,13 +411,31 @@ impl Server {
     }
 
     fn act(&mut self, request: &http::Request) -> Response {
-        let action = match routes::parse(&request.method, &request.path, &request.body) {
-            Ok(a) => a,
+        let routes::Routed {
+            action,
+            deprecation,
+        } = match routes::parse(&request.method, &request.path, &request.body) {
+            Ok(r) => r,
             Err(fault) => {
                 log::info!("API: {} {}: {fault}", request.method, request.path);
                 return Response::fault(400, &fault);
             }
         };
+        // Firecracker's channels for a deprecated field: a warning, a counter,
+        // and a `Deprecation: true` header on the answer, whatever it is.
+        if let Some(message) = deprecation {
+            log::warn!("{message}");
+            crate::metrics::METRICS
+                .deprecated_api
+                .deprecated_http_api_calls
+                .inc();
+        }
+        let mut response = self.perform(action, request);
+        response.deprecation = deprecation.is_some();
+        response
+    }
+
+    fn perform(&mut self, action: VmmAction, request: &http::Request) -> Response {
         let (reply, answer) = sync_channel(1);
         if self.to_vmm.send((action, reply)).is_err() || self.waker.write(1).is_err() {
             return Response::fault(503, "The VMM is shutting down.");

@@ -93,8 +93,23 @@ const NOT_YET: [(&str, &str); 5] = [
     ("pmem", "virtio-pmem"),
 ];
 
+/// A parsed request: its action and, when it used a field Firecracker has
+/// deprecated, Firecracker's message for it (logged, counted in
+/// `deprecated_api.deprecated_http_api_calls`, and answered with a
+/// `Deprecation: true` header).
+#[derive(Debug)]
+pub struct Routed {
+    pub action: VmmAction,
+    pub deprecation: Option<&'static str>,
+}
+
+/// Firecracker's deprecation messages.
+pub const VSOCK_ID_DEPRECATED: &str = "PUT /vsock: vsock_id field is deprecated.";
+pub const MEM_FILE_PATH_DEPRECATED: &str = "PUT /snapshot/load: mem_file_path field is deprecated.";
+
 /// Turns one request into an action, or the fault message of a 400.
-pub fn parse(method: &str, path: &str, raw: &[u8]) -> Result<VmmAction, String> {
+pub fn parse(method: &str, path: &str, raw: &[u8]) -> Result<Routed, String> {
+    let mut deprecation = None;
     let path = path.split('?').next().unwrap_or("");
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let segments: Vec<&str> = trimmed.split('/').collect();
@@ -132,7 +147,13 @@ pub fn parse(method: &str, path: &str, raw: &[u8]) -> Result<VmmAction, String> 
                 None => return Err("serial_out_path is required.".into()),
             }
         }
-        ("PUT", ["vsock"]) => VmmAction::SetVsockDevice(body::<VsockConfig>(method, raw)?),
+        ("PUT", ["vsock"]) => {
+            let v = body::<VsockConfig>(method, raw)?;
+            if v.vsock_id.is_some() {
+                deprecation = Some(VSOCK_ID_DEPRECATED);
+            }
+            VmmAction::SetVsockDevice(v)
+        }
         ("PUT", ["entropy"]) => VmmAction::SetEntropyDevice(body::<EntropyConfig>(method, raw)?),
         ("PUT", ["drives", id]) => {
             let id = checked_id(id)?;
@@ -167,7 +188,7 @@ pub fn parse(method: &str, path: &str, raw: &[u8]) -> Result<VmmAction, String> 
             VmmAction::CreateSnapshot(body::<CreateSnapshotParams>(method, raw)?)
         }
         ("PUT", ["snapshot", "load"]) => {
-            let (params, _deprecated) = body::<LoadSnapshotConfig>(method, raw)?
+            let (params, deprecated) = body::<LoadSnapshotConfig>(method, raw)?
                 .into_params()
                 .map_err(|e| match e {
                     // Firecracker reports these two as body errors.
@@ -176,6 +197,9 @@ pub fn parse(method: &str, path: &str, raw: &[u8]) -> Result<VmmAction, String> 
                     ),
                     other => other.to_string(),
                 })?;
+            if deprecated {
+                deprecation = Some(MEM_FILE_PATH_DEPRECATED);
+            }
             VmmAction::LoadSnapshot(params)
         }
         ("PUT", ["snapshot"]) => return Err("Missing snapshot operation type.".into()),
@@ -196,15 +220,24 @@ pub fn parse(method: &str, path: &str, raw: &[u8]) -> Result<VmmAction, String> 
         },
         _ => return Err(invalid()),
     };
-    Ok(action)
+    Ok(Routed {
+        action,
+        deprecation,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ok(method: &str, path: &str, body: &str) -> VmmAction {
+    fn routed(method: &str, path: &str, body: &str) -> Routed {
         parse(method, path, body.as_bytes()).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    fn ok(method: &str, path: &str, body: &str) -> VmmAction {
+        let r = routed(method, path, body);
+        assert_eq!(r.deprecation, None, "{method} {path}");
+        r.action
     }
 
     fn fault(method: &str, path: &str, body: &str) -> String {
@@ -266,7 +299,7 @@ mod tests {
             ok(
                 "PUT",
                 "/vsock",
-                r#"{"guest_cid": 3, "uds_path": "/v.sock", "vsock_id": "vsock0"}"#
+                r#"{"guest_cid": 3, "uds_path": "/v.sock"}"#
             ),
             VmmAction::SetVsockDevice(_)
         ));
@@ -329,8 +362,8 @@ mod tests {
             VmmAction::CreateSnapshot(c) if c.snapshot_type == crate::snapshot::params::SnapshotType::Diff
         ));
         assert!(matches!(
-            ok("PUT", "/snapshot/load", r#"{"snapshot_path": "s", "mem_file_path": "m", "resume_vm": true}"#),
-            VmmAction::LoadSnapshot(l) if l.resume_vm && l.mem_file_path.as_os_str() == "m"
+            ok("PUT", "/snapshot/load", r#"{"snapshot_path": "s", "mem_backend": {"backend_type": "File", "backend_path": "m"}}"#),
+            VmmAction::LoadSnapshot(l) if !l.resume_vm && l.mem_file_path.as_os_str() == "m"
         ));
         assert_eq!(
             fault("PUT", "/snapshot/load", r#"{"snapshot_path": "s"}"#),
@@ -392,5 +425,26 @@ mod tests {
         assert!(fault("PUT", "/actions", r#"{"action_type": "Explode"}"#).contains("Explode"));
         assert!(fault("PATCH", "/vm", r#"{"state": "Running"}"#).contains("Running"));
         assert!(fault("PUT", "/boot-source", "{not json").contains("key must be a string"));
+    }
+
+    #[test]
+    fn deprecated_fields_are_accepted_and_named_as_firecracker_does() {
+        let r = routed(
+            "PUT",
+            "/vsock",
+            r#"{"guest_cid": 3, "uds_path": "/v.sock", "vsock_id": "vsock0"}"#,
+        );
+        assert!(matches!(r.action, VmmAction::SetVsockDevice(_)));
+        assert_eq!(r.deprecation, Some(VSOCK_ID_DEPRECATED));
+        let r = routed(
+            "PUT",
+            "/snapshot/load",
+            r#"{"snapshot_path": "s", "mem_file_path": "m", "resume_vm": true}"#,
+        );
+        assert!(matches!(
+            r.action,
+            VmmAction::LoadSnapshot(ref l) if l.resume_vm && l.mem_file_path.as_os_str() == "m"
+        ));
+        assert_eq!(r.deprecation, Some(MEM_FILE_PATH_DEPRECATED));
     }
 }

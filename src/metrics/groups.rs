@@ -37,6 +37,14 @@ group!(
 );
 
 group!(
+    /// `deprecated_api`: requests that used a deprecated field (Firecracker's
+    /// `mem_file_path` of `PUT /snapshot/load`, `vsock_id` of `PUT /vsock`).
+    DeprecatedApiMetrics {
+        deprecated_http_api_calls: SharedIncMetric,
+    }
+);
+
+group!(
     /// `get_api_requests`: counted by the API layer.
     GetRequestsMetrics {
         instance_info_count: SharedIncMetric,
