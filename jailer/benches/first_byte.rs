@@ -4,6 +4,7 @@
 //! - unjailed: `caisson --no-api --config-file` start -> first byte;
 //! - jailed: `caisson-jailer` (strict profile) start -> first byte, and -> exit
 //!   (cleanup included);
+//!
 //! then the jail sequence's per-step profile (the opt-in timing log,
 //! `CAISSON_JAILER_TIMING=1`), median per step over the same number of runs.
 //!
