@@ -1,6 +1,6 @@
 //! Undoing a jail: the VM's processes are killed through its cgroup, the cgroup
-//! removed, image labels and owners restored, the jail directory removed, the MCS
-//! pair released and the state file deleted. Used by the supervising jailer when
+//! removed, image labels, owners and taps restored, the jail directory removed,
+//! the MCS pair released and the state file deleted. Used by the supervising jailer when
 //! the VM ends and by `caisson-jailer cleanup --id` when the jailer itself died.
 
 use std::path::Path;
@@ -69,6 +69,8 @@ fn undo_inner(
         held,
     ));
     problems.extend(crate::resources::restore_owners(&state.owners));
+    // Before the MCS pair (and so the VM's uid) can go to another VM.
+    problems.extend(crate::tap::give_back(&state.taps, state.uid, state.gid));
     if state.firecracker_mode {
         // The jail root is the orchestrator's: only the jailer's own files go.
         problems.extend(crate::fcmode::remove_created(&state.created_in_jail));

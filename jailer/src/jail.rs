@@ -429,6 +429,7 @@ fn allocate(
             s.rootless,
         ),
         netns: args.netns.clone(),
+        taps: Vec::new(),
         seccomp: s.profile.seccomp.mode,
         seccomp_baseline: s.profile.seccomp.baseline,
         landlock: Some(expected_landlock(&s.profile)),
@@ -521,6 +522,7 @@ fn set_up(
     state.cgroup_leaves = plan.leaves.clone();
     if !s.rootless {
         // (Rootless: the VM's uid maps to the caller, who owns the files already.)
+        state.taps = crate::tap::record(&res.taps, o.netns.as_ref(), s.profile.namespaces.net)?;
         state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
         state.save(&s.runtime_dir)?;
         if state.firecracker_mode {

@@ -83,6 +83,10 @@ pub struct JailState {
     pub new_namespaces: Vec<String>,
     /// The network namespace joined, if `--netns` was given.
     pub netns: Option<PathBuf>,
+    /// The taps handed to the VM, each with its namespace and the owner and
+    /// group to give back (absent in older state files).
+    #[serde(default)]
+    pub taps: Vec<crate::tap::TapRecord>,
     pub seccomp: SeccompMode,
     /// The jailer's seccomp baseline (absent, i.e. off, in older state files).
     #[serde(default)]
@@ -256,5 +260,6 @@ pub(crate) mod tests {
     fn an_older_state_file_still_loads() {
         let st: super::JailState = serde_json::from_str(MINIMAL).unwrap();
         assert!(st.vm_files.is_empty() && st.api.is_none() && st.computed_label.is_none());
+        assert!(st.taps.is_empty());
     }
 }

@@ -1,5 +1,6 @@
-//! Network resources: a joined --netns with a tap the VM can attach to, the vsock
-//! socket directory, and refusals for a missing tap or an unreadable image.
+//! Network resources: a joined --netns with a tap the VM can attach to (and that
+//! is given back when it ends), the vsock socket directory, and refusals for a
+//! missing tap or an unreadable image.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -9,45 +10,11 @@ use std::time::Duration;
 
 use common::*;
 
-/// A network namespace made with `ip netns`, deleted on drop.
-struct NetNs(String);
-
-impl NetNs {
-    fn new(name: &str) -> Self {
-        let st = Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {name}");
-        Self(name.to_string())
-    }
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn edit_config(vm: &Vm, f: impl FnOnce(&mut serde_json::Value)) {
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&vm.config).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&vm.config, v.to_string()).unwrap();
-}
-
 #[test]
 fn joined_netns_tap_and_vsock_work() {
     let vm = Vm::new("net");
     let ns = NetNs::new(&format!("cj{}", std::process::id()));
-    let st = Command::new("ip")
-        .args(["-n", &ns.0, "tuntap", "add", "dev", "ctap0", "mode", "tap"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    ns.add_tap("ctap0", &[]);
     edit_config(&vm, |v| {
         v["network-interfaces"] =
             serde_json::json!([{"iface_id": "eth0", "host_dev_name": "ctap0"}]);
@@ -92,6 +59,42 @@ fn joined_netns_tap_and_vsock_work() {
     assert_eq!(net["ok"], true);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
+    vm.assert_cleaned("caisson");
+}
+
+#[test]
+fn tap_owners_are_given_back_when_the_vm_ends() {
+    let vm = Vm::new("tapown");
+    let ns = NetNs::new(&format!("cjo{}", std::process::id()));
+    ns.add_tap("otap0", &["user", "4321", "group", "4321"]);
+    ns.add_tap("otap1", &[]);
+    ns.add_tap("otap2", &["user", "4322"]);
+    assert_eq!(ns.tap_ids("otap1"), (-1, -1));
+    use_taps(&vm, &["otap0", "otap1", "otap2"]);
+    let netns = ns.path();
+    let mut child = vm.spawn(
+        &["--netns", &netns],
+        &["--tap", "otap0", "--hold-ms", "3000"].map(String::from),
+    );
+    let lines = wait_holding(&mut child);
+    allowed(&attempts(lines.join("").as_bytes()), "attach-tap");
+    let st = vm.wait_running(Duration::from_secs(5));
+    let vm_ids = (st["uid"].as_i64().unwrap(), st["gid"].as_i64().unwrap());
+    for tap in ["otap0", "otap1", "otap2"] {
+        assert_eq!(ns.tap_ids(tap), vm_ids, "{tap} during the VM");
+    }
+    // The record holds what was there before the hand-over.
+    let taps = st["taps"].as_array().unwrap();
+    assert_eq!(taps.len(), 3, "{taps:?}");
+    assert_eq!(taps[0]["owner"], 4321);
+    assert!(taps[1]["owner"].is_null() && taps[1]["group"].is_null());
+    assert_eq!(taps[0]["netns"], netns);
+    assert_exit_0(&child.wait_with_output().unwrap());
+    assert_eq!(ns.tap_ids("otap0"), (4321, 4321));
+    // No owner cannot be set again: root's, not the VM's.
+    assert_eq!(ns.tap_ids("otap1"), (0, 0));
+    // An owner without a group gets its primary group (gid = uid without a passwd entry).
+    assert_eq!(ns.tap_ids("otap2"), (4322, 4322));
     vm.assert_cleaned("caisson");
 }
 

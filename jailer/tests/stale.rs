@@ -1,5 +1,5 @@
 //! Jailers killed with SIGKILL: the next start (or `cleanup --stale`) undoes their
-//! records, a live VM's record is untouched, and the parent cgroup goes with the
+//! records (their taps given back too), a live VM's record is untouched, and the parent cgroup goes with the
 //! last VM under it. Each test has its own runtime directory and parent cgroup, so
 //! that no other test's start sweeps its records first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -73,6 +73,19 @@ impl Place {
 
     fn leaves(&self, vm: &Vm) -> Vec<PathBuf> {
         self.parent_dirs().iter().map(|p| p.join(&vm.id)).collect()
+    }
+
+    /// `cleanup --stale` on this runtime directory, which must succeed; the ids
+    /// it swept.
+    #[track_caller]
+    fn cleanup_stale(&self) -> String {
+        let out = Command::new(JAILER)
+            .args(["cleanup", "--stale", "--runtime-dir"])
+            .arg(&self.runtime)
+            .output()
+            .unwrap();
+        assert_exit_0(&out);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Nothing of `vm` is left.
@@ -193,18 +206,7 @@ fn cleanup_stale_sweeps_only_the_dead() {
     let killed = Vm::new("k");
     start_and_kill(&place, &killed);
 
-    let out = Command::new(JAILER)
-        .args(["cleanup", "--stale", "--runtime-dir"])
-        .arg(&place.runtime)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), killed.id);
+    assert_eq!(place.cleanup_stale(), killed.id);
     place.assert_gone(&killed);
     place.assert_there(&live);
     // The original's ownership is back (the VM's uid had the writable disk).
@@ -220,6 +222,36 @@ fn cleanup_stale_sweeps_only_the_dead() {
     // Neither --id nor --stale: refused.
     let out = Command::new(JAILER).args(["cleanup"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_killed_jailers_tap_is_given_back_by_cleanup_stale() {
+    let place = Place::new("tapk");
+    let ns = NetNs::new(&format!("cjk{}", std::process::id()));
+    ns.add_tap("ktap0", &["user", "4321", "group", "4321"]);
+    let vm = Vm::new("ktap");
+    use_taps(&vm, &["ktap0"]);
+    let mut flags = place.flags();
+    flags.extend(["--netns".into(), ns.path()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut c = vm.spawn(
+        &flags,
+        &["--tap", "ktap0", "--hold-ms", "60000"].map(String::from),
+    );
+    wait_holding(&mut c);
+    let vm_pid = place.vm_pid(&vm);
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(place.state(&vm)).unwrap()).unwrap();
+    let vm_ids = (st["uid"].as_i64().unwrap(), st["gid"].as_i64().unwrap());
+    assert_eq!(ns.tap_ids("ktap0"), vm_ids);
+    c.kill().unwrap();
+    c.wait().unwrap();
+    wait_gone(vm_pid);
+    // Nobody gave it back yet.
+    assert_eq!(ns.tap_ids("ktap0"), vm_ids);
+    assert_eq!(place.cleanup_stale(), vm.id);
+    assert_eq!(ns.tap_ids("ktap0"), (4321, 4321));
+    place.assert_gone(&vm);
 }
 
 #[test]

@@ -270,6 +270,17 @@ pub fn probe_results(out: &Output) -> std::collections::BTreeMap<String, serde_j
     attempts(&out.stdout)
 }
 
+/// Asserts that a command exited 0, showing its stderr if not.
+#[track_caller]
+pub fn assert_exit_0(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Asserts an attempt was denied with `errno`.
 #[track_caller]
 pub fn denied_with(
@@ -405,4 +416,71 @@ pub fn http_unix(
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A network namespace made with `ip netns`, deleted on drop (its taps with it).
+pub struct NetNs(pub String);
+
+impl NetNs {
+    pub fn new(name: &str) -> Self {
+        let st = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        Self(name.to_string())
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+
+    /// A persistent tap in it, with `ip tuntap` options (`user N`, `group N`).
+    pub fn add_tap(&self, name: &str, options: &[&str]) {
+        let st = Command::new("ip")
+            .args(["-n", &self.0, "tuntap", "add", "dev", name, "mode", "tap"])
+            .args(options)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip tuntap add {name} {options:?}");
+    }
+
+    /// A tap's owner and group as its namespace's sysfs shows them (-1: none).
+    pub fn tap_ids(&self, name: &str) -> (i64, i64) {
+        let read = |file: &str| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.0, "cat"])
+                .arg(format!("/sys/class/net/{name}/{file}"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "reading {name}/{file}");
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        (read("owner"), read("group"))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Rewrites the VM's config.
+pub fn edit_config(vm: &Vm, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&vm.config).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&vm.config, v.to_string()).unwrap();
+}
+
+/// The config's network interfaces, one per tap.
+pub fn use_taps(vm: &Vm, taps: &[&str]) {
+    edit_config(vm, |v| {
+        v["network-interfaces"] = taps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"iface_id": format!("eth{i}"), "host_dev_name": t}))
+            .collect();
+    });
 }
