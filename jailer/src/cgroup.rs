@@ -84,23 +84,41 @@ pub fn v2_root() -> PathBuf {
     }
 }
 
-/// Checks a parent cgroup path such as `caisson` or `machine/caisson`.
-pub fn check_parent(parent: &str) -> Result<(), CgroupError> {
-    let ok = !parent.is_empty()
-        && !parent.starts_with('/')
-        && parent.split('/').all(|c| {
-            !c.is_empty()
-                && c != "."
-                && c != ".."
-                && c.chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(CgroupError::Parent {
-            value: parent.to_string(),
-        })
+/// A parent cgroup path such as `caisson` or `machine/caisson`: relative, of
+/// `[A-Za-z0-9._-]` components, none `.` or `..` (so `<parent>/<id>` stays under
+/// the hierarchy's root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupParent(String);
+
+impl CgroupParent {
+    /// Checks `parent` (`--parent-cgroup`, the profile's `cgroup.parent`).
+    pub fn parse(parent: &str) -> Result<Self, CgroupError> {
+        let ok = !parent.is_empty()
+            && !parent.starts_with('/')
+            && parent.split('/').all(|c| {
+                !c.is_empty()
+                    && c != "."
+                    && c != ".."
+                    && c.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+            });
+        if ok {
+            Ok(Self(parent.to_string()))
+        } else {
+            Err(CgroupError::Parent {
+                value: parent.to_string(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CgroupParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -571,10 +589,10 @@ mod tests {
             let err = parse_setting(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
-        assert!(check_parent("caisson").is_ok());
-        assert!(check_parent("a/b-c.d").is_ok());
-        for bad in ["", "/abs", "a/../b", "a//b", "a b"] {
-            assert!(check_parent(bad).is_err(), "{bad}");
+        assert_eq!(CgroupParent::parse("caisson").unwrap().as_str(), "caisson");
+        assert!(CgroupParent::parse("a/b-c.d").is_ok());
+        for bad in ["", "/abs", "a/../b", "a//b", "a b", "a/./b"] {
+            assert!(CgroupParent::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(CgroupVersion::parse("2").unwrap(), CgroupVersion::V2);
         assert!(CgroupVersion::parse("3")

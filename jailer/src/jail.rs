@@ -1,7 +1,9 @@
 //! The jail sequence: [`run`] takes one guest from an untrusted config to a
-//! uniquely confined VMM process, one step per call, in order. Steps 5-11 (and the
-//! child's entry into its cgroup) run in the cloned child ([`confine`], `child.rs`); the parent
-//! supervises and cleans up (step 12).
+//! uniquely confined VMM process, one step per call, in order. What it decides
+//! first is in `settings.rs`, the jailer's own process (sanitize, daemonize,
+//! clocks) in `process.rs`; steps 5-11 (and the child's entry into its cgroup)
+//! run in the cloned child ([`confine`], `child.rs`); the parent supervises and
+//! cleans up (step 12).
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
@@ -13,12 +15,13 @@ use crate::child::{confine, ChildCtx};
 use crate::cli::RunArgs;
 use crate::fcmode;
 use crate::identity;
-use crate::jailfs::{self, JailPaths};
+use crate::jailfs;
 use crate::labels::{self, Image};
 use crate::landlock_rules::{self, LandlockStatus};
 use crate::mcs::{McsStore, OsRandom};
 use crate::namespaces::{self, Netns};
-use crate::profile::{LandlockMode, Profile, SeccompMode, SelinuxMode};
+use crate::process::{self, StartTimes};
+use crate::profile::{FsizeChoice, LandlockMode, Profile, SeccompMode, SelinuxMode};
 use crate::resources::{self, Resources, JAIL_CONFIG, JAIL_VSOCK_DIR};
 use crate::rlimits::Rlimits;
 use crate::selinux_backend::{HostSelinux, SelinuxBackend};
@@ -30,20 +33,12 @@ use crate::timing as mark;
 /// Any failed step, named by the step.
 #[derive(Debug, thiserror::Error)]
 pub enum JailError {
-    #[error("sanitize: {0}")]
-    Sanitize(String),
-    #[error(
-        "caisson-jailer must run as root (euid is {euid}); use --rootless for a user namespace"
-    )]
-    NotRoot { euid: u32 },
-    #[error("--rootless cannot use {what}")]
-    Rootless { what: &'static str },
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     #[error("missing required flag {flag}")]
     Missing { flag: &'static str },
-    #[error(transparent)]
-    Config(#[from] caisson::config::ConfigError),
-    #[error(transparent)]
-    Profile(#[from] crate::profile::ProfileError),
     #[error(transparent)]
     Resource(#[from] resources::ResourceError),
     #[error(transparent)]
@@ -78,8 +73,6 @@ pub enum JailError {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Supervise(#[from] supervise::SuperviseError),
-    #[error("cannot daemonize: {0}")]
-    Daemonize(String),
     #[error("cannot set the parent-death signal: {0}")]
     DeathSignal(nix::Error),
     #[error("cannot exec {path}: {errno}")]
@@ -88,12 +81,6 @@ pub enum JailError {
     Nul { value: String },
     #[error(transparent)]
     FcMode(#[from] fcmode::FcModeError),
-    #[error("--node {node}: cannot read {path}: {source}")]
-    Node {
-        node: u32,
-        path: String,
-        source: std::io::Error,
-    },
 }
 
 pub use crate::settings::{rootless_runtime_dir, Mode, Settings};
@@ -105,8 +92,8 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let started = StartTimes::now();
     mark::init();
     // 1. Sanitize.
-    sanitize()?;
-    require_root(args.rootless)?;
+    process::sanitize()?;
+    process::require_root(args.rootless)?;
     mark::mark("1 sanitized");
     // 2. Validate and open.
     let s = Settings::resolve(args)?;
@@ -114,17 +101,17 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let backend = HostSelinux;
     sweep(&s.runtime_dir, &backend)?;
     mark::mark("2 stale records swept");
-    let mut opened = open(&s, args)?;
+    let mut opened = open(&s)?;
     mark::mark("2 config and files opened");
-    if args.daemonize {
-        daemonize()?;
+    if s.daemonize {
+        process::daemonize()?;
     }
     supervise::install_forwarding()?;
     // 3. sVirt: the MCS pair and the ids derived from it.
     let selinux_on = selinux_mode(&backend, &s)?;
     // From here on, leaving `run` by any path undoes what was done.
     let mut state = Undo {
-        state: allocate(&s, args, &mut opened, &backend, selinux_on)?,
+        state: allocate(&s, &mut opened, &backend, selinux_on)?,
         runtime_dir: &s.runtime_dir,
         backend: &backend,
     };
@@ -137,14 +124,14 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     // 5-11 in the child, which is born in its cgroup (v2) or joins it first (v1).
     let cgroup_fd = cgroup::open_v2_leaf(&plan)?;
     // The VMM's argv (with the jailer's CPU time so far) and the exec label.
-    let (argv, exec_label) = exec_strings(&s, &opened.paths, args, &started, &state)?;
+    let (argv, exec_label) = exec_strings(&s, &started, &state)?;
     mark::mark("argv built, cloning");
     let ctx = ChildCtx {
         cgroup: &plan,
         settings: &s,
         res: &opened.res,
         netns: opened.netns.as_ref(),
-        paths: &opened.paths,
+        paths: &s.paths,
         rlimits: &opened.rlimits,
         uid: state.uid,
         gid: state.gid,
@@ -173,7 +160,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     )?;
     mark::mark("5 cloned");
     // The child waits for its id maps (rootless) and its state record.
-    if let Err(e) = admit(&s, &opened.paths, &mut child, &mut state) {
+    if let Err(e) = admit(&s, &mut child, &mut state) {
         child.abort();
         return Err(e);
     }
@@ -226,98 +213,108 @@ fn sweep(runtime_dir: &Path, backend: &dyn SelinuxBackend) -> Result<(), JailErr
     Ok(())
 }
 
-/// The times Firecracker's jailer passes to the VMM.
-struct StartTimes {
-    wall_us: u64,
-    cpu_us: u64,
-}
-
-impl StartTimes {
-    fn now() -> Self {
-        Self {
-            wall_us: clock_us(libc::CLOCK_REALTIME),
-            cpu_us: clock_us(libc::CLOCK_PROCESS_CPUTIME_ID),
-        }
-    }
-}
-
 /// What step 2 opened and computed.
 struct Opened {
     res: Resources,
     netns: Option<Netns>,
-    paths: JailPaths,
     rlimits: Rlimits,
     limits: Limits,
 }
 
-/// Step 2: the config's files, the network namespace, the jail paths and limits.
-fn open(s: &Settings, args: &RunArgs) -> Result<Opened, JailError> {
-    if s.rootless && args.netns.is_some() {
-        return Err(JailError::Rootless {
-            what: "--netns (joining needs CAP_SYS_ADMIN over it)",
-        });
-    }
-    let paths = jailfs::jail_paths(&args.chroot_base_dir, &s.exec_file, &s.id)?;
+/// Step 2: the config's files, the network namespace and the limits.
+fn open(s: &Settings) -> Result<Opened, JailError> {
     let res = match &s.mode {
         Mode::Caisson { config_file } => {
             resources::open_all(config_file, &s.profile.resources.roots)?
         }
-        Mode::Firecracker { config: Some(c) } => fcmode::open_config(&paths.root, c)?,
+        Mode::Firecracker { config: Some(c) } => fcmode::open_config(&s.paths.root, c)?,
         Mode::Firecracker { config: None } => {
-            fcmode::scan_root(&paths.root, &["dev", fcmode::RUN_DIR])?
+            fcmode::scan_root(&s.paths.root, &["dev", fcmode::RUN_DIR])?
         }
     };
-    let netns = args
-        .netns
-        .as_deref()
-        .map(namespaces::open_netns)
-        .transpose()?;
-    let rlimits = rlimits_for(s, args, &res)?;
+    let netns = s.netns.as_deref().map(namespaces::open_netns).transpose()?;
+    let rlimits = rlimits_for(s, &res);
     let limits = cgroup_limits(s, &res);
     Ok(Opened {
         res,
         netns,
-        paths,
         rlimits,
         limits,
     })
 }
 
-fn rlimits_for(s: &Settings, args: &RunArgs, res: &Resources) -> Result<Rlimits, JailError> {
+/// Step 7's limits, from the profile (flags included) and the VM's files.
+fn rlimits_for(s: &Settings, res: &Resources) -> Rlimits {
     let mut rlimits = Rlimits::from_profile(&s.profile, api_jail::fsize_basis(s.api, res));
     // Firecracker's mode: drives come after the start (Kata's hot-plug onto empty
     // placeholders, the API), so no size is known to derive fsize from; it is
     // unlimited, as in Firecracker's jailer, unless the profile or a flag sets it.
-    if matches!(s.mode, Mode::Firecracker { .. })
-        && matches!(s.profile.fsize(), Ok(crate::profile::FsizeChoice::Auto))
-    {
+    if matches!(s.mode, Mode::Firecracker { .. }) && s.profile.rlimits.fsize == FsizeChoice::Auto {
         rlimits.fsize = None;
     }
-    for flag in &args.resource_limits {
-        rlimits.apply_flag(flag)?;
-    }
-    Ok(rlimits)
+    rlimits
 }
 
-/// Whether labels are applied, per mode, host and rootless.
+/// Step 4's limits, from the profile and the guest's size.
+fn cgroup_limits(s: &Settings, res: &Resources) -> Limits {
+    let c = &s.profile.cgroup;
+    // Without a config (Firecracker's mode, API-driven) the guest's size is not
+    // known before the API sets it: the derived limits are the host's size, i.e.
+    // none, unless the profile sets them.
+    let (guest_mib, vcpus) = if s.mode == (Mode::Firecracker { config: None }) {
+        if c.memory_max_mib.is_none() || c.cpu_quota_us.is_none() {
+            log::warn!(
+                "VM {}: no config, so no memory or CPU limit derived from the guest's size (set cgroup.memory_max_mib and cpu_quota_us in the profile)",
+                s.id
+            );
+        }
+        process::host_size()
+    } else {
+        (res.mem_size_mib, res.vcpu_count)
+    };
+    let memory_mib = c
+        .memory_max_mib
+        .unwrap_or(guest_mib.saturating_add(c.memory_overhead_mib));
+    Limits {
+        memory_bytes: memory_mib.saturating_mul(1 << 20),
+        cpu_quota_us: c
+            .cpu_quota_us
+            .unwrap_or(vcpus.max(1).saturating_mul(c.cpu_period_us)),
+        cpu_period_us: c.cpu_period_us,
+        pids_max: c.pids_max,
+        extra: s.extra_cgroups.clone(),
+    }
+}
+
+/// Whether labels are applied, per mode and host (rootless never: relabelling
+/// needs root, and `--selinux=require` is refused with `--rootless`).
 fn selinux_mode(backend: &dyn SelinuxBackend, s: &Settings) -> Result<bool, JailError> {
     if !s.rootless {
         return selinux_enabled(backend, s.profile.selinux.mode);
     }
-    if s.profile.selinux.mode == SelinuxMode::Require {
-        return Err(JailError::Rootless {
-            what: "--selinux=require (relabelling needs root)",
-        });
-    }
     log::info!("rootless: SELinux labels skipped");
     Ok(false)
+}
+
+/// Whether the mode labels on this host (`require` fails without SELinux).
+fn selinux_enabled(backend: &dyn SelinuxBackend, mode: SelinuxMode) -> Result<bool, JailError> {
+    match mode {
+        SelinuxMode::Off => Ok(false),
+        _ if backend.enabled() => Ok(true),
+        SelinuxMode::Require => Err(JailError::SelinuxRequired),
+        SelinuxMode::Auto => {
+            log::info!(
+                "SELinux is not enabled on this host: skipping the sVirt labels (--selinux=auto)"
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// Step 3: allocates the MCS pair, derives the ids, checks the read-only files are
 /// readable by them, refuses an existing jail, and writes the first state file.
 fn allocate(
     s: &Settings,
-    args: &RunArgs,
     o: &mut Opened,
     backend: &dyn SelinuxBackend,
     selinux_on: bool,
@@ -326,30 +323,19 @@ fn allocate(
     let store = McsStore::new(&s.runtime_dir.join("mcs"));
     let categories = store.allocate(
         &s.id,
-        s.mcs_range,
+        s.profile.selinux.range,
         &backend.process_labels(),
         std::process::id() as i32,
         &mut OsRandom,
     )?;
-    let derived = identity::derive_id(s.profile.identity.uid_base, categories);
-    let (uid, gid) = if fc {
-        (
-            fcmode::vm_id(args.uid, derived),
-            fcmode::vm_id(args.gid, derived),
-        )
-    } else {
-        (args.uid.unwrap_or(derived), args.gid.unwrap_or(derived))
-    };
+    let (uid, gid) = s.vm_ids(identity::derive_id(s.profile.identity.uid_base, categories));
     let refuse = |e: JailError| -> Result<JailState, JailError> {
         store.release(&s.id)?;
         Err(e)
     };
     if s.mode == (Mode::Firecracker { config: None }) {
         fcmode::classify(&mut o.res.files, uid, gid);
-        match rlimits_for(s, args, &o.res) {
-            Ok(r) => o.rlimits = r,
-            Err(e) => return refuse(e),
-        }
+        o.rlimits = rlimits_for(s, &o.res);
     }
     // Read-only files stay as they are: the VM's uid must be able to read them.
     if let Some(r) = o
@@ -376,15 +362,15 @@ fn allocate(
     // Firecracker's mode: the jail root is the orchestrator's, but nothing of an
     // earlier run may be in it.
     if fc {
-        if let Err(e) = fcmode::check_leftovers(&o.paths) {
+        if let Err(e) = fcmode::check_leftovers(&s.paths) {
             return refuse(e.into());
         }
     }
     // An existing jail directory is another VM's, or left over: never reused.
-    if !fc && o.paths.jail_dir.exists() {
+    if !fc && s.paths.jail_dir.exists() {
         return refuse(
             jailfs::JailFsError::Exists {
-                path: o.paths.jail_dir.clone(),
+                path: s.paths.jail_dir.clone(),
                 id: s.id.clone(),
             }
             .into(),
@@ -408,9 +394,9 @@ fn allocate(
         profile: s.profile.name.clone(),
         jailer_pid: std::process::id() as i32,
         vm_pid: 0,
-        exec_file_name: o.paths.exec_name.clone(),
-        jail_dir: o.paths.jail_dir.clone(),
-        root: o.paths.root.clone(),
+        exec_file_name: s.paths.exec_name.clone(),
+        jail_dir: s.paths.jail_dir.clone(),
+        root: s.paths.root.clone(),
         uid,
         gid,
         host_uid,
@@ -420,7 +406,7 @@ fn allocate(
         selinux_label: selinux_on.then(|| labels::process_label(&s.profile.selinux, categories)),
         cgroup_version: s.cgroup_version,
         cgroup_leaves: Vec::new(),
-        cgroup_parent: s.cgroup_parent.clone(),
+        cgroup_parent: s.profile.cgroup.parent.to_string(),
         cgroup_limits: o.limits.clone(),
         rlimits: o.rlimits.clone(),
         new_namespaces: namespaces::new_namespace_names(
@@ -428,7 +414,7 @@ fn allocate(
             o.netns.is_some(),
             s.rootless,
         ),
-        netns: args.netns.clone(),
+        netns: s.netns.clone(),
         taps: Vec::new(),
         seccomp: s.profile.seccomp.mode,
         seccomp_baseline: s.profile.seccomp.baseline,
@@ -437,9 +423,9 @@ fn allocate(
         owners: Vec::new(),
         vsock_host_path: o.res.vsock_name.as_ref().map(|n| {
             if fc {
-                o.paths.root.join(n)
+                s.paths.root.join(n)
             } else {
-                o.paths
+                s.paths
                     .root
                     .join(JAIL_VSOCK_DIR.trim_start_matches('/'))
                     .join(n)
@@ -451,7 +437,7 @@ fn allocate(
         vm_files: labels::file_records(&s.profile.selinux, categories, &o.res.files, selinux_on),
         api: s.api.then(|| {
             let label = labels::jail_dir_label(&s.profile.selinux, categories);
-            ApiRecord::new(&o.paths.root, label, selinux_on)
+            ApiRecord::new(&s.paths.root, label, selinux_on)
         }),
     };
     if let Err(e) = state.save(&s.runtime_dir) {
@@ -460,29 +446,19 @@ fn allocate(
     Ok(state)
 }
 
-/// Rootless id maps, the state with the VM's pid, and the go signal.
-fn admit(
-    s: &Settings,
-    paths: &JailPaths,
-    child: &mut supervise::Child,
-    state: &mut JailState,
-) -> Result<(), JailError> {
-    if s.rootless {
-        namespaces::write_id_maps(
-            child.pid,
-            state.uid,
-            state.gid,
-            state.host_uid,
-            state.host_gid,
-        )?;
+/// The Landlock status the state file records for the audit to compare.
+fn expected_landlock(p: &Profile) -> LandlockStatus {
+    let abi = landlock_rules::kernel_abi();
+    let status = match p.landlock.mode {
+        LandlockMode::Off => "off",
+        _ if abi >= 6 => "fully-enforced",
+        _ if abi >= 1 => "partially-enforced",
+        _ => "not-enforced",
+    };
+    LandlockStatus {
+        kernel_abi: abi,
+        status: status.into(),
     }
-    state.vm_pid = child.pid;
-    state.save(&s.runtime_dir)?;
-    if state.firecracker_mode {
-        fcmode::write_pid_file(paths, child.pid)?;
-    }
-    child.release()?;
-    Ok(())
 }
 
 /// Steps 3 (labels, owners), 4 (cgroup) and the host side of 6 (jail directory).
@@ -493,7 +469,7 @@ fn set_up(
     selinux_on: bool,
     state: &mut JailState,
 ) -> Result<CgroupPlan, JailError> {
-    let (res, paths, limits) = (&o.res, &o.paths, &o.limits);
+    let (res, paths, limits) = (&o.res, &s.paths, &o.limits);
     // 3 (cont.). Label the images, give writable files to the VM's uid.
     if selinux_on {
         let images: Vec<Image> = res
@@ -513,11 +489,16 @@ fn set_up(
     let plan = match s.cgroup_version {
         CgroupVersion::V1 => cgroup::plan_v1(
             Path::new(cgroup::CGROUP_ROOT),
-            &s.cgroup_parent,
+            s.profile.cgroup.parent.as_str(),
             &s.id,
             limits,
         ),
-        CgroupVersion::V2 => cgroup::plan_v2(&cgroup::v2_root(), &s.cgroup_parent, &s.id, limits),
+        CgroupVersion::V2 => cgroup::plan_v2(
+            &cgroup::v2_root(),
+            s.profile.cgroup.parent.as_str(),
+            &s.id,
+            limits,
+        ),
     };
     state.cgroup_leaves = plan.leaves.clone();
     if !s.rootless {
@@ -592,12 +573,10 @@ fn set_up(
 /// The VMM's argv and the sVirt exec label (when labels are on).
 fn exec_strings(
     s: &Settings,
-    paths: &JailPaths,
-    args: &RunArgs,
     started: &StartTimes,
     state: &JailState,
 ) -> Result<(Vec<CString>, Option<CString>), JailError> {
-    let argv = vmm_argv(s, paths, &args.exec_args, started)?;
+    let argv = vmm_argv(s, started)?;
     let label = state
         .selinux_label
         .clone()
@@ -610,13 +589,8 @@ fn exec_strings(
 /// the arguments after `--` unchanged. Caisson's mode adds `--no-api` (with `--api`,
 /// `--api-sock /run/caisson.socket`) and its own config; Firecracker's leaves the
 /// API on (`/run/firecracker.socket`).
-fn vmm_argv(
-    s: &Settings,
-    paths: &JailPaths,
-    extra: &[String],
-    started: &StartTimes,
-) -> Result<Vec<CString>, JailError> {
-    let mut v: Vec<String> = vec![format!("/{}", paths.exec_name)];
+fn vmm_argv(s: &Settings, started: &StartTimes) -> Result<Vec<CString>, JailError> {
+    let mut v: Vec<String> = vec![format!("/{}", s.paths.exec_name)];
     if let Mode::Caisson { .. } = s.mode {
         v.extend(api_jail::vmm_flags(s.api));
         v.extend(["--config-file".into(), JAIL_CONFIG.into()]);
@@ -629,7 +603,7 @@ fn vmm_argv(
         "--start-time-cpu-us".into(),
         started.cpu_us.to_string(),
         "--parent-cpu-time-us".into(),
-        clock_us(libc::CLOCK_PROCESS_CPUTIME_ID).to_string(),
+        process::cpu_time_us().to_string(),
     ]);
     if s.profile.seccomp.mode == SeccompMode::Off {
         log::warn!(
@@ -638,150 +612,34 @@ fn vmm_argv(
         );
         v.push("--no-seccomp".into());
     }
-    v.extend(extra.iter().cloned());
+    v.extend(s.exec_args.iter().cloned());
     v.into_iter()
         .map(|a| CString::new(a.clone()).map_err(|_| JailError::Nul { value: a }))
         .collect()
 }
 
-fn cgroup_limits(s: &Settings, res: &Resources) -> Limits {
-    let c = &s.profile.cgroup;
-    // Without a config (Firecracker's mode, API-driven) the guest's size is not
-    // known before the API sets it: the derived limits are the host's size, i.e.
-    // none, unless the profile sets them.
-    let (guest_mib, vcpus) = if s.mode == (Mode::Firecracker { config: None }) {
-        if c.memory_max_mib.is_none() || c.cpu_quota_us.is_none() {
-            log::warn!(
-                "VM {}: no config, so no memory or CPU limit derived from the guest's size (set cgroup.memory_max_mib and cpu_quota_us in the profile)",
-                s.id
-            );
-        }
-        host_size()
-    } else {
-        (res.mem_size_mib, res.vcpu_count)
-    };
-    let memory_mib = c
-        .memory_max_mib
-        .unwrap_or(guest_mib.saturating_add(c.memory_overhead_mib));
-    Limits {
-        memory_bytes: memory_mib.saturating_mul(1 << 20),
-        cpu_quota_us: c
-            .cpu_quota_us
-            .unwrap_or(vcpus.max(1).saturating_mul(c.cpu_period_us)),
-        cpu_period_us: c.cpu_period_us,
-        pids_max: c.pids_max,
-        extra: s.extra_cgroups.clone(),
+/// Rootless id maps, the state with the VM's pid, and the go signal.
+fn admit(
+    s: &Settings,
+    child: &mut supervise::Child,
+    state: &mut JailState,
+) -> Result<(), JailError> {
+    if s.rootless {
+        namespaces::write_id_maps(
+            child.pid,
+            state.uid,
+            state.gid,
+            state.host_uid,
+            state.host_gid,
+        )?;
     }
-}
-
-/// The host's memory (MiB) and CPU count.
-fn host_size() -> (u64, u64) {
-    let mem_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(u64::MAX >> 20);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    (mem_kib / 1024, cpus)
-}
-
-fn expected_landlock(p: &Profile) -> LandlockStatus {
-    let abi = landlock_rules::kernel_abi();
-    let status = match p.landlock.mode {
-        LandlockMode::Off => "off",
-        _ if abi >= 6 => "fully-enforced",
-        _ if abi >= 1 => "partially-enforced",
-        _ => "not-enforced",
-    };
-    LandlockStatus {
-        kernel_abi: abi,
-        status: status.into(),
+    state.vm_pid = child.pid;
+    state.save(&s.runtime_dir)?;
+    if state.firecracker_mode {
+        fcmode::write_pid_file(&s.paths, child.pid)?;
     }
-}
-
-fn selinux_enabled(backend: &dyn SelinuxBackend, mode: SelinuxMode) -> Result<bool, JailError> {
-    match mode {
-        SelinuxMode::Off => Ok(false),
-        _ if backend.enabled() => Ok(true),
-        SelinuxMode::Require => Err(JailError::SelinuxRequired),
-        SelinuxMode::Auto => {
-            log::info!(
-                "SELinux is not enabled on this host: skipping the sVirt labels (--selinux=auto)"
-            );
-            Ok(false)
-        }
-    }
-}
-
-/// Step 1: close every fd above 2 and clear the environment.
-pub fn sanitize() -> Result<(), JailError> {
-    // SAFETY: close_range only closes descriptors; nothing in this process holds an
-    // fd above 2 at this point (nothing has been opened yet).
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if r != 0 {
-        return Err(JailError::Sanitize(format!(
-            "close_range(3, ~0): {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    let keys: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
-    for k in keys {
-        std::env::remove_var(k);
-    }
+    child.release()?;
     Ok(())
-}
-
-fn require_root(rootless: bool) -> Result<(), JailError> {
-    if rootless {
-        return Ok(());
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if euid != 0 {
-        return Err(JailError::NotRoot { euid });
-    }
-    Ok(())
-}
-
-/// Firecracker's --daemonize: fork, new session, stdio to /dev/null.
-fn daemonize() -> Result<(), JailError> {
-    let err = |e: nix::Error| JailError::Daemonize(e.to_string());
-    // SAFETY: the process is single-threaded here; the parent only exits.
-    match unsafe { nix::unistd::fork() }.map_err(err)? {
-        nix::unistd::ForkResult::Parent { .. } => {
-            // SAFETY: _exit ends the parent without running destructors twice.
-            unsafe { libc::_exit(0) }
-        }
-        nix::unistd::ForkResult::Child => {}
-    }
-    nix::unistd::setsid().map_err(err)?;
-    let null = nix::fcntl::open(
-        "/dev/null",
-        nix::fcntl::OFlag::O_RDWR,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(err)?;
-    for fd in 0..=2 {
-        // SAFETY: dup2 onto the standard descriptors with a valid open fd.
-        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
-            return Err(JailError::Daemonize(
-                std::io::Error::last_os_error().to_string(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn clock_us(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000) + (ts.tv_nsec as u64) / 1000
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod labels;
 pub mod landlock_rules;
 pub mod mcs;
 pub mod namespaces;
+pub mod process;
 pub mod profile;
 pub mod resources;
 pub mod rlimits;

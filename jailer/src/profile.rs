@@ -2,10 +2,16 @@
 //!
 //! The shipped profiles (`policy/profiles/*.toml`) are embedded in the binary, so
 //! `--profile strict` works from any directory; any other value is read as a path.
+//! Every value is typed and checked when the profile is read ([`Profile::parse`]);
+//! a bad one is an error naming the profile, the key and the value, never a
+//! fallback to a default.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::cgroup::CgroupParent;
+use crate::mcs::CategoryRange;
 
 /// The shipped `strict` profile.
 pub const STRICT: &str = include_str!("../../policy/profiles/strict.toml");
@@ -29,6 +35,54 @@ pub enum ProfileError {
         value: String,
         reason: &'static str,
     },
+}
+
+impl ProfileError {
+    fn value(name: &str, key: &'static str, value: String, reason: &'static str) -> Self {
+        Self::Value {
+            name: name.to_string(),
+            key,
+            value,
+            reason,
+        }
+    }
+}
+
+/// The types of a profile's free-form values: [`Raw`] as read from the file,
+/// [`Typed`] once parsed. One definition of each section serves both, and the
+/// step from one to the other ([`Profile::parse`]) is where every value is
+/// checked, each failure naming the profile, the key and the value.
+pub trait Values {
+    /// `cgroup.version`.
+    type Version: std::fmt::Debug + Clone + PartialEq;
+    /// `cgroup.parent`.
+    type Parent: std::fmt::Debug + Clone + PartialEq;
+    /// `rlimits.fsize`.
+    type Fsize: std::fmt::Debug + Clone + PartialEq;
+    /// `selinux.range`.
+    type Range: std::fmt::Debug + Clone + PartialEq;
+}
+
+/// A profile's values as the TOML file has them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Raw {}
+
+impl Values for Raw {
+    type Version = toml::Value;
+    type Parent = String;
+    type Fsize = toml::Value;
+    type Range = String;
+}
+
+/// A profile's values parsed: what the jail sequence uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Typed {}
+
+impl Values for Typed {
+    type Version = CgroupVersionChoice;
+    type Parent = CgroupParent;
+    type Fsize = FsizeChoice;
+    type Range = CategoryRange;
 }
 
 /// How strictly a layer is required.
@@ -71,12 +125,12 @@ pub struct Namespaces {
 }
 
 /// `[cgroup]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CgroupSettings {
+pub struct CgroupSettings<V: Values = Typed> {
     /// `"auto"`, `"1"` or `"2"` (a string or an integer in the file).
-    pub version: toml::Value,
-    pub parent: String,
+    pub version: V::Version,
+    pub parent: V::Parent,
     #[serde(default)]
     pub memory_max_mib: Option<u64>,
     #[serde(default)]
@@ -96,12 +150,12 @@ pub struct ResourceSettings {
 }
 
 /// `[rlimits]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RlimitSettings {
+pub struct RlimitSettings<V: Values = Typed> {
     pub nofile: u64,
     /// A byte count, `"unlimited"` or `"auto"`.
-    pub fsize: toml::Value,
+    pub fsize: V::Fsize,
     pub nproc: u64,
 }
 
@@ -116,10 +170,11 @@ pub struct LandlockSettings {
     pub scope: bool,
 }
 
-/// `[selinux]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// `[selinux]`. The names (user, role, types, level) are checked at load to be
+/// SELinux identifiers, so that none can add a field to the labels made of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SelinuxSettings {
+pub struct SelinuxSettings<V: Values = Typed> {
     pub mode: SelinuxMode,
     pub user: String,
     pub role: String,
@@ -133,7 +188,7 @@ pub struct SelinuxSettings {
     pub jail_type: String,
     pub level: String,
     /// The categories the jailer allocates from, `cLO.cHI`.
-    pub range: String,
+    pub range: V::Range,
 }
 
 fn default_jail_type() -> String {
@@ -174,23 +229,28 @@ pub struct IdentitySettings {
     pub uid_base: u32,
 }
 
-/// One whole profile.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
+/// One whole profile: [`Profile<Raw>`] as the file has it, [`Profile`] (typed)
+/// as [`Profile::load`] returns it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    bound(deserialize = "CgroupSettings<V>: Deserialize<'de>, \
+        RlimitSettings<V>: Deserialize<'de>, SelinuxSettings<V>: Deserialize<'de>")
+)]
+pub struct Profile<V: Values = Typed> {
     pub name: String,
     pub namespaces: Namespaces,
-    pub cgroup: CgroupSettings,
+    pub cgroup: CgroupSettings<V>,
     pub resources: ResourceSettings,
-    pub rlimits: RlimitSettings,
+    pub rlimits: RlimitSettings<V>,
     pub landlock: LandlockSettings,
-    pub selinux: SelinuxSettings,
+    pub selinux: SelinuxSettings<V>,
     pub seccomp: SeccompSettings,
     pub identity: IdentitySettings,
 }
 
 /// The cgroup version a profile asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupVersionChoice {
     Auto,
     V1,
@@ -224,32 +284,20 @@ impl Profile {
         }
     }
 
-    /// Parses and checks profile text; `name` is used in error messages.
+    /// Parses, types and checks profile text; `name` is used in error messages.
     pub fn parse(name: &str, text: &str) -> Result<Self, ProfileError> {
-        let profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+        let raw: Profile<Raw> = toml::from_str(text).map_err(|e| ProfileError::Parse {
             name: name.to_string(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
+        let profile = raw.typed(name)?;
         profile.check(name)?;
         Ok(profile)
     }
 
+    /// The ranges of the numbers and the form of the SELinux names.
     fn check(&self, name: &str) -> Result<(), ProfileError> {
-        let bad = |key: &'static str, value: String, reason: &'static str| ProfileError::Value {
-            name: name.to_string(),
-            key,
-            value,
-            reason,
-        };
-        self.cgroup_version()
-            .map_err(|v| bad("cgroup.version", v, "expected \"auto\", 1 or 2"))?;
-        crate::cgroup::check_parent(&self.cgroup.parent).map_err(|_| {
-            bad(
-                "cgroup.parent",
-                self.cgroup.parent.clone(),
-                "must be a relative path of [A-Za-z0-9._-] components",
-            )
-        })?;
+        let bad = |key, value: String, reason| ProfileError::value(name, key, value, reason);
         if self.cgroup.cpu_period_us < 1000 || self.cgroup.cpu_period_us > 1_000_000 {
             return Err(bad(
                 "cgroup.cpu_period_us",
@@ -294,26 +342,13 @@ impl Profile {
         if self.rlimits.nproc == 0 {
             return Err(bad("rlimits.nproc", "0".into(), "must be positive"));
         }
-        self.fsize().map_err(|v| {
-            bad(
-                "rlimits.fsize",
-                v,
-                "expected bytes, \"unlimited\" or \"auto\"",
-            )
-        })?;
-        crate::mcs::CategoryRange::parse(&self.selinux.range).map_err(|_| {
-            bad(
-                "selinux.range",
-                self.selinux.range.clone(),
-                "expected cLO.cHI with LO < HI <= 1023",
-            )
-        })?;
-        let label_parts: [(&'static str, &String); 6] = [
+        let label_parts: [(&'static str, &String); 7] = [
             ("selinux.user", &self.selinux.user),
             ("selinux.role", &self.selinux.role),
             ("selinux.process_type", &self.selinux.process_type),
             ("selinux.image_type", &self.selinux.image_type),
             ("selinux.image_ro_type", &self.selinux.image_ro_type),
+            ("selinux.jail_type", &self.selinux.jail_type),
             ("selinux.level", &self.selinux.level),
         ];
         for (key, value) in label_parts {
@@ -338,27 +373,104 @@ impl Profile {
         }
         Ok(())
     }
+}
 
-    /// The cgroup version choice, or the offending value.
-    pub fn cgroup_version(&self) -> Result<CgroupVersionChoice, String> {
-        match &self.cgroup.version {
-            toml::Value::String(s) if s == "auto" => Ok(CgroupVersionChoice::Auto),
-            toml::Value::String(s) if s == "1" => Ok(CgroupVersionChoice::V1),
-            toml::Value::String(s) if s == "2" => Ok(CgroupVersionChoice::V2),
-            toml::Value::Integer(1) => Ok(CgroupVersionChoice::V1),
-            toml::Value::Integer(2) => Ok(CgroupVersionChoice::V2),
-            other => Err(other.to_string()),
+/// A value typed when the profile is read, from its [`Raw`] form.
+trait FromRaw: Sized {
+    type Raw: std::fmt::Display;
+    /// What a refused value should have been.
+    const EXPECTED: &'static str;
+    fn from_raw(raw: &Self::Raw) -> Option<Self>;
+}
+
+impl FromRaw for CgroupVersionChoice {
+    type Raw = toml::Value;
+    const EXPECTED: &'static str = "expected \"auto\", 1 or 2";
+    /// The numbers also as strings (`--cgroup-version`'s form).
+    fn from_raw(raw: &toml::Value) -> Option<Self> {
+        match raw {
+            toml::Value::String(s) if s == "auto" => Some(Self::Auto),
+            toml::Value::String(s) if s == "1" => Some(Self::V1),
+            toml::Value::String(s) if s == "2" => Some(Self::V2),
+            toml::Value::Integer(1) => Some(Self::V1),
+            toml::Value::Integer(2) => Some(Self::V2),
+            _ => None,
         }
     }
+}
 
-    /// The `fsize` choice, or the offending value.
-    pub fn fsize(&self) -> Result<FsizeChoice, String> {
-        match &self.rlimits.fsize {
-            toml::Value::String(s) if s == "auto" => Ok(FsizeChoice::Auto),
-            toml::Value::String(s) if s == "unlimited" => Ok(FsizeChoice::Unlimited),
-            toml::Value::Integer(n) if *n > 0 => Ok(FsizeChoice::Bytes(*n as u64)),
-            other => Err(other.to_string()),
+impl FromRaw for FsizeChoice {
+    type Raw = toml::Value;
+    const EXPECTED: &'static str = "expected a positive byte count, \"unlimited\" or \"auto\"";
+    fn from_raw(raw: &toml::Value) -> Option<Self> {
+        match raw {
+            toml::Value::String(s) if s == "auto" => Some(Self::Auto),
+            toml::Value::String(s) if s == "unlimited" => Some(Self::Unlimited),
+            toml::Value::Integer(n) => u64::try_from(*n).ok().filter(|&n| n > 0).map(Self::Bytes),
+            _ => None,
         }
+    }
+}
+
+impl FromRaw for CgroupParent {
+    type Raw = String;
+    const EXPECTED: &'static str = "must be a relative path of [A-Za-z0-9._-] components";
+    fn from_raw(raw: &String) -> Option<Self> {
+        Self::parse(raw).ok()
+    }
+}
+
+impl FromRaw for CategoryRange {
+    type Raw = String;
+    const EXPECTED: &'static str = "expected cLO.cHI with LO < HI <= 1023";
+    fn from_raw(raw: &String) -> Option<Self> {
+        Self::parse(raw).ok()
+    }
+}
+
+/// `raw` typed, or the error naming the profile, the key and the value as
+/// written (TOML's form for `toml::Value`s, quotes and all; strings as they are).
+fn typed<T: FromRaw>(name: &str, key: &'static str, raw: &T::Raw) -> Result<T, ProfileError> {
+    T::from_raw(raw).ok_or_else(|| ProfileError::value(name, key, raw.to_string(), T::EXPECTED))
+}
+
+impl Profile<Raw> {
+    /// Parses the free-form values into their types; the rest moves over as is.
+    fn typed(self, name: &str) -> Result<Profile, ProfileError> {
+        let (c, r, s) = (self.cgroup, self.rlimits, self.selinux);
+        Ok(Profile {
+            name: self.name,
+            namespaces: self.namespaces,
+            cgroup: CgroupSettings {
+                version: typed(name, "cgroup.version", &c.version)?,
+                parent: typed(name, "cgroup.parent", &c.parent)?,
+                memory_max_mib: c.memory_max_mib,
+                memory_overhead_mib: c.memory_overhead_mib,
+                cpu_period_us: c.cpu_period_us,
+                cpu_quota_us: c.cpu_quota_us,
+                pids_max: c.pids_max,
+            },
+            resources: self.resources,
+            rlimits: RlimitSettings {
+                nofile: r.nofile,
+                fsize: typed(name, "rlimits.fsize", &r.fsize)?,
+                nproc: r.nproc,
+            },
+            landlock: self.landlock,
+            selinux: SelinuxSettings {
+                mode: s.mode,
+                user: s.user,
+                role: s.role,
+                process_type: s.process_type,
+                image_type: s.image_type,
+                image_ro_type: s.image_ro_type,
+                jail_type: s.jail_type,
+                level: s.level,
+                range: typed(name, "selinux.range", &s.range)?,
+            },
+            seccomp: self.seccomp,
+            identity: self.identity,
+        })
     }
 }
 
@@ -375,15 +487,117 @@ mod tests {
         assert_eq!(strict.seccomp.mode, SeccompMode::On);
         assert_eq!(strict.landlock.mode, LandlockMode::BestEffort);
         assert_eq!(strict.selinux.mode, SelinuxMode::Auto);
-        assert_eq!(strict.fsize(), Ok(FsizeChoice::Auto));
-        assert_eq!(strict.cgroup_version(), Ok(CgroupVersionChoice::Auto));
+        assert_eq!(strict.rlimits.fsize, FsizeChoice::Auto);
+        assert_eq!(strict.cgroup.version, CgroupVersionChoice::Auto);
+        assert_eq!(strict.cgroup.parent.as_str(), "caisson");
+        assert_eq!(strict.selinux.range, CategoryRange { lo: 0, hi: 1023 });
         assert_eq!(strict.seccomp.baseline, BaselineMode::Default);
         assert!(!strict.seccomp.inet);
         let dev = Profile::load("dev").unwrap();
         assert_eq!(dev.seccomp.mode, SeccompMode::Off);
         assert_eq!(dev.seccomp.baseline, BaselineMode::Off);
         assert!(!dev.namespaces.pid);
-        assert_eq!(dev.fsize(), Ok(FsizeChoice::Unlimited));
+        assert_eq!(dev.rlimits.fsize, FsizeChoice::Unlimited);
+        assert_eq!(dev.cgroup.parent.as_str(), "caisson-dev");
+    }
+
+    /// strict.toml with one line changed, loaded as `p.toml`.
+    fn strict_with(from: &str, to: &str) -> Result<Profile, String> {
+        assert!(STRICT.contains(from), "{from} not found in strict.toml");
+        Profile::parse("p.toml", &STRICT.replace(from, to)).map_err(|e| e.to_string())
+    }
+
+    /// Each value fails with the file, the key and the value as written.
+    fn assert_refused(from: &str, key: &str, values: &[&str]) {
+        for value in values {
+            let line = format!("{} = {value}", key.rsplit('.').next().unwrap());
+            let err = strict_with(from, &line).unwrap_err();
+            let want = format!("invalid profile p.toml: {key} = {value}: ");
+            assert!(err.starts_with(&want), "{err} does not start with {want}");
+        }
+    }
+
+    #[test]
+    fn cgroup_version_is_typed_at_load() {
+        let from = "version = \"auto\"";
+        for (to, want) in [
+            ("version = \"auto\"", CgroupVersionChoice::Auto),
+            ("version = 1", CgroupVersionChoice::V1),
+            ("version = \"1\"", CgroupVersionChoice::V1),
+            ("version = 2", CgroupVersionChoice::V2),
+            ("version = \"2\"", CgroupVersionChoice::V2),
+        ] {
+            assert_eq!(strict_with(from, to).unwrap().cgroup.version, want, "{to}");
+        }
+        assert_refused(
+            from,
+            "cgroup.version",
+            &["3", "0", "\"3\"", "\"v2\"", "\"Auto\"", "true", "2.0"],
+        );
+    }
+
+    #[test]
+    fn fsize_is_typed_at_load() {
+        let from = "fsize = \"auto\"";
+        for (to, want) in [
+            ("fsize = \"auto\"", FsizeChoice::Auto),
+            ("fsize = \"unlimited\"", FsizeChoice::Unlimited),
+            ("fsize = 1", FsizeChoice::Bytes(1)),
+            ("fsize = 1073741824", FsizeChoice::Bytes(1 << 30)),
+        ] {
+            assert_eq!(strict_with(from, to).unwrap().rlimits.fsize, want, "{to}");
+        }
+        assert_refused(
+            from,
+            "rlimits.fsize",
+            &["0", "-1", "\"huge\"", "\"1024\"", "1.5", "false"],
+        );
+    }
+
+    #[test]
+    fn cgroup_parent_is_typed_at_load() {
+        let from = "parent = \"caisson\"";
+        let p = strict_with(from, "parent = \"machine/caisson.vms\"").unwrap();
+        assert_eq!(p.cgroup.parent.as_str(), "machine/caisson.vms");
+        // (Displayed as the path, without TOML's quotes.)
+        for bad in ["", "/abs", "a/../b", "a//b", "a b", ".", "a/"] {
+            let err = strict_with(from, &format!("parent = {bad:?}")).unwrap_err();
+            let want = format!("invalid profile p.toml: cgroup.parent = {bad}: ");
+            assert!(err.starts_with(&want), "{err} does not start with {want}");
+        }
+        // Not a string at all: serde names the key and what it wanted.
+        let err = strict_with(from, "parent = 5").unwrap_err();
+        assert!(err.contains("p.toml") && err.contains("parent"), "{err}");
+    }
+
+    #[test]
+    fn mcs_range_is_typed_at_load() {
+        let from = "range = \"c0.c1023\"";
+        let p = strict_with(from, "range = \"c10.c20\"").unwrap();
+        assert_eq!(p.selinux.range, CategoryRange { lo: 10, hi: 20 });
+        for bad in ["c5.c2000", "c3.c3", "c4.c2", "c0-c3", "0.1", "c0.c", ""] {
+            let err = strict_with(from, &format!("range = {bad:?}")).unwrap_err();
+            let want = format!("invalid profile p.toml: selinux.range = {bad}: ");
+            assert!(err.starts_with(&want), "{err} does not start with {want}");
+        }
+    }
+
+    #[test]
+    fn selinux_names_are_identifiers() {
+        let err = strict_with(
+            "jail_type = \"caisson_jail_t\"",
+            "jail_type = \"t:s0:c1,c2\"",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("invalid profile p.toml: selinux.jail_type = t:s0:c1,c2: "),
+            "{err}"
+        );
+        let err = strict_with("level = \"s0\"", "level = \"\"").unwrap_err();
+        assert!(
+            err.starts_with("invalid profile p.toml: selinux.level = : "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
 use serde::{Deserialize, Serialize};
 
-use crate::profile::{FsizeChoice, Profile};
+use crate::profile::{FsizeChoice, Profile, RlimitSettings};
 
 /// Room on top of the largest writable disk for logs and serial output.
 pub const FSIZE_AUTO_SLACK: u64 = 64 << 20;
@@ -40,10 +40,10 @@ pub struct Rlimits {
 impl Rlimits {
     /// From the profile; `largest_writable_disk` resolves `fsize = "auto"`.
     pub fn from_profile(p: &Profile, largest_writable_disk: u64) -> Self {
-        let fsize = match p.fsize() {
-            Ok(FsizeChoice::Bytes(n)) => Some(n),
-            Ok(FsizeChoice::Auto) => Some(largest_writable_disk.saturating_add(FSIZE_AUTO_SLACK)),
-            Ok(FsizeChoice::Unlimited) | Err(_) => None,
+        let fsize = match p.rlimits.fsize {
+            FsizeChoice::Bytes(n) => Some(n),
+            FsizeChoice::Auto => Some(largest_writable_disk.saturating_add(FSIZE_AUTO_SLACK)),
+            FsizeChoice::Unlimited => None,
         };
         Self {
             nofile: p.rlimits.nofile,
@@ -51,28 +51,6 @@ impl Rlimits {
             nproc: p.rlimits.nproc,
             core: 0,
         }
-    }
-
-    /// Applies one `--resource-limit` (Firecracker: `fsize=<bytes>`, `no-file=<n>`;
-    /// Caisson adds `nproc=<n>`).
-    pub fn apply_flag(&mut self, arg: &str) -> Result<(), RlimitError> {
-        let syntax = || RlimitError::Syntax {
-            value: arg.to_string(),
-        };
-        let (resource, value) = arg.split_once('=').ok_or_else(syntax)?;
-        let value: u64 = value.trim().parse().map_err(|_| syntax())?;
-        match resource.trim() {
-            "fsize" => self.fsize = Some(value),
-            "no-file" => self.nofile = value,
-            "nproc" => self.nproc = value,
-            other => {
-                return Err(RlimitError::Resource {
-                    value: arg.to_string(),
-                    resource: other.to_string(),
-                })
-            }
-        }
-        Ok(())
     }
 
     /// `setrlimit` for each (soft = hard).
@@ -91,6 +69,30 @@ impl Rlimits {
         set(Resource::RLIMIT_CORE, "RLIMIT_CORE", Some(self.core))?;
         Ok(())
     }
+}
+
+/// Applies one `--resource-limit` to the profile's values, as a single flag
+/// overrides a single value (Firecracker: `fsize=<bytes>`, `no-file=<n>`; Caisson
+/// adds `nproc=<n>`). Flags are not held to the profile's minimums: Firecracker's
+/// jailer takes any number.
+pub fn apply_flag(limits: &mut RlimitSettings, arg: &str) -> Result<(), RlimitError> {
+    let syntax = || RlimitError::Syntax {
+        value: arg.to_string(),
+    };
+    let (resource, value) = arg.split_once('=').ok_or_else(syntax)?;
+    let value: u64 = value.trim().parse().map_err(|_| syntax())?;
+    match resource.trim() {
+        "fsize" => limits.fsize = FsizeChoice::Bytes(value),
+        "no-file" => limits.nofile = value,
+        "nproc" => limits.nproc = value,
+        other => {
+            return Err(RlimitError::Resource {
+                value: arg.to_string(),
+                resource: other.to_string(),
+            })
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -117,10 +119,11 @@ mod tests {
 
     #[test]
     fn firecracker_resource_limit_syntax() {
-        let mut r = Rlimits::from_profile(&Profile::load("strict").unwrap(), 0);
-        r.apply_flag("fsize=1048576").unwrap();
-        r.apply_flag("no-file=512").unwrap();
-        r.apply_flag("nproc=10").unwrap();
+        let mut p = Profile::load("strict").unwrap();
+        apply_flag(&mut p.rlimits, "fsize=1048576").unwrap();
+        apply_flag(&mut p.rlimits, "no-file=512").unwrap();
+        apply_flag(&mut p.rlimits, "nproc=10").unwrap();
+        let r = Rlimits::from_profile(&p, 1 << 30);
         assert_eq!(r.fsize, Some(1_048_576));
         assert_eq!(r.nofile, 512);
         assert_eq!(r.nproc, 10);
@@ -130,7 +133,7 @@ mod tests {
             ("no-file=lots", "no-file=lots"),
             ("stack=10", "unknown resource \"stack\""),
         ] {
-            let err = r.apply_flag(bad).unwrap_err().to_string();
+            let err = apply_flag(&mut p.rlimits, bad).unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
         }
     }
