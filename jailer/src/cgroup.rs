@@ -174,6 +174,10 @@ pub struct CgroupPlan {
     /// The VM's own directories (one per v1 controller, one for v2): removed at the end.
     pub leaves: Vec<PathBuf>,
     pub writes: Vec<FileWrite>,
+    /// v1: each leaf's controller hierarchy (`<root>/<controller>`), in the
+    /// leaves' order: where the child opens its way in before the root change.
+    #[serde(default)]
+    pub hierarchies: Vec<PathBuf>,
 }
 
 fn controller_of(file: &str) -> &str {
@@ -200,7 +204,9 @@ pub fn plan_v1(root: &Path, parent: &str, id: &str, limits: &Limits) -> CgroupPl
     }
     let mut create = Vec::new();
     let mut leaves = Vec::new();
+    let mut hierarchies = Vec::new();
     for c in &controllers {
+        hierarchies.push(root.join(c));
         let mut dir = root.join(c);
         for comp in parent.split('/') {
             dir.push(comp);
@@ -250,6 +256,7 @@ pub fn plan_v1(root: &Path, parent: &str, id: &str, limits: &Limits) -> CgroupPl
         create,
         leaves,
         writes,
+        hierarchies,
     }
 }
 
@@ -304,6 +311,7 @@ pub fn plan_v2(root: &Path, parent: &str, id: &str, limits: &Limits) -> CgroupPl
         create,
         leaves: vec![leaf],
         writes,
+        hierarchies: Vec::new(),
     }
 }
 
@@ -407,16 +415,67 @@ pub fn open_v2_leaf(plan: &CgroupPlan) -> Result<Option<std::os::fd::OwnedFd>, C
     Ok(Some(fd))
 }
 
+/// v1: the child's way into its leaves, opened before its root change (the
+/// cgroup filesystem is out of reach after it) while the parent may still be
+/// making them: an `O_PATH` descriptor on each leaf's hierarchy, and the leaf's
+/// `tasks` file relative to it. The descriptors are close-on-exec, and
+/// [`join_self`] consumes them.
+pub struct JoinPoints {
+    points: Vec<(std::os::fd::OwnedFd, PathBuf)>,
+}
+
+/// Opens the [`JoinPoints`] of `plan` (none for v2, or without leaves).
+pub fn open_join_points(plan: &CgroupPlan) -> Result<JoinPoints, CgroupError> {
+    use nix::fcntl::{open, OFlag};
+    let mut points = Vec::new();
+    if plan.version == CgroupVersion::V1 {
+        for (leaf, hierarchy) in plan.leaves.iter().zip(&plan.hierarchies) {
+            let rel = leaf
+                .strip_prefix(hierarchy)
+                .map_err(|_| CgroupError::Io {
+                    action: "find the hierarchy of",
+                    path: leaf.clone(),
+                    source: std::io::ErrorKind::InvalidInput.into(),
+                })?
+                .join("tasks");
+            let fd = open(
+                hierarchy,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|errno| CgroupError::Io {
+                action: "open",
+                path: hierarchy.clone(),
+                source: errno.into(),
+            })?;
+            points.push((fd, rel));
+        }
+    }
+    Ok(JoinPoints { points })
+}
+
 /// v1: the child moves itself into every leaf by writing `0` to `tasks`. Moving
 /// the calling thread skips the global lock; the caller must be single-threaded
 /// (the jailed child is, until it execs), so the thread is the whole process.
 /// Does nothing for v2 (see [`open_v2_leaf`]).
-pub fn join_self(plan: &CgroupPlan) -> Result<(), CgroupError> {
-    if plan.version != CgroupVersion::V1 {
-        return Ok(());
-    }
-    for leaf in &plan.leaves {
-        write_file(&leaf.join("tasks"), "0")?;
+pub fn join_self(points: JoinPoints) -> Result<(), CgroupError> {
+    use nix::fcntl::{openat, OFlag};
+    for (dir, rel) in points.points {
+        let err = |source: std::io::Error| CgroupError::Write {
+            path: rel.clone(),
+            value: "0".into(),
+            source,
+        };
+        // Within the hierarchy's own filesystem: no mount is crossed.
+        let fd = openat(
+            &dir,
+            &rel,
+            OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|errno| err(errno.into()))?;
+        let mut f = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut f, b"0").map_err(err)?;
     }
     Ok(())
 }

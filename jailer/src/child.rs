@@ -39,9 +39,9 @@ pub(crate) fn confine(
 ) -> Result<Infallible, JailError> {
     let p = &ctx.settings.profile;
     mark::mark("child: running");
-    // 4 (cont.). Into the VM's cgroup before anything else (v1; v2 was born there).
-    cgroup::join_self(ctx.cgroup)?;
-    mark::mark("child: in its cgroup");
+    // 4 (cont.). The way into the v1 cgroup, which the parent is making beside
+    // these steps (joined after the release).
+    let cgroup_join = cgroup::open_join_points(ctx.cgroup)?;
     // 5. Namespaces (pid and user namespaces came with the clone).
     namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
     if ctx.settings.rootless {
@@ -77,6 +77,10 @@ pub(crate) fn confine(
         supervise::await_release()?;
     }
     mark::mark("child: released");
+    // 4 (cont.). Into the VM's cgroup (v1; v2 was born there), which the
+    // parent made beside the steps above, before the child becomes the VM.
+    cgroup::join_self(cgroup_join)?;
+    mark::mark("child: in its cgroup");
     // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
     identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;
     // The VMM must not outlive its supervisor: the uid change cleared the death

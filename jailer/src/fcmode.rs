@@ -65,6 +65,8 @@ pub enum FcModeError {
     Root { path: PathBuf, reason: String },
     #[error("invalid --exec-file {path}: {reason}")]
     ExecFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    JailFs(#[from] crate::jailfs::JailFsError),
     #[error("{path} already exists in the jail root (left by an earlier VM with this id?); remove it first")]
     Leftover { path: PathBuf },
     #[error("jail root {root}: more than {MAX_SCANNED_FILES} files; give the VMM a --config-file naming its files")]
@@ -507,9 +509,9 @@ pub struct Prepared {
 }
 
 /// On the host, in the orchestrator's jail root: Firecracker's `/`, `/dev`,
-/// `/dev/net` and `/run` (created if missing, given to the VM, mode 0700), the
-/// exec file copied in (never linked: two VMMs must not share its pages, as in
-/// Firecracker's threat model). `vm_owner` is `None` in rootless mode.
+/// `/dev/net` and `/run` (created if missing, given to the VM, mode 0700); the
+/// exec file is checked here and copied in later ([`crate::jailfs::copy_exec_file`]).
+/// `vm_owner` is `None` in rootless mode.
 pub fn prepare(
     paths: &JailPaths,
     exec_file: &Path,
@@ -559,24 +561,14 @@ pub fn prepare(
             })?;
         }
     }
-    let target = paths.root.join(&paths.exec_name);
-    let exec_err = |reason: String| FcModeError::ExecFile {
+    crate::jailfs::check_exec_file(exec_file).map_err(|reason| FcModeError::ExecFile {
         path: exec_file.to_path_buf(),
         reason,
-    };
-    let meta = std::fs::metadata(exec_file).map_err(|e| exec_err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(exec_err("not a regular file".into()));
-    }
-    let mut src = std::fs::File::open(exec_file).map_err(io("open", exec_file))?;
-    let mut dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o755)
-        .open(&target)
-        .map_err(io("create", &target))?;
-    done.created.push(target.clone());
-    std::io::copy(&mut src, &mut dst).map_err(io("copy the exec file to", &target))?;
+    })?;
+    // Filled beside the child (jailfs::copy_exec_file); removed with the rest.
+    let target = paths.root.join(&paths.exec_name);
+    crate::jailfs::create_exec_target(&target)?;
+    done.created.push(target);
     // Made by the child (devices) and by the VMM (its sockets), removed with the rest.
     for (rel, _, _) in crate::jailfs::devices(true) {
         done.created.push(paths.root.join(rel));

@@ -116,8 +116,8 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         backend: &backend,
     };
     mark::mark("3 MCS pair allocated, state written");
-    // 3 (labels, owners), 4 (cgroup), 6 (host side: the jail directory).
-    let plan = set_up(&s, &opened, &backend, selinux_on, &mut state)?;
+    // 4 (cgroup planned), 6 (host side: the jail directory).
+    let plan = set_up_for_child(&s, &opened, &backend, &mut state)?;
     if supervise::signalled() != 0 {
         return Ok(128 + supervise::signalled());
     }
@@ -159,8 +159,10 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         },
     )?;
     mark::mark("5 cloned");
-    // The child waits for its id maps (rootless) and its state record.
-    if let Err(e) = admit(&s, &mut child, &mut state) {
+    // 3, 4 and 6 (host side) beside the child, which waits for its id maps
+    // (rootless) and its state record.
+    let beside = set_up_beside_child(&s, &opened, &backend, selinux_on, &mut state, &plan);
+    if let Err(e) = beside.and_then(|()| admit(&s, &mut child, &mut state)) {
         child.abort();
         return Err(e);
     }
@@ -461,32 +463,21 @@ fn expected_landlock(p: &Profile) -> LandlockStatus {
     }
 }
 
-/// Steps 3 (labels, owners), 4 (cgroup) and the host side of 6 (jail directory).
-fn set_up(
+/// Before the clone, what the child's own steps need: the taps' owners recorded
+/// (the child hands them over), the cgroup planned (and made, when the child
+/// must be born in it, v2, or must know it was skipped, rootless), and the jail
+/// directory with its placeholders (the child binds onto them). The rest is
+/// [`set_up_beside_child`].
+fn set_up_for_child(
     s: &Settings,
     o: &Opened,
     backend: &dyn SelinuxBackend,
-    selinux_on: bool,
     state: &mut JailState,
 ) -> Result<CgroupPlan, JailError> {
     let (res, paths, limits) = (&o.res, &s.paths, &o.limits);
-    // 3 (cont.). Label the images, give writable files to the VM's uid.
-    if selinux_on {
-        let images: Vec<Image> = res
-            .files
-            .iter()
-            .map(|f| Image {
-                path: f.host_path.clone(),
-                writable: f.writable,
-            })
-            .collect();
-        let plan = labels::plan(&s.profile.selinux, state.categories, &images);
-        shared_labels::apply(backend, &s.runtime_dir, state, &plan)?;
-        mark::mark("3 images labelled");
-    }
-    // 4. The cgroup, planned first: its leaves ride on the owners' record (one
-    // state write less; undo skips leaves not made yet).
-    let plan = match s.cgroup_version {
+    // 4. The cgroup, planned first: its leaves ride on the next state write
+    // (undo skips leaves not made yet).
+    let mut plan = match s.cgroup_version {
         CgroupVersion::V1 => cgroup::plan_v1(
             Path::new(cgroup::CGROUP_ROOT),
             s.profile.cgroup.parent.as_str(),
@@ -502,43 +493,13 @@ fn set_up(
     };
     state.cgroup_leaves = plan.leaves.clone();
     if !s.rootless {
-        // (Rootless: the VM's uid maps to the caller, who owns the files already.)
         state.taps = crate::tap::record(&res.taps, o.netns.as_ref(), s.profile.namespaces.net)?;
-        state.owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
-        state.save(&s.runtime_dir)?;
-        if state.firecracker_mode {
-            let given = fcmode::hand_over(&res.files, state.uid, state.gid)?;
-            state.owners.extend(given);
-            state.save(&s.runtime_dir)?;
-        }
-        mark::mark("3 writable files given to the VM");
     }
-    // Under the runtime lock: an ending VM removes empty parents under it.
-    let applied = RuntimeLock::take(&s.runtime_dir)
-        .map_err(JailError::from)
-        .and_then(|_lock| plan.apply().map_err(JailError::from));
-    mark::mark("4 cgroup directories made and written");
-    let plan = match applied {
-        Ok(()) => plan,
-        Err(e) if s.rootless => {
-            state.cgroup_leaves = Vec::new();
-            log::warn!(
-                "rootless: cgroup limits skipped ({e}); delegate a cgroup to this user to get them"
-            );
-            CgroupPlan {
-                leaves: Vec::new(),
-                create: Vec::new(),
-                writes: Vec::new(),
-                ..plan
-            }
-        }
-        Err(e) => return Err(e),
-    };
-    if s.rootless {
-        state.save(&s.runtime_dir)?;
+    state.save(&s.runtime_dir)?;
+    if s.cgroup_version == CgroupVersion::V2 || s.rootless {
+        plan = make_cgroup(s, state, plan)?;
     }
-    mark::mark("4 cgroup created");
-    // 6 (host side). The jail directory.
+    // 6 (host side). The jail directory (the exec file comes beside the child).
     let vm_owner = (!s.rootless).then_some((state.uid, state.gid));
     if state.firecracker_mode {
         let done = fcmode::prepare(paths, &s.exec_file, res.vsock_name.as_deref(), vm_owner)?;
@@ -568,6 +529,82 @@ fn set_up(
     }
     mark::mark("6 jail directory prepared");
     Ok(plan)
+}
+
+/// 4. Makes the cgroup, under the runtime lock (an ending VM removes empty
+/// parents under it). Rootless, a cgroup that cannot be made is skipped.
+fn make_cgroup(
+    s: &Settings,
+    state: &mut JailState,
+    plan: CgroupPlan,
+) -> Result<CgroupPlan, JailError> {
+    let applied = RuntimeLock::take(&s.runtime_dir)
+        .map_err(JailError::from)
+        .and_then(|_lock| plan.apply().map_err(JailError::from));
+    mark::mark("4 cgroup directories made and written");
+    match applied {
+        Ok(()) => Ok(plan),
+        Err(e) if s.rootless => {
+            state.cgroup_leaves = Vec::new();
+            state.save(&s.runtime_dir)?;
+            log::warn!(
+                "rootless: cgroup limits skipped ({e}); delegate a cgroup to this user to get them"
+            );
+            Ok(CgroupPlan {
+                leaves: Vec::new(),
+                create: Vec::new(),
+                writes: Vec::new(),
+                ..plan
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// While the child builds its namespaces and mounts (it waits for the release
+/// before it joins its cgroup and becomes the VM), what only the VM needs:
+/// steps 3 (image labels, writable files given to the VM), 4 (the v1 cgroup)
+/// and 6 (the exec file copied in: never linked, so that two VMMs never share
+/// its pages, as in Firecracker's jailer).
+fn set_up_beside_child(
+    s: &Settings,
+    o: &Opened,
+    backend: &dyn SelinuxBackend,
+    selinux_on: bool,
+    state: &mut JailState,
+    plan: &CgroupPlan,
+) -> Result<(), JailError> {
+    let res = &o.res;
+    if selinux_on {
+        let images: Vec<Image> = res
+            .files
+            .iter()
+            .map(|f| Image {
+                path: f.host_path.clone(),
+                writable: f.writable,
+            })
+            .collect();
+        let labels = labels::plan(&s.profile.selinux, state.categories, &images);
+        shared_labels::apply(backend, &s.runtime_dir, state, &labels)?;
+        mark::mark("3 images labelled");
+    }
+    if !s.rootless {
+        // (Rootless: the VM's uid maps to the caller, who owns the files already.)
+        let mut owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
+        state.owners.append(&mut owners);
+        if state.firecracker_mode {
+            let given = fcmode::hand_over(&res.files, state.uid, state.gid)?;
+            state.owners.extend(given);
+        }
+        state.save(&s.runtime_dir)?;
+        mark::mark("3 writable files given to the VM");
+    }
+    if s.cgroup_version == CgroupVersion::V1 && !s.rootless {
+        make_cgroup(s, state, plan.clone())?;
+    }
+    jailfs::copy_exec_file(&s.exec_file, &s.paths.root.join(&s.paths.exec_name))?;
+    mark::mark("6 exec file copied");
+    Ok(())
 }
 
 /// The VMM's argv and the sVirt exec label (when labels are on).

@@ -160,22 +160,11 @@ pub fn prepare(
     }
 
     crate::timing::mark("6 jail directories made");
-    // The exec file: copied (never linked), root-owned, 0755.
-    let meta = std::fs::metadata(exec_file).map_err(|e| JailFsError::ExecFile {
+    check_exec_file(exec_file).map_err(|reason| JailFsError::ExecFile {
         path: exec_file.to_path_buf(),
-        reason: e.to_string(),
+        reason,
     })?;
-    if !meta.is_file() {
-        return Err(JailFsError::ExecFile {
-            path: exec_file.to_path_buf(),
-            reason: "not a regular file".into(),
-        });
-    }
-    let target = paths.root.join(&paths.exec_name);
-    std::fs::copy(exec_file, &target).map_err(io("copy the exec file to", &target))?;
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
-        .map_err(io("chmod", &target))?;
-    crate::timing::mark("6 exec file copied");
+    create_exec_target(&paths.root.join(&paths.exec_name))?;
 
     let cfg = paths.root.join(JAIL_CONFIG.trim_start_matches('/'));
     let mut f = std::fs::OpenOptions::new()
@@ -194,6 +183,49 @@ pub fn prepare(
                 .join(r.jail_path.strip_prefix("/").unwrap_or(&r.jail_path)),
         )?;
     }
+    Ok(())
+}
+
+/// Why `exec_file` cannot be the VMM, if it cannot: checked before the jail is
+/// built, the copy ([`copy_exec_file`]) comes later.
+pub fn check_exec_file(exec_file: &Path) -> Result<(), String> {
+    match std::fs::metadata(exec_file) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err("not a regular file".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Creates the (empty) exec file in the jail root before the clone, so that
+/// the copy beside the child ([`copy_exec_file`]) writes a file the jailer
+/// made: an existing `target`, or a link planted there, is an error, and the
+/// undo removes only what was made.
+pub fn create_exec_target(target: &Path) -> Result<(), JailFsError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o755)
+        .open(target)
+        .map_err(io("create", target))?;
+    Ok(())
+}
+
+/// Copies the exec file into the target [`create_exec_target`] made (never
+/// linked: two VMMs must not share its pages, as in Firecracker's threat
+/// model), root-owned, 0755. The fd is closed on return, before the child may
+/// exec the file (a writer would make that ETXTBSY).
+pub fn copy_exec_file(exec_file: &Path, target: &Path) -> Result<(), JailFsError> {
+    let mut src = std::fs::File::open(exec_file).map_err(io("open", exec_file))?;
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(target)
+        .map_err(io("open", target))?;
+    // File to file: std copies with copy_file_range, in the kernel.
+    std::io::copy(&mut src, &mut dst).map_err(io("copy the exec file to", target))?;
+    // The mode given at creation is masked by the umask.
+    dst.set_permissions(std::fs::Permissions::from_mode(0o755))
+        .map_err(io("chmod", target))?;
     Ok(())
 }
 
