@@ -18,6 +18,7 @@ pub mod namespaces;
 pub mod profile;
 pub mod resources;
 pub mod rlimits;
+pub mod sandbox_plan;
 pub mod seccomp_baseline;
 pub mod selinux_backend;
 pub mod settings;
