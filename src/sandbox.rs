@@ -1,11 +1,60 @@
 //! What the whole VMM needs from its sandbox: every device's declaration
-//! ([`crate::devices::all_sandbox_needs`]) plus the VMM core's (Rust runtime,
-//! signals, seccomp handler, logger, event loop, metrics, vCPU loop) and the API
-//! thread's. The tests check seccomp/*.json against it in both directions: each
-//! thread kind's filter allows every syscall declared for it, and each rule is
-//! declared by someone, whose names start the rule's `comment`.
+//! ([`crate::devices::all_sandbox_needs`]) plus the VMM core's (process, KVM,
+//! boot loader, Rust runtime, signals, seccomp handler, logger, event loop, metrics, vCPU
+//! loop, snapshots and restores) and the API thread's. The tests check
+//! seccomp/*.json against it in both directions: each thread kind's filter allows
+//! every syscall declared for it, and each rule is declared by someone, whose
+//! names start the rule's `comment`. caisson-jailer derives its mounts, device
+//! nodes and Landlock rules from the declared paths (its `sandbox_plan`).
 
-use crate::devices::{PathNeed, SandboxNeeds, Syscall, ALL_THREADS, API, VCPU, VMM, VMM_VCPU};
+use crate::devices::{
+    Access, DeviceNode, FdKind, FdNeed, FdOrigin, PathNeed, PathSource, SandboxNeeds, Syscall,
+    ALL_THREADS, API, VCPU, VMM, VMM_VCPU,
+};
+
+/// The process itself: its image and the files its flags name.
+pub const PROCESS: SandboxNeeds = SandboxNeeds {
+    owner: "process",
+    paths: &[
+        PathNeed::new(PathSource::Executable, Access::Exec),
+        PathNeed::new(PathSource::ConfigFile, Access::Read),
+        PathNeed::new(PathSource::SeccompFilter, Access::Read),
+    ],
+    // stdin, stdout and stderr are the serial port's and the logger's.
+    fds: &[],
+    syscalls: &[],
+};
+
+/// KVM itself: /dev/kvm and the VM fd, opened before the filters; after them
+/// only snapshots use the VM fd (see [`SNAPSHOT`]), and vCPUs their own fds.
+pub const KVM: SandboxNeeds = SandboxNeeds {
+    owner: "kvm",
+    paths: &[PathNeed::new(
+        PathSource::Device(DeviceNode::Kvm),
+        Access::ReadWrite,
+    )],
+    fds: &[
+        FdNeed::new(FdKind::Kvm, FdOrigin::Opened, "/dev/kvm"),
+        FdNeed::new(FdKind::Kvm, FdOrigin::Created, "the VM fd"),
+    ],
+    syscalls: &[],
+};
+
+/// The boot loader (crate::arch): the kernel and the initrd, read into guest
+/// memory before the filters.
+pub const BOOT: SandboxNeeds = SandboxNeeds {
+    owner: "boot",
+    paths: &[
+        PathNeed::new(PathSource::Kernel, Access::Read),
+        PathNeed::new(PathSource::Initrd, Access::Read),
+    ],
+    fds: &[FdNeed::new(
+        FdKind::File,
+        FdOrigin::Opened,
+        "the kernel and the initrd, closed once loaded",
+    )],
+    syscalls: &[],
+};
 
 /// Rust's std, the allocator and thread start/exit, in every thread.
 pub const RUNTIME: SandboxNeeds = SandboxNeeds {
@@ -59,7 +108,11 @@ pub const RUNTIME: SandboxNeeds = SandboxNeeds {
 pub const SIGNALS: SandboxNeeds = SandboxNeeds {
     owner: "signals",
     paths: &[],
-    fds: &["signalfd for the stop signals"],
+    fds: &[FdNeed::new(
+        FdKind::SignalFd,
+        FdOrigin::Created,
+        "the stop signals' signalfd",
+    )],
     syscalls: &[
         Syscall::new(
             "rt_sigreturn",
@@ -99,8 +152,13 @@ pub const SECCOMP: SandboxNeeds = SandboxNeeds {
 /// The logger (crate::logger): stderr or the log file, from any thread.
 pub const LOGGER: SandboxNeeds = SandboxNeeds {
     owner: "logger",
-    paths: &[],
-    fds: &["stderr or the log file (opened before confinement)"],
+    // Read too: Firecracker opens a log FIFO read-write, so that it opens without
+    // a reader.
+    paths: &[PathNeed::new(PathSource::LogFile, Access::ReadWrite)],
+    fds: &[
+        FdNeed::new(FdKind::Stdio, FdOrigin::Inherited, "stderr"),
+        FdNeed::new(FdKind::File, FdOrigin::Opened, "the log file or FIFO"),
+    ],
     syscalls: &[
         Syscall::new("write", ALL_THREADS, "log lines"),
         Syscall::new(
@@ -115,7 +173,11 @@ pub const LOGGER: SandboxNeeds = SandboxNeeds {
 pub const EVENT_LOOP: SandboxNeeds = SandboxNeeds {
     owner: "event loop",
     paths: &[],
-    fds: &["epoll fd", "exit eventfd", "API waker eventfd"],
+    fds: &[
+        FdNeed::new(FdKind::Epoll, FdOrigin::Created, "epoll fd"),
+        FdNeed::new(FdKind::EventFd, FdOrigin::Created, "exit eventfd"),
+        FdNeed::new(FdKind::EventFd, FdOrigin::Created, "API waker eventfd"),
+    ],
     syscalls: &[
         Syscall::new("epoll_wait", VMM, "wait for device and VMM events"),
         Syscall::new("epoll_pwait", VMM, "libc may implement epoll_wait with it"),
@@ -127,10 +189,11 @@ pub const EVENT_LOOP: SandboxNeeds = SandboxNeeds {
 /// The metrics timer and sink (crate::metrics).
 pub const METRICS: SandboxNeeds = SandboxNeeds {
     owner: "metrics",
-    paths: &[],
+    // Read too, as the logger's.
+    paths: &[PathNeed::new(PathSource::MetricsFile, Access::ReadWrite)],
     fds: &[
-        "metrics file or FIFO (opened before confinement)",
-        "flush timerfd",
+        FdNeed::new(FdKind::File, FdOrigin::Opened, "metrics file or FIFO"),
+        FdNeed::new(FdKind::TimerFd, FdOrigin::Created, "flush timerfd"),
     ],
     syscalls: &[
         Syscall::new("read", VMM, "the periodic flush timerfd"),
@@ -142,7 +205,11 @@ pub const METRICS: SandboxNeeds = SandboxNeeds {
 pub const VCPU_LOOP: SandboxNeeds = SandboxNeeds {
     owner: "vcpu",
     paths: &[],
-    fds: &["the vCPU fd and its kvm_run mapping"],
+    fds: &[FdNeed::new(
+        FdKind::KvmVcpu,
+        FdOrigin::Created,
+        "the vCPU fd and its kvm_run mapping",
+    )],
     syscalls: &[
         Syscall::ioctl("KVM_RUN", VCPU, "run the guest"),
         Syscall::ioctl("KVM_GET_REGS", VCPU, "report the RIP of a failed vCPU"),
@@ -183,12 +250,15 @@ pub const VCPU_LOOP: SandboxNeeds = SandboxNeeds {
 /// VMM thread reads the VM's and writes the two files.
 pub const SNAPSHOT: SandboxNeeds = SandboxNeeds {
     owner: "snapshot",
-    paths: &[PathNeed {
-        path: "snapshot_path and mem_file_path of PUT /snapshot/create",
-        access: crate::devices::Access::Create,
-        at_runtime: true,
-    }],
-    fds: &["the state and memory files, while a create writes them"],
+    paths: &[PathNeed::runtime(
+        PathSource::SnapshotCreate,
+        Access::Create,
+    )],
+    fds: &[FdNeed::new(
+        FdKind::File,
+        FdOrigin::AtRuntime,
+        "the state and memory files, while a create writes them",
+    )],
     syscalls: &[
         Syscall::ioctl(
             "KVM_RUN",
@@ -236,14 +306,39 @@ pub const SNAPSHOT: SandboxNeeds = SandboxNeeds {
     ],
 };
 
+/// Restores (crate::snapshot, `snapshot-load` or `PUT /snapshot/load`): the
+/// state file is read and the memory file mapped private, before the filters.
+pub const RESTORE: SandboxNeeds = SandboxNeeds {
+    owner: "restore",
+    paths: &[
+        PathNeed::new(PathSource::SnapshotState, Access::Read),
+        PathNeed::new(PathSource::SnapshotMemory, Access::Read),
+    ],
+    fds: &[FdNeed::new(
+        FdKind::File,
+        FdOrigin::Opened,
+        "the memory file, mapped as guest memory",
+    )],
+    syscalls: &[],
+};
+
 /// The API server thread `fc_api` (crate::api).
 pub const API_THREAD: SandboxNeeds = SandboxNeeds {
     owner: "api",
-    paths: &[],
+    paths: &[PathNeed::new(PathSource::ApiSocket, Access::Bind)],
     fds: &[
-        "the API socket (bound before confinement)",
-        "its epoll fd",
-        "one socket per connection",
+        FdNeed::new(FdKind::UnixListener, FdOrigin::Created, "the API socket"),
+        FdNeed::new(FdKind::Epoll, FdOrigin::Created, "its epoll fd"),
+        FdNeed::new(
+            FdKind::UnixStream,
+            FdOrigin::AtRuntime,
+            "one socket per connection",
+        ),
+        FdNeed::new(
+            FdKind::EventFd,
+            FdOrigin::Created,
+            "the VMM's waker eventfd",
+        ),
     ],
     syscalls: &[
         Syscall::new("accept4", API, "connections to the API socket"),
@@ -269,7 +364,8 @@ pub const API_THREAD: SandboxNeeds = SandboxNeeds {
 /// Every declaration: the VMM core's, the API thread's and every device's.
 pub fn all() -> Vec<SandboxNeeds> {
     let mut all = vec![
-        RUNTIME, SIGNALS, SECCOMP, LOGGER, EVENT_LOOP, METRICS, VCPU_LOOP, SNAPSHOT, API_THREAD,
+        PROCESS, KVM, BOOT, RUNTIME, SIGNALS, SECCOMP, LOGGER, EVENT_LOOP, METRICS, VCPU_LOOP,
+        SNAPSHOT, RESTORE, API_THREAD,
     ];
     all.extend(crate::devices::all_sandbox_needs());
     all
@@ -284,7 +380,7 @@ pub fn all_paths() -> Vec<(&'static str, PathNeed)> {
 }
 
 /// Every declared fd, with its owner.
-pub fn all_fds() -> Vec<(&'static str, &'static str)> {
+pub fn all_fds() -> Vec<(&'static str, FdNeed)> {
     all()
         .iter()
         .flat_map(|n| n.fds.iter().map(|f| (n.owner, *f)))

@@ -25,8 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::landlock_rules::{Grant, Rule};
-use crate::resources::{Resources, JAIL_VSOCK_DIR};
+use crate::resources::Resources;
 
 /// The directory of the API socket, inside the jail.
 pub const JAIL_API_DIR: &str = "/run";
@@ -86,29 +85,6 @@ pub fn vmm_flags(api: bool) -> Vec<String> {
     } else {
         vec!["--no-api".into()]
     }
-}
-
-/// The directories bound writable over the read-only root of a Caisson-mode jail.
-pub fn writable_dirs(api: bool) -> Vec<&'static str> {
-    let mut dirs = vec![JAIL_VSOCK_DIR];
-    if api {
-        dirs.extend([JAIL_API_DIR, JAIL_SNAPSHOT_DIR]);
-    }
-    dirs
-}
-
-/// The Landlock rules the API jail adds.
-pub fn landlock_rules() -> Vec<Rule> {
-    vec![
-        Rule {
-            path: JAIL_API_DIR.into(),
-            grant: Grant::SocketDir,
-        },
-        Rule {
-            path: JAIL_SNAPSHOT_DIR.into(),
-            grant: Grant::SnapshotDir,
-        },
-    ]
 }
 
 /// What `fsize = "auto"` must leave room for: the largest writable disk, and
@@ -174,15 +150,9 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
-    fn flags_and_dirs_follow_the_opt_in() {
+    fn flags_follow_the_opt_in() {
         assert_eq!(vmm_flags(false), ["--no-api"]);
         assert_eq!(vmm_flags(true), ["--api-sock", "/run/caisson.socket"]);
-        assert_eq!(writable_dirs(false), ["/vsock"]);
-        assert_eq!(writable_dirs(true), ["/vsock", "/run", "/snapshots"]);
-        let rules = landlock_rules();
-        assert_eq!(rules[0].grant, Grant::SocketDir);
-        assert_eq!(rules[1].path, Path::new("/snapshots"));
-        assert_eq!(rules[1].grant, Grant::SnapshotDir);
         let rec = ApiRecord::new(Path::new("/j/root"), "l".into(), false);
         assert_eq!(
             rec.socket_host_path,

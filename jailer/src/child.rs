@@ -3,17 +3,16 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::path::Path;
 
 use crate::cgroup::{self, CgroupPlan};
-use crate::fcmode;
 use crate::identity;
 use crate::jail::{JailError, Mode, Settings};
 use crate::jailfs::{self, JailPaths};
-use crate::landlock_rules::{self, Grant, Rule};
+use crate::landlock_rules;
 use crate::namespaces::{self, Netns};
-use crate::resources::{Resources, JAIL_CONFIG, JAIL_VSOCK_DIR};
+use crate::resources::Resources;
 use crate::rlimits::Rlimits;
+use crate::sandbox_plan::{JailMode, JailView, Plan};
 use crate::selinux_backend::SelinuxBackend;
 use crate::supervise;
 use crate::timing as mark;
@@ -56,17 +55,20 @@ pub(crate) fn confine(
         Some(label) => Some((backend.open_exec_attr()?, label)),
         None => None,
     };
-    // 6. Filesystem.
+    // 6. Filesystem: what the VMM's sandbox declarations need, and no more.
     let fc = matches!(ctx.settings.mode, Mode::Firecracker { .. });
+    let plan = Plan::new(&JailView {
+        mode: JailMode::of(ctx.settings),
+        exec_name: &ctx.paths.exec_name,
+        res: ctx.res,
+    });
     jailfs::enter_root(
         &ctx.paths.root,
         &ctx.res.files,
-        // Firecracker's jailer always makes /dev/net/tun (the API may add a net device).
-        fc || !ctx.res.taps.is_empty(),
+        &plan.mounts(),
         (ctx.uid, ctx.gid),
         ctx.settings.rootless,
         fc,
-        &crate::api_jail::writable_dirs(ctx.settings.api),
     )?;
     mark::mark("child: 6 mounted and pivoted");
     // 7. rlimits.
@@ -89,7 +91,7 @@ pub(crate) fn confine(
     mark::mark("child: 7-8 rlimits, identity, death signal");
     // 9. Landlock.
     landlock_rules::restrict(
-        &landlock_rules(ctx),
+        &plan.rules(),
         p.landlock.mode,
         p.landlock.deny_tcp,
         p.landlock.scope,
@@ -115,53 +117,4 @@ pub(crate) fn confine(
         path: path.to_string_lossy().into_owned(),
         errno,
     })
-}
-
-/// The in-jail paths and their access.
-fn landlock_rules(ctx: &ChildCtx<'_>) -> Vec<Rule> {
-    if matches!(ctx.settings.mode, Mode::Firecracker { .. }) {
-        return fcmode::landlock_rules(&ctx.paths.exec_name);
-    }
-    let mut rules = vec![
-        Rule {
-            path: Path::new("/").join(&ctx.paths.exec_name),
-            grant: Grant::Exec,
-        },
-        Rule {
-            path: JAIL_CONFIG.into(),
-            grant: Grant::Read,
-        },
-        Rule {
-            path: "/dev/kvm".into(),
-            grant: Grant::ReadWrite,
-        },
-        Rule {
-            path: "/dev/urandom".into(),
-            grant: Grant::Read,
-        },
-        Rule {
-            path: JAIL_VSOCK_DIR.into(),
-            grant: Grant::SocketDir,
-        },
-    ];
-    if ctx.settings.api {
-        rules.extend(crate::api_jail::landlock_rules());
-    }
-    if !ctx.res.taps.is_empty() {
-        rules.push(Rule {
-            path: "/dev/net/tun".into(),
-            grant: Grant::ReadWrite,
-        });
-    }
-    for f in &ctx.res.files {
-        rules.push(Rule {
-            path: f.jail_path.clone(),
-            grant: if f.writable {
-                Grant::ReadWrite
-            } else {
-                Grant::Read
-            },
-        });
-    }
-    rules
 }

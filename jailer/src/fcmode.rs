@@ -26,8 +26,8 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, Mode};
 
 use crate::jailfs::JailPaths;
-use crate::landlock_rules::{Grant, Rule};
 use crate::resources::{check_ifname, Kind, Resource, Resources};
+use crate::sandbox_plan::{JailMode, JailView, Plan};
 use crate::state::OwnerRecord;
 
 /// The directory of the VMM's default API socket, inside the jail.
@@ -223,7 +223,7 @@ fn jail_file(
     let st = fstat(&fd).map_err(|e| err(e.to_string()))?;
     let fmt = st.st_mode & libc::S_IFMT;
     // Kata's logger and metrics outputs are FIFOs it reads from.
-    let fifo_ok = kind == Kind::Output && fmt == libc::S_IFIFO;
+    let fifo_ok = matches!(kind, Kind::Log | Kind::Metrics | Kind::Serial) && fmt == libc::S_IFIFO;
     if fmt != libc::S_IFREG && !fifo_ok {
         return Err(err("not a regular file".into()));
     }
@@ -329,11 +329,11 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
         )?;
     }
     if let Some(p) = cfg.logger.as_ref().and_then(|l| l.log_path.clone()) {
-        add(Kind::Output, "logger.log_path".into(), &p, true)?;
+        add(Kind::Log, "logger.log_path".into(), &p, true)?;
     }
     if let Some(m) = &cfg.metrics {
         add(
-            Kind::Output,
+            Kind::Metrics,
             "metrics.metrics_path".into(),
             &m.metrics_path,
             true,
@@ -342,7 +342,7 @@ pub fn open_config(root: &Path, config: &str) -> Result<Resources, FcModeError> 
     if let Some(serial) = &cfg.caisson.serial {
         if serial != "stdout" && serial != "none" && !serial.is_empty() {
             add(
-                Kind::Output,
+                Kind::Serial,
                 "caisson.serial".into(),
                 Path::new(serial),
                 true,
@@ -515,9 +515,14 @@ pub struct Prepared {
 pub fn prepare(
     paths: &JailPaths,
     exec_file: &Path,
-    vsock: Option<&str>,
+    res: &Resources,
     vm_owner: Option<(u32, u32)>,
 ) -> Result<Prepared, FcModeError> {
+    let plan = Plan::new(&JailView {
+        mode: JailMode::Firecracker,
+        exec_name: &paths.exec_name,
+        res,
+    });
     let mut done = Prepared::default();
     for rel in ["", "dev", "dev/net", RUN_DIR] {
         let p = paths.root.join(rel);
@@ -570,12 +575,13 @@ pub fn prepare(
     crate::jailfs::create_exec_target(&target)?;
     done.created.push(target);
     // Made by the child (devices) and by the VMM (its sockets), removed with the rest.
-    for (rel, _, _) in crate::jailfs::devices(true) {
-        done.created.push(paths.root.join(rel));
+    for dev in plan.device_paths() {
+        done.created
+            .push(paths.root.join(dev.strip_prefix("/").unwrap_or(&dev)));
     }
     done.created
         .push(paths.root.join(API_SOCKET.trim_start_matches('/')));
-    if let Some(v) = vsock {
+    if let Some(v) = &res.vsock_name {
         done.created.push(paths.root.join(v));
     }
     done.created.push(pid_file(paths));
@@ -680,43 +686,6 @@ pub fn remove_created(created: &[PathBuf]) -> Vec<String> {
         }
     }
     problems
-}
-
-/// The Landlock rules in Firecracker's mode.
-///
-/// Firecracker's own jailer grants every access under the jail directory. Here the
-/// VMM may only execute itself, use its devices, read, write and truncate the jail
-/// root's files, and create regular files (snapshots: Firecracker's users name
-/// `snapshot_path` and `mem_file_path` relative to the chroot, and Firecracker
-/// creates them) and its unix sockets there ([`Grant::JailRoot`]); no directory,
-/// device node, FIFO or symlink (Firecracker makes none). The root
-/// rule (rather than one rule per known file, as in Caisson's mode) is needed
-/// because the orchestrator adds files after the VMM started, which a per-file
-/// rule can never cover: Kata hot-plugs a drive by mounting it over a placeholder
-/// (Landlock skips the covered mount point and checks the directory above) and
-/// an API-driven launch names its files only through the API. The jail root holds
-/// only what the orchestrator put there, so this is the mount namespace's own
-/// boundary, kept even if the VMM escapes it; read-only files stay read-only
-/// through their read-only bind mounts, their sVirt label and the file owners,
-/// since Landlock can only add access.
-pub fn landlock_rules(exec_name: &str) -> Vec<Rule> {
-    let mut rules = vec![
-        Rule {
-            path: Path::new("/").join(exec_name),
-            grant: Grant::Exec,
-        },
-        Rule {
-            path: "/".into(),
-            grant: Grant::JailRoot,
-        },
-    ];
-    for (rel, _, _) in crate::jailfs::devices(true) {
-        rules.push(Rule {
-            path: Path::new("/").join(rel),
-            grant: Grant::ReadWrite,
-        });
-    }
-    rules
 }
 
 #[cfg(test)]

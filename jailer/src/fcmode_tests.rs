@@ -194,7 +194,15 @@ fn prepare_adds_firecrackers_layout_and_cleanup_removes_only_that() {
     let paths = crate::jailfs::jail_paths(&base, &exe, "vm1").unwrap();
     assert_eq!(paths.root, root);
     check_leftovers(&paths).unwrap();
-    let p = prepare(&paths, &exe, Some("kata.hvsock"), Some((4242, 4343))).unwrap();
+    let res = Resources {
+        files: Vec::new(),
+        taps: Vec::new(),
+        vsock_name: Some("kata.hvsock".into()),
+        jail_config: String::new(),
+        mem_size_mib: 0,
+        vcpu_count: 0,
+    };
+    let p = prepare(&paths, &exe, &res, Some((4242, 4343))).unwrap();
     let meta = |rel: &str| std::fs::metadata(root.join(rel)).unwrap();
     assert_eq!(meta("firecracker").permissions().mode() & 0o7777, 0o755);
     for d in ["", "dev", "dev/net", "run"] {
@@ -206,6 +214,11 @@ fn prepare_adds_firecrackers_layout_and_cleanup_removes_only_that() {
     assert_eq!(owned, vec![root.clone(), root.join("run")]);
     assert!(p.created.contains(&root.join("dev")));
     assert!(!p.created.contains(&root.join("run")));
+    // The plan's device nodes (the child makes them) and the vsock socket go too.
+    for made in ["dev/kvm", "dev/net/tun", "kata.hvsock"] {
+        assert!(p.created.contains(&root.join(made)), "{made}");
+    }
+    assert!(!p.created.contains(&root.join("dev/urandom")));
     write_pid_file(&paths, 4321).unwrap();
     assert_eq!(
         std::fs::read_to_string(root.join("firecracker.pid")).unwrap(),

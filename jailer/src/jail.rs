@@ -502,7 +502,7 @@ fn set_up_for_child(
     // 6 (host side). The jail directory (the exec file comes beside the child).
     let vm_owner = (!s.rootless).then_some((state.uid, state.gid));
     if state.firecracker_mode {
-        let done = fcmode::prepare(paths, &s.exec_file, res.vsock_name.as_deref(), vm_owner)?;
+        let done = fcmode::prepare(paths, &s.exec_file, res, vm_owner)?;
         state.created_in_jail = done.created;
         state.owners.extend(done.owners);
         state.save(&s.runtime_dir)?;

@@ -5,9 +5,10 @@
 //! Layout inside the jail:
 //! `/<exec-file name>` (the VMM, 0755 root), `/config.json` (0444), `/res/*` (bind
 //! mounts of kernel, initrd and disks; ro ones read-only), `/out/*` (log and serial
-//! files, rw), `/vsock/` (rw dir owned by the VM for its unix socket),
-//! `/dev/kvm`, `/dev/urandom`, `/dev/net/tun` (only with a net device), owned by the
-//! VM's uid, mode 0600. `/` itself is remounted read-only and nosuid.
+//! files, rw), `/vsock/` (a dir owned by the VM for its unix socket, rw with a
+//! vsock device), `/dev/kvm` and `/dev/net/tun` (only with a net device), owned
+//! by the VM's uid, mode 0600. `/` itself is remounted read-only and nosuid.
+//! What is bound, made and left writable is [`crate::sandbox_plan`]'s.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -19,6 +20,7 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chown, pivot_root, Gid, Uid};
 
 use crate::resources::{Resource, JAIL_CONFIG, JAIL_OUT_DIR, JAIL_RES_DIR, JAIL_VSOCK_DIR};
+use crate::sandbox_plan::Mount;
 
 /// A filesystem step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,15 +92,6 @@ pub fn jail_paths(base: &Path, exec_file: &Path, id: &str) -> Result<JailPaths, 
         jail_dir,
         exec_name,
     })
-}
-
-/// The devices a jail gets.
-pub fn devices(with_tun: bool) -> Vec<(&'static str, u64, u64)> {
-    let mut d = vec![("dev/kvm", 10, 232), ("dev/urandom", 1, 9)];
-    if with_tun {
-        d.push(("dev/net/tun", 10, 200));
-    }
-    d
 }
 
 fn placeholder(path: &Path) -> Result<(), JailFsError> {
@@ -229,25 +222,25 @@ pub fn copy_exec_file(exec_file: &Path, target: &Path) -> Result<(), JailFsError
     Ok(())
 }
 
-/// In the child's new mount namespace: bind the resources, create the devices,
-/// pivot_root into the jail, detach the old root and make `/` read-only.
+/// In the child's new mount namespace: make the plan's `mounts` (bind the
+/// resources `files`, keep directories writable, create the devices), pivot_root
+/// into the jail, detach the old root and make `/` read-only.
 ///
 /// `orchestrator` (Firecracker's mode): the jail root is the orchestrator's, as in
 /// Firecracker's jailer (chroot.rs): mounts are slaves, so what the orchestrator
 /// mounts into the root later (Kata's hot-plugged drives) reaches the jail but
-/// nothing goes back; the root is bound with its submounts; each known file is
-/// bound over itself (read-only when it is); `/` stays writable, for the VMM's
-/// sockets, with Landlock allowing no other new file. Writable files are not bound
-/// (see below). Otherwise `writable_dirs` (`/vsock`, and with `--api` `/run` and
-/// `/snapshots`) stay writable when `/` becomes read-only.
+/// nothing goes back; the root is bound with its submounts; the plan binds each
+/// read-only file over itself; `/` stays writable, for the VMM's sockets, with
+/// Landlock allowing no other new file. Otherwise the plan's writable directories
+/// (`/vsock`, and with `--api` `/run` and `/snapshots`) stay writable when `/`
+/// becomes read-only.
 pub fn enter_root(
     root: &Path,
     files: &[Resource],
-    with_tun: bool,
+    mounts: &[Mount],
     (uid, gid): (u32, u32),
     rootless: bool,
     orchestrator: bool,
-    writable_dirs: &[&str],
 ) -> Result<(), JailFsError> {
     let none: Option<&str> = None;
     if orchestrator {
@@ -268,59 +261,30 @@ pub fn enter_root(
         mount(Some(root), root, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", root))?;
     }
 
-    let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    // Firecracker's mode binds only the read-only files (over themselves): a mount
-    // over a writable placeholder would hide the drive the orchestrator mounts
-    // there later (a propagated mount goes under the one already there).
-    for r in files.iter().filter(|r| !orchestrator || !r.writable) {
-        let target = root.join(r.jail_path.strip_prefix("/").unwrap_or(&r.jail_path));
-        match &r.tree {
-            Some(tree) => {
-                attach_tree(tree, &target, !r.writable).map_err(|source| JailFsError::Io {
-                    action: "attach the bind mount of",
-                    path: r.host_path.clone(),
-                    source,
-                })?
+    for m in mounts {
+        match m {
+            Mount::File {
+                index,
+                path,
+                writable,
+            } => {
+                let r = files.get(*index).ok_or_else(|| JailFsError::Io {
+                    action: "bind (no such resource)",
+                    path: path.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                })?;
+                bind_file(r, &in_root(root, path), *writable)?;
             }
-            None => bind_verified(r, &target)?,
+            Mount::WritableDir(dir) => writable_dir(&in_root(root, dir))?,
+            Mount::Device { path, major, minor } => device(
+                &in_root(root, path),
+                path,
+                (*major, *minor),
+                (uid, gid),
+                rootless,
+            )?,
         }
     }
-
-    // The vsock directory (and the API's) stay writable when / becomes read-only.
-    for dir in writable_dirs.iter().filter(|_| !orchestrator) {
-        let d = root.join(dir.trim_start_matches('/'));
-        mount(Some(&d), &d, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", &d))?;
-        mount(
-            none,
-            &d,
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | hardening,
-            none,
-        )
-        .map_err(sys("remount", &d))?;
-    }
-
-    for (rel, major, minor) in devices(with_tun) {
-        let p = root.join(rel);
-        if rootless {
-            // No mknod in a user namespace: bind the host's node (its owner and
-            // mode decide whether the caller may use it).
-            placeholder(&p)?;
-            let host = Path::new("/").join(rel);
-            mount(Some(&host), &p, none, MsFlags::MS_BIND, none)
-                .map_err(sys("bind-mount", &host))?;
-            continue;
-        }
-        mknod(
-            &p,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o600),
-            makedev(major, minor),
-        )
-        .map_err(sys("mknod", &p))?;
-        chown(&p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(sys("chown", &p))?;
-    }
-
     crate::timing::mark("child: 6 bound and devices made");
     std::env::set_current_dir(root).map_err(io("chdir", root))?;
     let old = root.join("old_root");
@@ -353,9 +317,64 @@ pub fn enter_root(
     Ok(())
 }
 
+fn in_root(root: &Path, jail_path: &Path) -> PathBuf {
+    root.join(jail_path.strip_prefix("/").unwrap_or(jail_path))
+}
+
+/// Binds the resource `r` at `target` (read-only unless `writable`).
+fn bind_file(r: &Resource, target: &Path, writable: bool) -> Result<(), JailFsError> {
+    match &r.tree {
+        Some(tree) => attach_tree(tree, target, !writable).map_err(|source| JailFsError::Io {
+            action: "attach the bind mount of",
+            path: r.host_path.clone(),
+            source,
+        }),
+        None => bind_verified(r, target, writable),
+    }
+}
+
+/// Binds a jail directory over itself, writable (nosuid, nodev, noexec) when `/`
+/// becomes read-only.
+fn writable_dir(d: &Path) -> Result<(), JailFsError> {
+    let none: Option<&str> = None;
+    mount(Some(d), d, none, MsFlags::MS_BIND, none).map_err(sys("bind-mount", d))?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mount(none, d, none, flags, none).map_err(sys("remount", d))
+}
+
+/// Makes the device node `jail_path` at `p`, the VM's, mode 0600; rootless (no
+/// mknod in a user namespace), binds the host's node, whose owner and mode decide
+/// whether the caller may use it.
+fn device(
+    p: &Path,
+    jail_path: &Path,
+    (major, minor): (u64, u64),
+    (uid, gid): (u32, u32),
+    rootless: bool,
+) -> Result<(), JailFsError> {
+    if rootless {
+        placeholder(p)?;
+        let none: Option<&str> = None;
+        return mount(Some(jail_path), p, none, MsFlags::MS_BIND, none)
+            .map_err(sys("bind-mount", jail_path));
+    }
+    mknod(
+        p,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o600),
+        makedev(major, minor),
+    )
+    .map_err(sys("mknod", p))?;
+    chown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(sys("chown", p))
+}
+
 /// Rootless: reopens the canonical path in this mount namespace, checks it is the
 /// file opened before (device and inode), and bind-mounts that fd.
-fn bind_verified(r: &Resource, target: &Path) -> Result<(), JailFsError> {
+fn bind_verified(r: &Resource, target: &Path, writable: bool) -> Result<(), JailFsError> {
     use nix::fcntl::{open, OFlag};
     let fd = open(
         &r.host_path,
@@ -380,7 +399,7 @@ fn bind_verified(r: &Resource, target: &Path) -> Result<(), JailFsError> {
         | MsFlags::MS_NOSUID
         | MsFlags::MS_NODEV
         | MsFlags::MS_NOEXEC;
-    if !r.writable {
+    if !writable {
         flags |= MsFlags::MS_RDONLY;
     }
     mount(none, target, none, flags, none).map_err(sys("remount", target))?;
@@ -483,12 +502,6 @@ mod tests {
         assert_eq!(p.exec_name, "caisson");
         assert!(jail_paths(Path::new("/srv"), Path::new("/"), "vm1").is_err());
         assert!(jail_paths(Path::new("/srv"), Path::new("/bin/.hidden"), "vm1").is_err());
-    }
-
-    #[test]
-    fn tun_only_with_a_net_device() {
-        assert_eq!(devices(false).len(), 2);
-        assert!(devices(true).iter().any(|d| d.0 == "dev/net/tun"));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum Grant {
     Exec,
     /// Read and write a file (writable disks, log files, devices).
     ReadWrite,
+    /// Write (append to) a file it never reads (the serial output).
+    Write,
     /// A directory where the VMM creates and removes unix sockets.
     SocketDir,
     /// Caisson's mode with `--api`: the directory where the VMM writes snapshot
@@ -74,7 +76,8 @@ pub fn kernel_abi() -> i32 {
     i32::try_from(r).unwrap_or(0).max(0)
 }
 
-fn access_for(grant: Grant) -> BitFlags<AccessFs> {
+/// The Landlock access a grant gives.
+pub(crate) fn access_for(grant: Grant) -> BitFlags<AccessFs> {
     let abi = TARGET_ABI;
     match grant {
         Grant::Read => AccessFs::ReadFile.into(),
@@ -82,6 +85,7 @@ fn access_for(grant: Grant) -> BitFlags<AccessFs> {
         Grant::ReadWrite => {
             AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev
         }
+        Grant::Write => AccessFs::WriteFile.into(),
         Grant::SocketDir => {
             AccessFs::MakeSock | AccessFs::RemoveFile | AccessFs::ReadDir | AccessFs::from_file(abi)
         }
@@ -185,6 +189,7 @@ mod tests {
         assert!(!access_for(Grant::Read).contains(AccessFs::Execute));
         assert!(access_for(Grant::Exec).contains(AccessFs::Execute));
         assert!(!access_for(Grant::ReadWrite).contains(AccessFs::Execute));
+        assert_eq!(access_for(Grant::Write), AccessFs::WriteFile);
         assert!(access_for(Grant::SocketDir).contains(AccessFs::MakeSock));
         assert!(!access_for(Grant::SocketDir).contains(AccessFs::MakeReg));
         let snap = access_for(Grant::SnapshotDir);

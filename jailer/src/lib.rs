@@ -20,6 +20,7 @@ pub mod profile;
 pub mod resources;
 pub mod rlimits;
 pub mod rtnetlink;
+pub mod sandbox_plan;
 pub mod seccomp_baseline;
 pub mod selinux_backend;
 pub mod settings;

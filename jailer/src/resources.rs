@@ -53,8 +53,12 @@ pub enum Kind {
     Kernel,
     Initrd,
     Drive,
-    /// logger.log_path or caisson.serial: an output file.
-    Output,
+    /// `logger.log_path`: an output file (or FIFO, in Firecracker's mode).
+    Log,
+    /// `metrics.metrics_path`: an output file (or FIFO).
+    Metrics,
+    /// `caisson.serial` naming a file: the serial output.
+    Serial,
     /// Firecracker's mode: the VM config itself, read by the VMM in the jail.
     Config,
     /// `snapshot-load.snapshot_path`: the VM state a restore reads (read-only).
@@ -365,7 +369,7 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
     if let Some(l) = cfg.logger.as_mut() {
         if let Some(p) = l.log_path.clone() {
             let mut r = open_file(
-                Kind::Output,
+                Kind::Log,
                 "logger.log_path".into(),
                 &p,
                 true,
@@ -381,7 +385,7 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
     if let Some(m) = cfg.metrics.as_mut() {
         let p = m.metrics_path.clone();
         let mut r = open_file(
-            Kind::Output,
+            Kind::Metrics,
             "metrics.metrics_path".into(),
             &p,
             true,
@@ -397,7 +401,7 @@ pub fn open_all(config_path: &Path, roots: &[PathBuf]) -> Result<Resources, Reso
         if serial != "stdout" && serial != "none" && !serial.is_empty() {
             let p = PathBuf::from(&serial);
             let mut r = open_file(
-                Kind::Output,
+                Kind::Serial,
                 "caisson.serial".into(),
                 &p,
                 true,

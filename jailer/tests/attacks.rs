@@ -32,9 +32,20 @@ fn probe_args(vm: &Vm, sleep_pid: u32, port: u16, extra: &[&str]) -> Vec<String>
     v
 }
 
+/// Gives the VM a vsock device: the jail's `/vsock` is then writable (only then,
+/// as the sandbox declarations say), so that the probe's mknod there meets
+/// Landlock rather than the read-only root.
+fn with_vsock(vm: &Vm) {
+    let text = std::fs::read_to_string(&vm.config).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["vsock"] = serde_json::json!({"guest_cid": 3, "uds_path": "/tmp/probe/v.sock"});
+    std::fs::write(&vm.config, v.to_string()).unwrap();
+}
+
 #[test]
 fn every_layer_denies_the_probe() {
     let mut vm = Vm::new("attack");
+    with_vsock(&vm);
     // The cgroup's pids limit (32) is below RLIMIT_NPROC (1000) here, so EAGAIN comes from the cgroup.
     let profile = profile_with(
         &vm.dir,
@@ -182,6 +193,7 @@ fn the_seccomp_baseline_is_the_layer_that_denies_netlink_userns_and_keyring() {
 #[test]
 fn landlock_is_the_layer_that_said_eacces() {
     let mut vm = Vm::new("noll");
+    with_vsock(&vm);
     let profile = profile_with(&vm.dir, "inet", &[("inet = false", "inet = true")]);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

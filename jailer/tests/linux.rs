@@ -1,7 +1,8 @@
 //! The Linux test guest jailed (issue 8, part 3, item 8): caisson-jailer with the
 //! strict profile runs the statically linked caisson, which boots the kernel and
 //! initramfs of tests/linux/ (under the jail's resource root); the guest's init
-//! starts, its virtio-rng check passes (the jail's /dev/urandom feeds it), and
+//! starts, its virtio-rng check passes (getrandom(2) feeds it; the jail has no
+//! /dev/urandom), and
 //! caisson exits 0 after the guest's reboot. Wall times are printed, not asserted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

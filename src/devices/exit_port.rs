@@ -4,13 +4,17 @@
 use std::sync::Arc;
 
 use super::bus::BusDevice;
-use super::{SandboxNeeds, Syscall, VCPU};
+use super::{FdKind, FdNeed, FdOrigin, SandboxNeeds, Syscall, VCPU};
 use crate::exit::{ExitReason, ExitSignal};
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "exit port",
     paths: &[],
-    fds: &["the exit eventfd"],
+    fds: &[FdNeed::new(
+        FdKind::EventFd,
+        FdOrigin::Created,
+        "the exit eventfd",
+    )],
     syscalls: &[Syscall::new(
         "write",
         VCPU,

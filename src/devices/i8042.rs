@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
 use super::virtio::warn::WarnLimiter;
-use super::{SandboxNeeds, Syscall, VMM_VCPU};
+use super::{FdKind, FdNeed, FdOrigin, SandboxNeeds, Syscall, VMM_VCPU};
 use crate::exit::{ExitReason, ExitSignal};
 
 mod state;
@@ -26,7 +26,11 @@ pub use state::{I8042State, KeyboardState, OutByteState};
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "i8042",
     paths: &[],
-    fds: &["irqfd (IRQ 1)"],
+    fds: &[FdNeed::new(
+        FdKind::EventFd,
+        FdOrigin::Created,
+        "irqfd (IRQ 1)",
+    )],
     syscalls: &[Syscall::new(
         "write",
         VMM_VCPU,

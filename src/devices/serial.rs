@@ -20,17 +20,19 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
-use super::{SandboxNeeds, Syscall, VMM, VMM_VCPU};
+use super::{
+    Access, FdKind, FdNeed, FdOrigin, PathNeed, PathSource, SandboxNeeds, Syscall, VMM, VMM_VCPU,
+};
 use crate::rate_limiter::{Reduction, TokenBucket, TokenBucketConfig};
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "serial",
-    paths: &[],
+    paths: &[PathNeed::new(PathSource::SerialFile, Access::Write)],
     fds: &[
-        "serial output (stdout or file)",
-        "stdin",
-        "irqfd (IRQ 4)",
-        "input-drained eventfd",
+        FdNeed::new(FdKind::Stdio, FdOrigin::Inherited, "stdout for the output, stdin"),
+        FdNeed::new(FdKind::File, FdOrigin::Opened, "the output file"),
+        FdNeed::new(FdKind::EventFd, FdOrigin::Created, "irqfd (IRQ 4)"),
+        FdNeed::new(FdKind::EventFd, FdOrigin::Created, "input-drained eventfd"),
     ],
     syscalls: &[
         Syscall::new(

@@ -1,4 +1,5 @@
 use super::*;
+use crate::devices::{Access, FdKind, FdOrigin, PathSource};
 use crate::seccomp::{ThreadKind, API_JSON, VCPU_JSON, VMM_JSON};
 
 const KINDS: [(ThreadKind, &str); 3] = [
@@ -187,9 +188,70 @@ fn every_device_is_aggregated_with_its_paths_and_fds() {
     }
     let paths = all_paths();
     assert!(paths.iter().any(|(o, p)| *o == "virtio-vsock"
-        && p.path == "vsock.uds_path"
-        && p.access == crate::devices::Access::Bind));
+        && p.source == PathSource::VsockSocket
+        && p.access == Access::Bind));
     assert!(all_fds()
         .iter()
-        .any(|(o, f)| *o == "virtio-net" && *f == "tap"));
+        .any(|(o, f)| *o == "virtio-net" && f.kind == FdKind::Tap));
+}
+
+#[test]
+fn every_fd_is_used_with_declared_syscalls() {
+    for needs in all() {
+        for fd in needs.fds {
+            let uses = fd.kind.used_by();
+            // (The filters allow what is declared: the tests above.)
+            let used = uses.is_empty() || needs.syscalls.iter().any(|s| uses.contains(&s.name));
+            assert!(
+                used,
+                "{} holds {:?} ({}) but declares none of {uses:?}",
+                needs.owner, fd.kind, fd.what
+            );
+        }
+    }
+}
+
+#[test]
+fn opened_fds_come_from_declared_paths() {
+    for needs in all() {
+        for fd in needs.fds {
+            let from_path = match fd.origin {
+                FdOrigin::Opened => needs.paths.iter().any(|p| !p.at_runtime),
+                FdOrigin::AtRuntime if fd.kind == FdKind::File => {
+                    needs.paths.iter().any(|p| p.at_runtime)
+                }
+                _ => true,
+            };
+            assert!(
+                from_path,
+                "{} opens {} ({:?}) from no declared path",
+                needs.owner, fd.what, fd.origin
+            );
+        }
+        for p in needs.paths.iter().filter(|p| p.at_runtime) {
+            // What is opened under the filters is opened on the VMM thread.
+            assert!(
+                needs.syscalls.iter().any(|s| {
+                    ["openat", "connect"].contains(&s.name) && s.threads.contains(&ThreadKind::Vmm)
+                }),
+                "{} opens {} at runtime without openat or connect",
+                needs.owner,
+                p.source.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_path_source_is_declared_once_per_owner() {
+    for needs in all() {
+        for (i, a) in needs.paths.iter().enumerate() {
+            assert!(
+                !needs.paths[i + 1..].iter().any(|b| b.source == a.source),
+                "{} declares {} twice",
+                needs.owner,
+                a.source.name()
+            );
+        }
+    }
 }

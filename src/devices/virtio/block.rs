@@ -27,26 +27,22 @@ use super::metrics::BlockDeviceMetrics;
 use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError};
 use super::{DeviceState, DeviceUpdate, UpdateOutcome};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
-use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
+use crate::devices::{
+    Access, FdKind, FdNeed, FdOrigin, PathNeed, PathSource, SandboxNeeds, Syscall, VMM,
+};
 use crate::rate_limiter::RateLimiter;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "virtio-blk",
     paths: &[
-        PathNeed {
-            path: "drives[].path_on_host",
-            access: Access::ReadWrite,
-            at_runtime: false,
-        },
-        PathNeed {
-            path: "PATCH /drives/{id} path_on_host",
-            access: Access::ReadWrite,
-            at_runtime: true,
-        },
+        PathNeed::new(PathSource::ReadOnlyDrive, Access::Read),
+        PathNeed::new(PathSource::WritableDrive, Access::ReadWrite),
+        PathNeed::runtime(PathSource::DriveUpdate, Access::ReadWrite),
     ],
     fds: &[
-        "disk file (opened before confinement)",
-        "rate limiter timerfd",
+        FdNeed::new(FdKind::File, FdOrigin::Opened, "disk file"),
+        FdNeed::new(FdKind::File, FdOrigin::AtRuntime, "disk file of a PATCH"),
+        FdNeed::new(FdKind::TimerFd, FdOrigin::Created, "rate limiter timerfd"),
     ],
     syscalls: &[
         Syscall::new("lseek", VMM, "position the disk file before each transfer"),

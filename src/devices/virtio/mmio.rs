@@ -20,7 +20,7 @@ use super::status as s;
 use super::warn::WarnLimiter;
 use super::{DeviceCtx, DeviceUpdate, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
-use crate::devices::{SandboxNeeds, Syscall, VCPU, VMM};
+use crate::devices::{FdKind, FdNeed, FdOrigin, SandboxNeeds, Syscall, VCPU, VMM};
 
 mod state;
 pub use state::{MmioState, QueueState};
@@ -30,7 +30,14 @@ pub use state::{MmioState, QueueState};
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "virtio-mmio",
     paths: &[],
-    fds: &["one ioeventfd per queue", "irqfd"],
+    fds: &[
+        FdNeed::new(
+            FdKind::EventFd,
+            FdOrigin::Created,
+            "one ioeventfd per queue",
+        ),
+        FdNeed::new(FdKind::EventFd, FdOrigin::Created, "irqfd"),
+    ],
     syscalls: &[
         Syscall::new(
             "write",

@@ -24,19 +24,29 @@ use super::{complete, device_type, notify, DeviceCtx, VirtioDevice, VirtioError}
 use super::{DeviceState, DeviceUpdate, UpdateOutcome};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::config::devices::{TapSource, ValidNet};
-use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
+use crate::devices::{
+    Access, DeviceNode, FdKind, FdNeed, FdOrigin, PathNeed, PathSource, SandboxNeeds, Syscall, VMM,
+};
 use crate::rate_limiter::{RateLimiter, RateLimiterError};
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "virtio-net",
     // TUNSETIFF, TUNGETIFF, TUNSETVNETHDRSZ and TUNSETOFFLOAD are made at build
     // time, before confinement, so no filter allows them.
-    paths: &[PathNeed {
-        path: "/dev/net/tun (only when the tap is opened by name)",
-        access: Access::ReadWrite,
-        at_runtime: false,
-    }],
-    fds: &["tap", "rx and tx rate limiter timerfds"],
+    // /dev/net/tun only when the tap is opened by name, not with caisson.net_fds.
+    paths: &[PathNeed::new(
+        PathSource::Device(DeviceNode::NetTun),
+        Access::ReadWrite,
+    )],
+    fds: &[
+        FdNeed::new(FdKind::Tap, FdOrigin::Opened, "tap, opened by name"),
+        FdNeed::new(FdKind::Tap, FdOrigin::Inherited, "tap of caisson.net_fds"),
+        FdNeed::new(
+            FdKind::TimerFd,
+            FdOrigin::Created,
+            "rx and tx rate limiter timerfds",
+        ),
+    ],
     syscalls: &[
         Syscall::new(
             "read",

@@ -13,13 +13,17 @@ use super::chain::scatter;
 use super::metrics::EntropyDeviceMetrics;
 use super::{complete, device_type, notify, DeviceCtx, DeviceState, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
-use crate::devices::{SandboxNeeds, Syscall, VMM};
+use crate::devices::{FdKind, FdNeed, FdOrigin, SandboxNeeds, Syscall, VMM};
 use crate::rate_limiter::RateLimiter;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "virtio-rng",
     paths: &[],
-    fds: &["rate limiter timerfd"],
+    fds: &[FdNeed::new(
+        FdKind::TimerFd,
+        FdOrigin::Created,
+        "rate limiter timerfd",
+    )],
     syscalls: &[
         Syscall::new("getrandom", VMM, "the entropy served to the guest"),
         Syscall::new("read", VMM, "the rate limiter's timerfd"),

@@ -42,24 +42,26 @@ use super::chain::{gather, scatter};
 use super::{complete, device_type, notify, DeviceCtx, DeviceState, VirtioDevice, VirtioError};
 use super::{QUEUE_MAX_SIZE, VIRTIO_F_VERSION_1};
 use crate::config::devices::ValidVsock;
-use crate::devices::{Access, PathNeed, SandboxNeeds, Syscall, VMM};
+use crate::devices::{
+    Access, FdKind, FdNeed, FdOrigin, PathNeed, PathSource, SandboxNeeds, Syscall, VMM,
+};
 use crate::metrics::METRICS;
 
 pub const SANDBOX: SandboxNeeds = SandboxNeeds {
     owner: "virtio-vsock",
     paths: &[
-        PathNeed {
-            path: "vsock.uds_path",
-            access: Access::Bind,
-            at_runtime: false,
-        },
-        PathNeed {
-            path: "<vsock.uds_path>_<port>",
-            access: Access::Connect,
-            at_runtime: true,
-        },
+        PathNeed::new(PathSource::VsockSocket, Access::Bind),
+        PathNeed::runtime(PathSource::VsockPeer, Access::Connect),
     ],
-    fds: &["listening socket", "one socket per connection", "epoll fd"],
+    fds: &[
+        FdNeed::new(FdKind::UnixListener, FdOrigin::Created, "listening socket"),
+        FdNeed::new(
+            FdKind::UnixStream,
+            FdOrigin::AtRuntime,
+            "one socket per connection",
+        ),
+        FdNeed::new(FdKind::Epoll, FdOrigin::Created, "epoll fd"),
+    ],
     syscalls: &[
         Syscall::new(
             "socket",
