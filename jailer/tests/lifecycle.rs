@@ -554,7 +554,7 @@ fn the_timing_log_is_opt_in_and_names_each_step() {
     let err = String::from_utf8_lossy(&out.stderr);
     for step in [
         "1 sanitized",
-        "4 cgroup created",
+        "4 cgroup directories made and written",
         "6 exec file copied",
         "child: 6 mounted and pivoted",
         "child: 10 seccomp baseline, exec",

@@ -305,7 +305,9 @@ pub fn allowed(a: &std::collections::BTreeMap<String, serde_json::Value>, name: 
 
 /// A `sleep` outside the jail, as a harmless target.
 pub fn sleeper() -> Child {
-    Command::new("sleep").arg("120").spawn().unwrap()
+    // Never ends by itself (a loaded machine once took the probe past a fixed
+    // 120 s, and the test then blamed the probe): the test and `Vm`'s Drop kill it.
+    Command::new("sleep").arg("infinity").spawn().unwrap()
 }
 
 /// A profile file: `strict` with `replacements` applied.
