@@ -531,8 +531,8 @@ fn set_up_for_child(
     Ok(plan)
 }
 
-/// 4. Makes the cgroup, under the runtime lock (an ending VM removes empty
-/// parents under it). Rootless, a cgroup that cannot be made is skipped.
+/// Step 4: makes the cgroup, under the runtime lock (an ending VM removes
+/// empty parents under it). Rootless, a cgroup that cannot be made is skipped.
 fn make_cgroup(
     s: &Settings,
     state: &mut JailState,
