@@ -6,7 +6,7 @@
 //!   (cleanup included);
 //!
 //! then the jail sequence's per-step profile (the opt-in timing log,
-//! `CAISSON_JAILER_TIMING=1`), median per step over the same number of runs.
+//! `CAISSON_JAILER_TIMING=1`), median time since the jailer's start per step, matched by name, over the same number of runs.
 //!
 //! Run as root: `cargo bench -p caisson-jailer --bench first_byte`
 //! (`CAISSON_BENCH_RUNS=N` changes the count). Prints figures only.
@@ -83,9 +83,9 @@ fn jailer(id: &str, vmm: &Path, cfg: &Path, work: &Path) -> Command {
 }
 
 /// `caisson-jailer: timing: <us> us [<pid>] <step>` lines -> (step, us since the
-/// previous line), in order.
+/// jailer's start). The parent's and the child's lines interleave differently
+/// from run to run, so steps are matched by name, not by position.
 fn steps(stderr: &str) -> Vec<(String, u64)> {
-    let mut prev = 0u64;
     stderr
         .lines()
         .filter_map(|l| l.strip_prefix("caisson-jailer: timing:"))
@@ -93,9 +93,7 @@ fn steps(stderr: &str) -> Vec<(String, u64)> {
             let (us, rest) = l.trim_start().split_once(" us ")?;
             let us: u64 = us.trim().parse().ok()?;
             let step = rest.split_once("] ")?.1.to_string();
-            let d = us.saturating_sub(prev);
-            prev = us;
-            Some((step, d))
+            Some((step, us))
         })
         .collect()
 }
@@ -139,11 +137,10 @@ fn main() {
         let mut c = jailer(&id, &vmm, &cfg, work.path());
         c.env("CAISSON_JAILER_TIMING", "1");
         let (_, _, err) = time_first_byte(c);
-        for (n, (step, d)) in steps(&err).into_iter().enumerate() {
-            match profile.get_mut(n) {
-                Some((name, v)) if *name == step => v.push(d),
-                Some(_) => {}
-                None => profile.push((step, vec![d])),
+        for (step, us) in steps(&err) {
+            match profile.iter_mut().find(|(name, _)| *name == step) {
+                Some((_, v)) => v.push(us),
+                None => profile.push((step, vec![us])),
             }
         }
     }
@@ -165,7 +162,12 @@ fn main() {
         "  caisson-jailer start -> exit (cleanup included):    {:>7.2} ms",
         ms(median(&mut exit))
     );
-    println!("jail sequence profile, median us since the previous mark ({runs} runs):");
+    println!("jail sequence profile, median us since the jailer's start ({runs} runs):");
+    profile.sort_by_key(|(_, v)| {
+        let mut v = v.clone();
+        v.sort_unstable();
+        v[v.len() / 2]
+    });
     for (step, mut v) in profile {
         v.sort_unstable();
         println!("  {:>6} us  {step}", v[v.len() / 2]);
