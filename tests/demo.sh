@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 source tests/install-deps.sh
 caisson_install_deps build
 
-# The jail has no shared libraries, so the jailed VMM is linked statically.
-echo "==> building caisson-jailer (release; about 1 minute the first time)" >&2
-cargo build -q --release -p caisson-jailer
+# The jail has no shared libraries, so the jailed VMM is linked statically; the
+# jailer is too, so that it starts without loading any (tests/build-static.sh).
 echo "==> building a static caisson for the jail (release; about 1 minute the first time)" >&2
-cargo rustc -q --release --bin caisson --target-dir target/static -- -C target-feature=+crt-static
+bash tests/build-static.sh vmm
+echo "==> building a static caisson-jailer (release; about 1 minute the first time)" >&2
+bash tests/build-static.sh jailer
+jailer=target/static/release/caisson-jailer
 echo "==> booting the demo guest in a jail (caisson-jailer, strict profile)" >&2
 vmm=target/static/release/caisson
 guest=$(ls target/static/release/build/caisson-*/out/guests/demo.elf | head -n 1)
@@ -30,7 +32,7 @@ cat > "$work/vm.json" <<EOF
 EOF
 
 coproc JAIL {
-  exec target/release/caisson-jailer --id "$id" --exec-file "$vmm" \
+  exec "$jailer" --id "$id" --exec-file "$vmm" \
     --config-file "$work/vm.json" --resource-root "$work" --chroot-base-dir "$work/jails" 2>&1
 }
 jail_pid=$JAIL_PID
@@ -43,7 +45,7 @@ done
 
 echo "== isolation audit: caisson-jailer audit --id $id"
 audit_rc=0
-target/release/caisson-jailer audit --id "$id" || audit_rc=$?
+"$jailer" audit --id "$id" || audit_rc=$?
 
 printf 'go\n' >&"$in"
 cat <&"$out" || true

@@ -1,6 +1,7 @@
 //! Times the jailed hello guest's first serial byte against the unjailed VMM's, in
 //! alternating pairs (so that both see the same machine), median of >= 20 pairs,
-//! with the real statically linked `caisson` (built as tests/demo.sh builds it):
+//! with the real statically linked `caisson` and `caisson-jailer` (built as
+//! tests/demo.sh builds them, tests/build-static.sh):
 //! - unjailed: `caisson --no-api --config-file` start -> first byte;
 //! - jailed: `caisson-jailer` (strict profile) start -> first byte, and -> exit
 //!   (cleanup included);
@@ -70,7 +71,7 @@ fn time_first_byte(mut cmd: Command) -> (Duration, Duration, String) {
 }
 
 fn jailer(id: &str, vmm: &Path, cfg: &Path, work: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_caisson-jailer"));
+    let mut c = Command::new(common::static_jailer());
     c.args(["--id", id, "--exec-file"])
         .arg(vmm)
         .arg("--config-file")
@@ -108,6 +109,7 @@ fn main() {
         .unwrap_or(25)
         .max(20);
     let (vmm, hello) = static_vmm();
+    common::static_jailer();
     let work = tempfile::tempdir().unwrap();
     std::fs::copy(&hello, work.path().join("hello.elf")).unwrap();
     let cfg = work.path().join("vm.json");
@@ -145,7 +147,9 @@ fn main() {
         }
     }
     let (mb, mf) = (median(&mut bare), median(&mut first));
-    println!("hello guest, 1 vCPU, 128 MiB, static caisson, {runs} alternating pairs");
+    println!(
+        "hello guest, 1 vCPU, 128 MiB, static caisson and caisson-jailer, {runs} alternating pairs"
+    );
     println!(
         "  unjailed caisson start -> first serial byte:       {:>7.2} ms",
         ms(mb)

@@ -9,7 +9,7 @@ use crate::identity;
 use crate::jail::{JailError, Mode, Settings};
 use crate::jailfs::{self, JailPaths};
 use crate::landlock_rules;
-use crate::namespaces::{self, Netns};
+use crate::namespaces::{self, MadeNetns, Netns};
 use crate::resources::Resources;
 use crate::rlimits::Rlimits;
 use crate::sandbox_plan::{JailMode, JailView, Plan};
@@ -23,6 +23,9 @@ pub(crate) struct ChildCtx<'a> {
     pub(crate) cgroup: &'a CgroupPlan,
     pub(crate) res: &'a Resources,
     pub(crate) netns: Option<&'a Netns>,
+    /// The new network namespace made ahead of the clone (none rootless, or
+    /// with `--netns`, or without a network namespace of the VM's own).
+    pub(crate) made_netns: Option<&'a MadeNetns>,
     pub(crate) paths: &'a JailPaths,
     pub(crate) rlimits: &'a Rlimits,
     pub(crate) uid: u32,
@@ -42,7 +45,7 @@ pub(crate) fn confine(
     // these steps (joined after the release).
     let cgroup_join = cgroup::open_join_points(ctx.cgroup)?;
     // 5. Namespaces (pid and user namespaces came with the clone).
-    namespaces::enter(&p.namespaces, ctx.netns, &ctx.settings.id)?;
+    namespaces::enter(&p.namespaces, ctx.netns, ctx.made_netns, &ctx.settings.id)?;
     if ctx.settings.rootless {
         namespaces::forbid_nested_user_namespaces()?;
     } else {

@@ -510,7 +510,7 @@ pub struct Prepared {
 
 /// On the host, in the orchestrator's jail root: Firecracker's `/`, `/dev`,
 /// `/dev/net` and `/run` (created if missing, given to the VM, mode 0700); the
-/// exec file is checked here and copied in later ([`crate::jailfs::copy_exec_file`]).
+/// exec file is checked here and copied in ([`crate::exec_copy`]).
 /// `vm_owner` is `None` in rootless mode.
 pub fn prepare(
     paths: &JailPaths,
@@ -570,10 +570,8 @@ pub fn prepare(
         path: exec_file.to_path_buf(),
         reason,
     })?;
-    // Filled beside the child (jailfs::copy_exec_file); removed with the rest.
-    let target = paths.root.join(&paths.exec_name);
-    crate::jailfs::create_exec_target(&target)?;
-    done.created.push(target);
+    // (The exec file's copy is linked in next, crate::exec_copy, and recorded
+    // then: a file already there is the orchestrator's, never removed.)
     // Made by the child (devices) and by the VMM (its sockets), removed with the rest.
     for dev in plan.device_paths() {
         done.created

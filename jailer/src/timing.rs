@@ -27,8 +27,11 @@ pub fn mark(step: &str) {
         return;
     }
     let us = START.get().map_or(0, |s| s.elapsed().as_micros());
-    eprintln!(
-        "caisson-jailer: timing: {us:>7} us [{}] {step}",
+    // One write per line: the parent's and the child's lines share stderr, and
+    // `eprintln!` writes a line in pieces, which interleave.
+    let line = format!(
+        "caisson-jailer: timing: {us:>7} us [{}] {step}\n",
         std::process::id()
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
 }

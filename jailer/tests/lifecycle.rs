@@ -60,6 +60,16 @@ fn two_jails_at_once_are_distinct_and_audit_clean() {
     assert_ne!(sa["uid"], sb["uid"]);
     assert_ne!(sa["gid"], sb["gid"]);
     assert_ne!(sa["cgroup_leaves"], sb["cgroup_leaves"]);
+    // Each VM has a network namespace of its own (made ahead of the clone, on a
+    // jailer thread), neither the host's nor the other VM's.
+    let netns = |pid: &serde_json::Value| {
+        std::fs::read_link(format!("/proc/{}/ns/net", pid.as_i64().unwrap())).unwrap()
+    };
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let (na, nb) = (netns(&sa["vm_pid"]), netns(&sb["vm_pid"]));
+    assert_ne!(na, nb);
+    assert_ne!(na, host_net);
+    assert_ne!(nb, host_net);
     let (ca_, cb_) = (&sa["categories"], &sb["categories"]);
     let derive = |c: &serde_json::Value| {
         100_000 + c["a"].as_u64().unwrap() * 1024 + c["b"].as_u64().unwrap()
@@ -555,7 +565,7 @@ fn the_timing_log_is_opt_in_and_names_each_step() {
     for step in [
         "1 sanitized",
         "4 cgroup directories made and written",
-        "6 exec file copied",
+        "exec file copied, cloning",
         "child: 6 mounted and pivoted",
         "child: 10 seccomp baseline, exec",
     ] {

@@ -40,4 +40,26 @@ fn jailed_demo_boots_and_its_audit_is_clean() {
         stdout.contains("== VM exit code 0, audit exit code 0"),
         "{stdout}"
     );
+    // The jailer that ran is linked statically: no program interpreter
+    // (PT_INTERP, program header type 3) to load shared libraries first.
+    let jailer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/static/release/caisson-jailer"
+    );
+    let elf = std::fs::read(jailer).unwrap();
+    assert!(
+        elf.starts_with(b"\x7fELF\x02"),
+        "{jailer} is not a 64-bit ELF"
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    let interp = (0..phnum).any(|i| {
+        let o = phoff + i * phentsize;
+        u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) == 3
+    });
+    assert!(
+        !interp,
+        "{jailer} has a program interpreter (dynamically linked)"
+    );
 }
