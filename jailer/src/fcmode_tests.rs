@@ -208,7 +208,7 @@ fn prepare_adds_firecrackers_layout_and_cleanup_removes_only_that() {
     // once it is placed (an orchestrator's own file there is never removed).
     assert!(!root.join("firecracker").exists());
     assert!(!p.created.contains(&root.join("firecracker")));
-    let mut copy = crate::exec_copy::ExecCopy::start(&exe, &base).unwrap();
+    let mut copy = crate::exec_copy::ExecCopy::start(&exe, &base, false).unwrap();
     copy.place(&root.join("firecracker")).unwrap();
     copy.finish().unwrap();
     p.created.push(root.join("firecracker"));

@@ -13,7 +13,7 @@ use crate::api_jail::{self, ApiRecord};
 use crate::cgroup::{self, CgroupPlan, CgroupVersion, Limits};
 use crate::child::{confine, ChildCtx};
 use crate::cli::RunArgs;
-use crate::exec_copy::ExecCopy;
+use crate::exec_copy::{ExecCopy, Placed};
 use crate::fcmode;
 use crate::identity;
 use crate::jailfs;
@@ -103,37 +103,49 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     mark::mark("2 settings resolved (profile read)");
     // 5 (ahead). A new network namespace, made on a thread beside the steps up
     // to the clone (rootless, the child makes it in its user namespace).
-    let mut ahead = (s.profile.namespaces.net && s.netns.is_none() && !s.rootless)
+    let wants_netns = s.profile.namespaces.net && s.netns.is_none() && !s.rootless;
+    let backend = HostSelinux;
+    let mut made_netns = sweep(
+        &s.runtime_dir,
+        &backend,
+        wants_netns && s.profile.ahead.netns,
+    )?;
+    let mut ahead = (wants_netns && made_netns.is_none())
         .then(namespaces::NetnsAhead::start)
         .transpose()?;
-    let mut made_netns = None;
-    let backend = HostSelinux;
-    sweep(&s.runtime_dir, &backend)?;
-    mark::mark("2 stale records swept");
+    mark::mark(if made_netns.is_some() {
+        "2 stale records swept, network namespace made ahead taken"
+    } else {
+        "2 stale records swept"
+    });
     let mut opened = open(&s)?;
     mark::mark("2 config and files opened");
     if s.daemonize {
         // (A fork takes only this thread along.)
-        made_netns = ahead
-            .take()
-            .map(namespaces::NetnsAhead::finish)
-            .transpose()?;
+        if let Some(a) = ahead.take() {
+            made_netns = Some(a.finish()?);
+        }
         process::daemonize()?;
     }
     supervise::install_forwarding()?;
     // 6 (ahead). The exec file's copy, on a thread until the clone.
-    let mut exec_copy = ExecCopy::start(&s.exec_file, exec_copy_dir(&s.paths))?;
+    let mut exec_copy = ExecCopy::start(
+        &s.exec_file,
+        exec_copy_dir(&s.paths),
+        s.profile.ahead.exec_copy,
+    )?;
     // 3. sVirt: the MCS pair and the ids derived from it.
     let selinux_on = selinux_mode(&backend, &s)?;
     // From here on, leaving `run` by any path undoes what was done.
+    let (allocated, plan) = allocate(&s, &mut opened, &backend, selinux_on)?;
     let mut state = Undo {
-        state: allocate(&s, &mut opened, &backend, selinux_on)?,
+        state: allocated,
         runtime_dir: &s.runtime_dir,
         backend: &backend,
     };
-    mark::mark("3 MCS pair allocated, state written");
-    // 4 (cgroup planned), 6 (host side: the jail directory).
-    let plan = set_up_for_child(&s, &opened, &backend, &mut state, &mut exec_copy)?;
+    mark::mark("3 MCS pair allocated, cgroup planned, state written");
+    // 4 (v2 cgroup), 6 (host side: the jail directory).
+    let plan = set_up_for_child(&s, &opened, &backend, &mut state, &mut exec_copy, plan)?;
     if supervise::signalled() != 0 {
         return Ok(128 + supervise::signalled());
     }
@@ -144,8 +156,12 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     if let Some(a) = ahead.take() {
         made_netns = Some(a.finish()?);
     }
-    exec_copy.finish()?;
-    mark::mark("argv built, network namespace made, exec file copied, cloning");
+    let placed = exec_copy.finish()?;
+    mark::mark(if placed == Placed::RenamedAhead {
+        "argv built, network namespace made, copy made ahead renamed in, cloning"
+    } else {
+        "argv built, network namespace made, exec file copied, cloning"
+    });
     let ctx = ChildCtx {
         cgroup: &plan,
         settings: &s,
@@ -188,6 +204,12 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         return Err(e);
     }
     mark::mark("child released");
+    // The next start's copy and namespace, now that no fork or clone follows.
+    crate::next_start::prepare(crate::next_start::Next {
+        exec_copy: (s.profile.ahead.exec_copy && placed != Placed::CopiedAcrossMount)
+            .then(|| (s.exec_file.clone(), exec_copy_dir(&s.paths).to_path_buf())),
+        netns: (wants_netns && s.profile.ahead.netns).then(|| s.runtime_dir.clone()),
+    });
     // 12. Supervise, then clean up (the guard, once the VM has ended).
     let code = child.wait();
     drop(state);
@@ -229,9 +251,17 @@ impl Drop for Undo<'_> {
     }
 }
 
-/// Undoes the records of jailers killed with their VMs (under the lock starts take).
-fn sweep(runtime_dir: &Path, backend: &dyn SelinuxBackend) -> Result<(), JailError> {
+/// Undoes the records of jailers killed with their VMs (under the lock starts
+/// take), and takes the network namespace made ahead when `take_netns`.
+fn sweep(
+    runtime_dir: &Path,
+    backend: &dyn SelinuxBackend,
+    take_netns: bool,
+) -> Result<Option<namespaces::MadeNetns>, JailError> {
     let lock = RuntimeLock::take(runtime_dir)?;
+    let netns = take_netns
+        .then(|| crate::netns_pool::take(runtime_dir, &lock))
+        .flatten();
     let (swept, problems) = crate::cleanup::sweep_stale(runtime_dir, backend, &lock);
     if !swept.is_empty() {
         log::info!("swept the stale VM(s) {}", swept.join(", "));
@@ -239,7 +269,7 @@ fn sweep(runtime_dir: &Path, backend: &dyn SelinuxBackend) -> Result<(), JailErr
     for p in problems {
         log::warn!("stale sweep: {p}");
     }
-    Ok(())
+    Ok(netns)
 }
 
 /// What step 2 opened and computed.
@@ -347,7 +377,7 @@ fn allocate(
     o: &mut Opened,
     backend: &dyn SelinuxBackend,
     selinux_on: bool,
-) -> Result<JailState, JailError> {
+) -> Result<(JailState, CgroupPlan), JailError> {
     let fc = matches!(s.mode, Mode::Firecracker { .. });
     let store = McsStore::new(&s.runtime_dir.join("mcs"));
     let categories = store.allocate(
@@ -358,7 +388,7 @@ fn allocate(
         &mut OsRandom,
     )?;
     let (uid, gid) = s.vm_ids(identity::derive_id(s.profile.identity.uid_base, categories));
-    let refuse = |e: JailError| -> Result<JailState, JailError> {
+    let refuse = |e: JailError| -> Result<(JailState, CgroupPlan), JailError> {
         store.release(&s.id)?;
         Err(e)
     };
@@ -418,7 +448,7 @@ fn allocate(
     } else {
         (uid, gid, Vec::new())
     };
-    let state = JailState {
+    let mut state = JailState {
         id: s.id.clone(),
         profile: s.profile.name.clone(),
         jailer_pid: std::process::id() as i32,
@@ -469,10 +499,38 @@ fn allocate(
             ApiRecord::new(&s.paths.root, label, selinux_on)
         }),
     };
+    // 4. The cgroup, planned here: its leaves (and the taps) ride on the first
+    // state write (undo skips leaves not made yet).
+    let plan = cgroup_plan(s, &o.limits);
+    state.cgroup_leaves = plan.leaves.clone();
+    if !s.rootless {
+        match crate::tap::record(&o.res.taps, o.netns.as_ref(), s.profile.namespaces.net) {
+            Ok(taps) => state.taps = taps,
+            Err(e) => return refuse(e.into()),
+        }
+    }
     if let Err(e) = state.save(&s.runtime_dir) {
         return refuse(e.into());
     }
-    Ok(state)
+    Ok((state, plan))
+}
+
+/// Step 4's plan: the VM's cgroup leaves and what is written in them.
+fn cgroup_plan(s: &Settings, limits: &Limits) -> CgroupPlan {
+    match s.cgroup_version {
+        CgroupVersion::V1 => cgroup::plan_v1(
+            Path::new(cgroup::CGROUP_ROOT),
+            s.profile.cgroup.parent.as_str(),
+            &s.id,
+            limits,
+        ),
+        CgroupVersion::V2 => cgroup::plan_v2(
+            &cgroup::v2_root(),
+            s.profile.cgroup.parent.as_str(),
+            &s.id,
+            limits,
+        ),
+    }
 }
 
 /// The Landlock status the state file records for the audit to compare.
@@ -501,29 +559,9 @@ fn set_up_for_child(
     backend: &dyn SelinuxBackend,
     state: &mut JailState,
     exec_copy: &mut ExecCopy,
+    mut plan: CgroupPlan,
 ) -> Result<CgroupPlan, JailError> {
-    let (res, paths, limits) = (&o.res, &s.paths, &o.limits);
-    // 4. The cgroup, planned first: its leaves ride on the next state write
-    // (undo skips leaves not made yet).
-    let mut plan = match s.cgroup_version {
-        CgroupVersion::V1 => cgroup::plan_v1(
-            Path::new(cgroup::CGROUP_ROOT),
-            s.profile.cgroup.parent.as_str(),
-            &s.id,
-            limits,
-        ),
-        CgroupVersion::V2 => cgroup::plan_v2(
-            &cgroup::v2_root(),
-            s.profile.cgroup.parent.as_str(),
-            &s.id,
-            limits,
-        ),
-    };
-    state.cgroup_leaves = plan.leaves.clone();
-    if !s.rootless {
-        state.taps = crate::tap::record(&res.taps, o.netns.as_ref(), s.profile.namespaces.net)?;
-    }
-    state.save(&s.runtime_dir)?;
+    let (res, paths) = (&o.res, &s.paths);
     if s.cgroup_version == CgroupVersion::V2 || s.rootless {
         plan = make_cgroup(s, state, plan)?;
     }
@@ -544,6 +582,10 @@ fn set_up_for_child(
             &s.exec_file,
             &res.files,
             &res.jail_config,
+            jailfs::Optional {
+                net: !res.taps.is_empty(),
+                vsock: res.vsock_name.is_some(),
+            },
             vm_owner,
         )?;
         exec_copy.place(&exec_target)?;
@@ -619,19 +661,19 @@ fn set_up_beside_child(
         shared_labels::apply(backend, &s.runtime_dir, state, &labels)?;
         mark::mark("3 images labelled");
     }
+    if s.cgroup_version == CgroupVersion::V1 && !s.rootless {
+        make_cgroup(s, state, plan.clone())?;
+    }
     if !s.rootless {
         // (Rootless: the VM's uid maps to the caller, who owns the files already.)
+        // The old owners ride on the next state write, right after (`admit`).
         let mut owners = resources::give_writable_to(&res.files, state.uid, state.gid)?;
         state.owners.append(&mut owners);
         if state.firecracker_mode {
             let given = fcmode::hand_over(&res.files, state.uid, state.gid)?;
             state.owners.extend(given);
         }
-        state.save(&s.runtime_dir)?;
         mark::mark("3 writable files given to the VM");
-    }
-    if s.cgroup_version == CgroupVersion::V1 && !s.rootless {
-        make_cgroup(s, state, plan.clone())?;
     }
     Ok(())
 }
@@ -684,7 +726,8 @@ fn vmm_argv(s: &Settings, started: &StartTimes) -> Result<Vec<CString>, JailErro
         .collect()
 }
 
-/// Rootless id maps, the state with the VM's pid, and the go signal.
+/// Rootless id maps, the state with the VM's pid (and the files' old owners),
+/// and the go signal.
 fn admit(
     s: &Settings,
     child: &mut supervise::Child,

@@ -104,15 +104,27 @@ fn placeholder(path: &Path) -> Result<(), JailFsError> {
         .map_err(io("create", path))
 }
 
-/// On the host: creates the jail directory (refusing an existing one), copies the
-/// exec file, writes the rewritten config and creates the mount points. The vsock
-/// directory is given to `vm_owner` (`None` in rootless mode, where the caller is the VM).
+/// The jail's optional directories a VM's devices need (each directory costs
+/// its mkdir and rmdir on every start, ~0.1 ms each on ext4 here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Optional {
+    /// `/dev/net` (a net device's `/dev/net/tun`).
+    pub net: bool,
+    /// `/vsock` (the vsock device's unix socket).
+    pub vsock: bool,
+}
+
+/// On the host: creates the jail directory (refusing an existing one), writes
+/// the rewritten config and creates the mount points: `/dev`, `/res` and `/out`
+/// when a file is bound there, and what `optional` names. The vsock directory is
+/// given to `vm_owner` (`None` in rootless mode, where the caller is the VM).
 pub fn prepare(
     paths: &JailPaths,
     id: &str,
     exec_file: &Path,
     files: &[Resource],
     config_json: &str,
+    optional: Optional,
     vm_owner: Option<(u32, u32)>,
 ) -> Result<(), JailFsError> {
     if let Some(parent) = paths.jail_dir.parent() {
@@ -143,13 +155,19 @@ pub fn prepare(
         Ok(p)
     };
     mkdir("", 0o755)?;
-    mkdir(JAIL_RES_DIR, 0o755)?;
-    mkdir(JAIL_OUT_DIR, 0o755)?;
-    mkdir("dev/net", 0o755)?;
-    let vsock = mkdir(JAIL_VSOCK_DIR, 0o700)?;
-    if let Some((uid, gid)) = vm_owner {
-        chown(&vsock, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-            .map_err(sys("chown", &vsock))?;
+    let under = |dir: &str| files.iter().any(|f| f.jail_path.starts_with(dir));
+    for dir in [JAIL_RES_DIR, JAIL_OUT_DIR] {
+        if under(dir) {
+            mkdir(dir, 0o755)?;
+        }
+    }
+    mkdir(if optional.net { "dev/net" } else { "dev" }, 0o755)?;
+    if optional.vsock {
+        let vsock = mkdir(JAIL_VSOCK_DIR, 0o700)?;
+        if let Some((uid, gid)) = vm_owner {
+            chown(&vsock, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(sys("chown", &vsock))?;
+        }
     }
 
     crate::timing::mark("6 jail directories made");
@@ -486,19 +504,63 @@ mod tests {
         let exe = base.join("bin/probe");
         std::fs::write(&exe, b"#!").unwrap();
         let p = jail_paths(&base, &exe, "vm1").unwrap();
-        prepare(&p, "vm1", &exe, &[], "{}", Some((4242, 4343))).unwrap();
+        let all = Optional {
+            net: true,
+            vsock: true,
+        };
+        prepare(&p, "vm1", &exe, &[], "{}", all, Some((4242, 4343))).unwrap();
         let meta = |rel: &str| std::fs::metadata(p.root.join(rel)).unwrap();
         assert_eq!(meta("config.json").permissions().mode() & 0o7777, 0o444);
         use std::os::unix::fs::MetadataExt;
         assert_eq!(meta("vsock").uid(), 4242);
         assert_eq!(meta("vsock").permissions().mode() & 0o777, 0o700);
-        let err = prepare(&p, "vm1", &exe, &[], "{}", None)
+        assert!(meta("dev/net").is_dir());
+        // No file is bound under /res or /out: neither is made.
+        assert!(!p.root.join("res").exists() && !p.root.join("out").exists());
+        let err = prepare(&p, "vm1", &exe, &[], "{}", all, None)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("already exists") && err.contains("vm1"),
             "{err}"
         );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn prepare_makes_only_the_directories_the_vm_needs() {
+        let base = crate::mcs::tests::tempdir("jailfs-needs");
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        let exe = base.join("bin/probe");
+        std::fs::write(&exe, b"#!").unwrap();
+        let p = jail_paths(&base, &exe, "vm2").unwrap();
+        let kernel = Resource {
+            kind: crate::resources::Kind::Kernel,
+            field: "boot-source.kernel_image_path".into(),
+            host_path: exe.clone(),
+            jail_path: PathBuf::from("/res/vmlinux"),
+            writable: false,
+            size: 2,
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+            fd: std::fs::File::open(&exe).unwrap().into(),
+            tree: None,
+            dev_ino: (0, 0),
+        };
+        let none = Optional {
+            net: false,
+            vsock: false,
+        };
+        prepare(&p, "vm2", &exe, &[kernel], "{}", none, None).unwrap();
+        let mut made: Vec<String> = std::fs::read_dir(&p.root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        made.sort();
+        assert_eq!(made, ["config.json", "dev", "res"]);
+        assert!(p.root.join("res/vmlinux").is_file());
+        assert_eq!(std::fs::read_dir(p.root.join("dev")).unwrap().count(), 0);
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

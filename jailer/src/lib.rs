@@ -16,6 +16,8 @@ pub mod labels;
 pub mod landlock_rules;
 pub mod mcs;
 pub mod namespaces;
+pub mod netns_pool;
+pub mod next_start;
 pub mod process;
 pub mod profile;
 pub mod resources;

@@ -268,7 +268,9 @@ impl McsStore {
         let path = self.dir.join(id);
         let tmp = self.dir.join(format!(".{id}.tmp"));
         let mut f = File::create(&tmp).map_err(Self::io("create", &tmp))?;
-        writeln!(f, "{chosen} {pid}").map_err(Self::io("write", &tmp))?;
+        // One write (File is unbuffered; `writeln!` would make four).
+        f.write_all(format!("{chosen} {pid}\n").as_bytes())
+            .map_err(Self::io("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(Self::io("rename", &tmp))?;
         Ok(chosen)
     }

@@ -65,7 +65,7 @@ pub fn open_netns(path: &Path) -> Result<Netns, NamespaceError> {
 /// with `setns`, as it joins `--netns`. Only the held fd keeps it alive.
 #[derive(Debug)]
 pub struct MadeNetns {
-    fd: OwnedFd,
+    pub(crate) fd: OwnedFd,
 }
 
 /// The thread making a [`MadeNetns`]; [`NetnsAhead::finish`] joins it, which

@@ -229,6 +229,34 @@ pub struct IdentitySettings {
     pub uid_base: u32,
 }
 
+/// `[ahead]` (optional): what a running VM's jailer prepares for the next
+/// start, at idle priority, so that the next start skips it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AheadSettings {
+    /// The next start's private copy of the exec file, renamed into its jail
+    /// instead of copied (see `exec_copy`). Default true.
+    #[serde(default = "yes")]
+    pub exec_copy: bool,
+    /// The next start's empty network namespace, bound under the runtime
+    /// directory until taken (see `netns_pool`). Default true.
+    #[serde(default = "yes")]
+    pub netns: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AheadSettings {
+    fn default() -> Self {
+        Self {
+            exec_copy: true,
+            netns: true,
+        }
+    }
+}
+
 /// One whole profile: [`Profile<Raw>`] as the file has it, [`Profile`] (typed)
 /// as [`Profile::load`] returns it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -247,6 +275,8 @@ pub struct Profile<V: Values = Typed> {
     pub selinux: SelinuxSettings<V>,
     pub seccomp: SeccompSettings,
     pub identity: IdentitySettings,
+    #[serde(default)]
+    pub ahead: AheadSettings,
 }
 
 /// The cgroup version a profile asks for.
@@ -470,6 +500,7 @@ impl Profile<Raw> {
             },
             seccomp: self.seccomp,
             identity: self.identity,
+            ahead: self.ahead,
         })
     }
 }
@@ -568,6 +599,20 @@ mod tests {
         // Not a string at all: serde names the key and what it wanted.
         let err = strict_with(from, "parent = 5").unwrap_err();
         assert!(err.contains("p.toml") && err.contains("parent"), "{err}");
+    }
+
+    #[test]
+    fn the_ahead_section_is_optional_and_checked() {
+        let strict = Profile::load("strict").unwrap();
+        assert!(strict.ahead.exec_copy && strict.ahead.netns);
+        // A profile written before `[ahead]` existed: both on.
+        let start = STRICT.find("\n[ahead]").unwrap();
+        let old = Profile::parse("old.toml", &STRICT[..start]).unwrap();
+        assert_eq!(old.ahead, AheadSettings::default());
+        let off = strict_with("netns = true", "netns = false").unwrap();
+        assert!(off.ahead.exec_copy && !off.ahead.netns);
+        let err = strict_with("netns = true", "netns = true\npool = 3").unwrap_err();
+        assert!(err.contains("p.toml") && err.contains("pool"), "{err}");
     }
 
     #[test]

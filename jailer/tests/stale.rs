@@ -124,6 +124,7 @@ impl Drop for Place {
             }
             let _ = std::fs::remove_dir(&p);
         }
+        common::release_netns_made_ahead(&self.runtime);
         let _ = std::fs::remove_dir_all(&self.runtime);
     }
 }

@@ -267,8 +267,16 @@ impl Drop for Vm {
         }
         let _ = std::fs::remove_file(self.state_path());
         let _ = std::fs::remove_file(self.mcs_path());
+        // A private runtime directory (`run/`) holds the namespace made ahead.
+        release_netns_made_ahead(&self.dir.join("run"));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Unbinds the network namespace a jailer made ahead in `runtime_dir`, so the
+/// directory can be removed.
+pub fn release_netns_made_ahead(runtime_dir: &Path) {
+    caisson_jailer::netns_pool::release(runtime_dir);
 }
 
 /// The probe's JSON lines, by attempt name.
