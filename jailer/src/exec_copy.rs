@@ -203,9 +203,14 @@ impl ExecCopy {
                 target,
                 RenameFlags::RENAME_NOREPLACE,
             ) {
-                Ok(()) => {
+                // Checked again where it now is: what was renamed is what runs.
+                Ok(()) if usable_ahead(target, self.src_size()) => {
                     self.placed = Placed::RenamedAhead;
                     Ok(())
+                }
+                Ok(()) => {
+                    std::fs::remove_file(target).map_err(io("remove", target))?;
+                    self.copy_named(target)
                 }
                 // Taken by a start beside this one: copy after all.
                 Err(nix::errno::Errno::ENOENT) => self.copy_named(target),
@@ -250,6 +255,10 @@ impl ExecCopy {
         Ok(())
     }
 
+    fn src_size(&self) -> u64 {
+        std::fs::metadata(&self.src).map_or(u64::MAX, |m| m.size())
+    }
+
     /// Waits for the copy; says how the exec file was placed.
     pub fn finish(mut self) -> Result<Placed, ExecCopyError> {
         self.join()?;
@@ -272,7 +281,14 @@ pub fn copy_ahead(src: &Path, dir: &Path) -> Result<(), ExecCopyError> {
         return Ok(());
     };
     let target = dir.join(&name);
-    if std::fs::symlink_metadata(&target).is_err() {
+    let size = std::fs::metadata(src).map_err(io("stat", src))?.size();
+    if !usable_ahead(&target, size) {
+        // (One that is there but not as made would be refused forever.)
+        match std::fs::remove_file(&target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", &target)(e)),
+        }
         // No O_TMPFILE: no copy ahead (a named one could be seen half made).
         let Some(tmp) = unnamed_in(dir)? else {
             return Ok(());
@@ -396,13 +412,27 @@ mod tests {
         assert_eq!(ahead_names(&base), vec![ahead_name(&src).unwrap()]);
         assert_ne!(ahead_names(&base), old);
 
-        // A copy that is not as made (here: writable by others) is not used.
+        // A copy that is not as made (here: writable by others) is not used,
+        // and the next copy ahead replaces it.
         let made = base.join(&ahead_names(&base)[0]);
         std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o777)).unwrap();
         let mut c = ExecCopy::start(&src, &base, true).unwrap();
         std::fs::create_dir_all(base.join("d")).unwrap();
         c.place(&base.join("d/vmm")).unwrap();
         assert_eq!(c.finish().unwrap(), Placed::Copied);
+        copy_ahead(&src, &base).unwrap();
+        let mode = std::fs::metadata(&made).unwrap().mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        // Spoiled between the check and the rename: removed, and copied instead.
+        let mut c = ExecCopy::start(&src, &base, true).unwrap();
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::create_dir_all(base.join("d2")).unwrap();
+        c.place(&base.join("d2/vmm")).unwrap();
+        assert_eq!(c.finish().unwrap(), Placed::Copied);
+        let d2 = std::fs::metadata(base.join("d2/vmm")).unwrap();
+        assert_eq!(d2.mode() & 0o7777, 0o755);
+        assert_eq!(std::fs::read(base.join("d2/vmm")).unwrap(), b"a new vmm");
+        copy_ahead(&src, &base).unwrap();
         // Turned off, none is used either.
         std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut c = ExecCopy::start(&src, &base, false).unwrap();

@@ -101,7 +101,8 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     // 2. Validate and open.
     let s = Settings::resolve(args)?;
     mark::mark("2 settings resolved (profile read)");
-    // 5 (ahead). A new network namespace, made on a thread beside the steps up
+    // 5 (ahead). A new network namespace: the one an earlier start made ahead
+    // (taken in the sweep), or else one made on a thread beside the steps up
     // to the clone (rootless, the child makes it in its user namespace).
     let wants_netns = s.profile.namespaces.net && s.netns.is_none() && !s.rootless;
     let backend = HostSelinux;
