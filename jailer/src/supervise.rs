@@ -301,6 +301,24 @@ impl Child {
         Ok(())
     }
 
+    /// Waits, at most `timeout`, until the released child has exec'd the VMM or
+    /// ended: its read end of the go pipe (close-on-exec, kept until then) closes.
+    /// False on timeout, on a forwarded signal, or when the child was not released.
+    pub fn await_exec(&self, timeout: Duration) -> bool {
+        let Some(tx) = self.go.as_ref().filter(|_| self.released) else {
+            return false;
+        };
+        let mut pfd = libc::pollfd {
+            fd: tx.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: pfd is a valid pollfd for one open descriptor we own.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        n == 1 && pfd.revents & libc::POLLERR != 0
+    }
+
     /// Makes the child exit without running the jail (closing the pipe).
     pub fn abort(&mut self) {
         self.go = None;
@@ -485,5 +503,58 @@ mod tests {
             "child in {} without the fd",
             cg.0.display()
         );
+    }
+
+    /// `await_exec` reports the released child's exec (its lifeline is
+    /// close-on-exec), or its end; not a child still running the jailer's code,
+    /// nor one never released.
+    #[test]
+    fn await_exec_sees_the_exec_or_the_end_and_nothing_before() {
+        let mut child = spawn(CloneFlags::empty(), None, Release::AtStart, || {
+            let argv = [c"/bin/sleep".as_ptr(), c"60".as_ptr(), std::ptr::null()];
+            // SAFETY: execv with a valid path and a null-terminated argv of
+            // static C strings; it returns only on failure.
+            unsafe { libc::execv(argv[0], argv.as_ptr()) };
+            9
+        })
+        .unwrap();
+        assert!(
+            !child.await_exec(Duration::from_millis(300)),
+            "an exec seen before the release"
+        );
+        child.release().unwrap();
+        assert!(
+            child.await_exec(Duration::from_secs(30)),
+            "the exec not seen"
+        );
+        // Seen at the exec, not at the end: the sleep still runs.
+        let pid = Pid::from_raw(child.pid);
+        assert_eq!(
+            waitpid(pid, Some(WaitPidFlag::WNOHANG)).unwrap(),
+            WaitStatus::StillAlive,
+            "await_exec waited for the end, not the exec"
+        );
+        kill(pid, Signal::SIGKILL).unwrap();
+        assert_eq!(
+            waitpid(pid, None).unwrap(),
+            WaitStatus::Signaled(pid, Signal::SIGKILL, false)
+        );
+
+        let mut child = spawn(CloneFlags::empty(), None, Release::AtStart, || {
+            // SAFETY: a plain sleep in the child, no allocation.
+            unsafe { libc::usleep(400_000) };
+            0
+        })
+        .unwrap();
+        child.release().unwrap();
+        assert!(
+            !child.await_exec(Duration::from_millis(100)),
+            "an exec seen in a child that runs on without one"
+        );
+        assert!(
+            child.await_exec(Duration::from_secs(10)),
+            "the end not seen"
+        );
+        assert_eq!(child.wait().unwrap(), 0);
     }
 }
