@@ -374,7 +374,8 @@ fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let path = dir.join(file);
         let Ok(current) = std::fs::read_to_string(&path) else {
-            continue;
+            // Not a cpuset hierarchy (no cpuset.cpus): no cpuset.mems either.
+            return Ok(());
         };
         if !current.trim().is_empty() {
             continue;

@@ -19,6 +19,9 @@ use crate::timing as mark;
 
 /// What the child needs.
 pub(crate) struct ChildCtx<'a> {
+    /// The jailer's CPU affinity, which the VM gets back (the jailer moves the
+    /// child off its own CPU while both work).
+    pub(crate) affinity: crate::placement::Affinity,
     pub(crate) settings: &'a Settings,
     pub(crate) cgroup: &'a CgroupPlan,
     pub(crate) res: &'a Resources,
@@ -85,6 +88,7 @@ pub(crate) fn confine(
     // 4 (cont.). Into the VM's cgroup (v1; v2 was born there), which the
     // parent made beside the steps above, before the child becomes the VM.
     cgroup::join_self(cgroup_join)?;
+    ctx.affinity.restore()?;
     mark::mark("child: in its cgroup");
     // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
     identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;

@@ -84,6 +84,8 @@ pub enum JailError {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Supervise(#[from] supervise::SuperviseError),
+    #[error(transparent)]
+    Placement(#[from] crate::placement::PlacementError),
     #[error("cannot set the parent-death signal: {0}")]
     DeathSignal(nix::Error),
     #[error("cannot exec {path}: {errno}")]
@@ -171,7 +173,9 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     } else {
         "argv built, network namespace made, exec file copied, cloning"
     });
+    let affinity = crate::placement::Affinity::of_jailer()?;
     let ctx = ChildCtx {
+        affinity,
         cgroup: &plan,
         settings: &s,
         res: &opened.res,
@@ -205,6 +209,8 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         },
     )?;
     mark::mark("5 cloned");
+    // Both sides' work overlaps only if the child runs on another CPU.
+    affinity.place_apart(nix::unistd::Pid::from_raw(child.pid));
     // 3 and 4 (host side) beside the child, which waits for its id maps
     // (rootless) and its state record.
     let beside = set_up_beside_child(&s, &opened, &backend, selinux_on, &mut state, &plan);

@@ -18,6 +18,7 @@ pub mod mcs;
 pub mod namespaces;
 pub mod netns_pool;
 pub mod next_start;
+pub mod placement;
 pub mod process;
 pub mod profile;
 pub mod resources;
