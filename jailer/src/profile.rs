@@ -17,6 +17,11 @@ use crate::mcs::CategoryRange;
 pub const STRICT: &str = include_str!("../../policy/profiles/strict.toml");
 /// The shipped `dev` profile.
 pub const DEV: &str = include_str!("../../policy/profiles/dev.toml");
+/// The shipped profiles as build.rs turned them into JSON: the form the jailer
+/// reads them in (serde_json's code is there for the config anyway, while the
+/// TOML parser's first run costs ~80 µs of the start).
+const STRICT_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/profiles/strict.json"));
+const DEV_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/profiles/dev.json"));
 
 /// A profile that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -300,8 +305,8 @@ impl Profile {
     /// Loads a shipped profile by name, or a profile file by path.
     pub fn load(name_or_path: &str) -> Result<Self, ProfileError> {
         match name_or_path {
-            "strict" => Self::parse("strict", STRICT),
-            "dev" => Self::parse("dev", DEV),
+            "strict" => Self::shipped("strict", STRICT_JSON),
+            "dev" => Self::shipped("dev", DEV_JSON),
             path => {
                 let text = std::fs::read_to_string(Path::new(path)).map_err(|source| {
                     ProfileError::Read {
@@ -320,9 +325,16 @@ impl Profile {
             name: name.to_string(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
-        let profile = raw.typed(name)?;
-        profile.check(name)?;
-        Ok(profile)
+        raw.checked(name)
+    }
+
+    /// A shipped profile from its JSON form, typed and checked as a file is.
+    fn shipped(name: &str, json: &str) -> Result<Self, ProfileError> {
+        let raw: Profile<Raw> = serde_json::from_str(json).map_err(|e| ProfileError::Parse {
+            name: name.to_string(),
+            message: e.to_string(),
+        })?;
+        raw.checked(name)
     }
 
     /// The ranges of the numbers and the form of the SELinux names.
@@ -465,6 +477,12 @@ fn typed<T: FromRaw>(name: &str, key: &'static str, raw: &T::Raw) -> Result<T, P
 }
 
 impl Profile<Raw> {
+    fn checked(self, name: &str) -> Result<Profile, ProfileError> {
+        let profile = self.typed(name)?;
+        profile.check(name)?;
+        Ok(profile)
+    }
+
     /// Parses the free-form values into their types; the rest moves over as is.
     fn typed(self, name: &str) -> Result<Profile, ProfileError> {
         let (c, r, s) = (self.cgroup, self.rlimits, self.selinux);
@@ -530,6 +548,22 @@ mod tests {
         assert!(!dev.namespaces.pid);
         assert_eq!(dev.rlimits.fsize, FsizeChoice::Unlimited);
         assert_eq!(dev.cgroup.parent.as_str(), "caisson-dev");
+    }
+
+    /// The embedded JSON forms are the TOML files, value for value.
+    #[test]
+    fn shipped_json_is_the_toml() {
+        for (name, toml) in [("strict", STRICT), ("dev", DEV)] {
+            assert_eq!(
+                Profile::load(name).unwrap(),
+                Profile::parse(name, toml).unwrap(),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            Profile::shipped("strict", "{\"name\": 1"),
+            Err(ProfileError::Parse { .. })
+        ));
     }
 
     /// strict.toml with one line changed, loaded as `p.toml`.
