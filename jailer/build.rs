@@ -3,12 +3,11 @@
 //!
 //! The file holds four filters: `baseline` (namespaces, keyring, mounts, modules,
 //! ...), two alternative socket rule sets (`sockets`: AF_UNIX only;
-//! `sockets_inet`: also AF_INET/AF_INET6) and `clone3` (ENOSYS rather than EPERM,
-//! so a filter of its own). The file is compiled as it is first, so that any error
-//! in any part fails the build; then `baseline` is joined with each socket set
-//! into one program, so the installed baseline is two filters:
-//! - `baseline.bpf` = baseline + sockets, `baseline_inet.bpf` = baseline + sockets_inet;
-//! - `clone3.bpf`.
+//! `sockets_inet`: also AF_INET/AF_INET6) and `clone3` (ENOSYS rather than EPERM).
+//! seccompiler compiles the file as it is first, so that any error in any part
+//! fails the build; then seccomp/baseline_compiler.rs turns `baseline`, one socket
+//! set and `clone3` into one compact program (why: see that file):
+//! `baseline.bpf` with `sockets`, `baseline_inet.bpf` with `sockets_inet`.
 //!
 //! It also turns the shipped profiles (policy/profiles/*.toml) into JSON in
 //! OUT_DIR/profiles/, which the jailer embeds and reads with serde_json: the TOML
@@ -40,31 +39,20 @@ fn compile(json: &[u8], name: &str) -> Result<Vec<u8>, String> {
     Ok(bpf_bytes(prog))
 }
 
-/// `baseline` with the rules of `sockets` appended, as a one-filter map.
+include!("../seccomp/baseline_compiler.rs");
+
+/// The compact program for `baseline`, the socket set `sockets` and `clone3`.
 fn joined(doc: &Value, sockets: &str) -> Result<Vec<u8>, String> {
-    let mut base = doc
-        .get("baseline")
-        .cloned()
-        .ok_or_else(|| format!("{SOURCE} has no filter named \"baseline\""))?;
-    let extra = doc
-        .get(sockets)
-        .and_then(|f| f.get("filter"))
-        .and_then(Value::as_array)
-        .cloned()
-        .ok_or_else(|| format!("{SOURCE} has no filter named {sockets:?} with rules"))?;
-    for key in ["default_action", "filter_action"] {
-        if doc.get(sockets).and_then(|f| f.get(key)) != base.get(key) {
-            return Err(format!(
-                "{SOURCE}: {sockets:?} must have the same {key} as \"baseline\""
-            ));
-        }
+    let mut filters = Vec::new();
+    for name in ["baseline", sockets, "clone3"] {
+        let f = doc
+            .get(name)
+            .ok_or_else(|| format!("{SOURCE} has no filter named {name:?}"))?;
+        filters.push((name, f));
     }
-    base.get_mut("filter")
-        .and_then(Value::as_array_mut)
-        .ok_or_else(|| format!("{SOURCE}: \"baseline\" has no rules"))?
-        .extend(extra);
-    let map = serde_json::json!({ "baseline": base });
-    compile(map.to_string().as_bytes(), "baseline")
+    let prog =
+        compact::compile(&filters, &compact::number).map_err(|e| format!("{SOURCE}: {e}"))?;
+    Ok(bpf_bytes(&prog))
 }
 
 fn build(out: &Path) -> Result<(), String> {
@@ -80,7 +68,6 @@ fn build(out: &Path) -> Result<(), String> {
     let outputs = [
         ("baseline.bpf", joined(&doc, "sockets")?),
         ("baseline_inet.bpf", joined(&doc, "sockets_inet")?),
-        ("clone3.bpf", compile(&text, "clone3")?),
     ];
     for (file, bytes) in outputs {
         let path = dir.join(file);
@@ -114,6 +101,7 @@ fn main() {
     println!("cargo:rerun-if-changed={SOURCE}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=../seccomp/bpf_bytes.rs");
+    println!("cargo:rerun-if-changed=../seccomp/baseline_compiler.rs");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     if let Err(e) = build(&out).and_then(|()| profiles(&out)) {
         error(&e);
