@@ -14,7 +14,10 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
-            eprintln!("caisson-jailer: {}: {}", r.level(), r.args());
+            // One write per line (stderr is unbuffered: eprintln! writes each
+            // piece, five syscalls on every start's SELinux notice).
+            let line = format!("caisson-jailer: {}: {}\n", r.level(), r.args());
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         }
     }
     fn flush(&self) {}
