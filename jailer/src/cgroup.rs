@@ -323,6 +323,16 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
     })
 }
 
+/// Writes a file that exists: a missing one is `NotFound`, which an optional
+/// write takes as "not on this kernel" (no `stat` first: one syscall less).
+fn write_existing(path: &Path, value: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    std::io::Write::write_all(&mut f, value.as_bytes())
+}
+
 impl CgroupPlan {
     /// Creates the directories and writes the limits. On failure the leaves created
     /// so far are removed.
@@ -336,6 +346,7 @@ impl CgroupPlan {
     }
 
     fn apply_inner(&self, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+        let mut not_cpuset: Vec<&PathBuf> = Vec::new();
         for dir in &self.create {
             match std::fs::create_dir(dir) {
                 Ok(()) => {
@@ -354,28 +365,42 @@ impl CgroupPlan {
                     })
                 }
             }
+            // One probe per hierarchy: a hierarchy without cpuset.cpus in its
+            // first new directory has none in the others.
             if self.version == CgroupVersion::V1 {
-                inherit_cpuset(dir)?;
+                let hierarchy = self.hierarchies.iter().find(|h| dir.starts_with(h));
+                if !hierarchy.is_some_and(|h| not_cpuset.contains(&h)) && !inherit_cpuset(dir)? {
+                    not_cpuset.extend(hierarchy);
+                }
             }
         }
         for fw in &self.writes {
-            if fw.optional && !fw.path.exists() {
+            if !fw.optional {
+                write_file(&fw.path, &fw.value)?;
                 continue;
             }
-            write_file(&fw.path, &fw.value)?;
+            match write_existing(&fw.path, &fw.value) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.map_err(|source| CgroupError::Write {
+                    path: fw.path.clone(),
+                    value: fw.value.clone(),
+                    source,
+                })?,
+            }
         }
         Ok(())
     }
 }
 
 /// A new v1 cpuset has empty `cpuset.cpus`/`cpuset.mems`; copy the parent's (as
-/// Firecracker's jailer does), otherwise no task can join it.
-fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+/// Firecracker's jailer does), otherwise no task can join it. False when `dir`
+/// is not in a cpuset hierarchy.
+fn inherit_cpuset(dir: &Path) -> Result<bool, CgroupError> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let path = dir.join(file);
         let Ok(current) = std::fs::read_to_string(&path) else {
             // Not a cpuset hierarchy (no cpuset.cpus): no cpuset.mems either.
-            return Ok(());
+            return Ok(false);
         };
         if !current.trim().is_empty() {
             continue;
@@ -389,7 +414,7 @@ fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
             })?;
         write_file(&path, value.trim())?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// How a VM's process gets into its cgroup without migrating a whole process:

@@ -51,7 +51,6 @@ pub fn drop_to(uid: u32, gid: u32, clear_groups: bool) -> Result<(), IdentityErr
         })?;
     }
     clear(CapSet::Ambient, "ambient")?;
-    clear(CapSet::Inheritable, "inheritable")?;
     if clear_groups {
         setgroups(&[]).map_err(|errno| IdentityError::Id {
             call: "setgroups",
@@ -71,9 +70,58 @@ pub fn drop_to(uid: u32, gid: u32, clear_groups: bool) -> Result<(), IdentityErr
         value: uid,
         errno,
     })?;
-    clear(CapSet::Effective, "effective")?;
-    clear(CapSet::Permitted, "permitted")?;
+    clear_effective_permitted_inheritable()?;
     nix::sys::prctl::set_no_new_privs().map_err(IdentityError::NoNewPrivs)?;
+    Ok(())
+}
+
+/// `capset(2)`'s header, version 3 (two 32-bit words per set).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// One 32-bit word of each set.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Empties the effective, permitted and inheritable sets in one `capset` (the
+/// `caps` crate reads and writes each set on its own: six syscalls). Lowering
+/// every set is always allowed.
+fn clear_effective_permitted_inheritable() -> Result<(), IdentityError> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and data are valid for the call, laid out as capset(2)'s
+    // version-3 structs (a header, then two data words), and the kernel only
+    // reads data (it may write the preferred version into header).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            std::ptr::addr_of_mut!(header),
+            data.as_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(IdentityError::Caps {
+            set: "effective, permitted and inheritable",
+            message: std::io::Error::last_os_error().to_string(),
+        });
+    }
     Ok(())
 }
 
@@ -82,6 +130,21 @@ pub fn drop_to(uid: u32, gid: u32, clear_groups: bool) -> Result<(), IdentityErr
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn one_capset_empties_the_three_sets() {
+        // Capability sets are per thread: only this thread loses them.
+        std::thread::spawn(|| {
+            let all = caps::all();
+            caps::set(None, CapSet::Inheritable, &all).ok();
+            clear_effective_permitted_inheritable().unwrap();
+            for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+                assert!(caps::read(None, set).unwrap().is_empty(), "{set:?}");
+            }
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn derived_ids_are_unique_and_never_root() {

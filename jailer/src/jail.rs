@@ -238,6 +238,8 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     if let Some(p) = preparing {
         p.finish();
     }
+    // The namespace taken from the pool, if the preparation did not unbind it.
+    crate::netns_pool::release_taken(&s.runtime_dir);
     drop(state);
     Ok(code?)
 }
@@ -288,6 +290,7 @@ fn sweep(
     let netns = take_netns
         .then(|| crate::netns_pool::take(runtime_dir, &lock))
         .flatten();
+    crate::netns_pool::sweep_taken(runtime_dir, &lock);
     let (swept, problems) = crate::cleanup::sweep_stale(runtime_dir, backend, &lock);
     if !swept.is_empty() {
         log::info!("swept the stale VM(s) {}", swept.join(", "));

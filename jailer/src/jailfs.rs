@@ -86,6 +86,14 @@ pub fn jail_paths(base: &Path, exec_file: &Path, id: &str) -> Result<JailPaths, 
             path: exec_file.to_path_buf(),
             reason: "its file name must be [A-Za-z0-9._-] and not start with '.'".into(),
         })?;
+    // Absolute, so that the state record names the same directory whatever the
+    // cleaning process's working directory (a relative base was left behind:
+    // `remove_jail_dir` refuses relative paths).
+    let base = if base.as_os_str().is_empty() {
+        std::env::current_dir().map_err(io("find the working directory for", base))?
+    } else {
+        std::path::absolute(base).map_err(io("make absolute", base))?
+    };
     let jail_dir = base.join(&exec_name).join(id);
     Ok(JailPaths {
         root: jail_dir.join("root"),
@@ -127,13 +135,20 @@ pub fn prepare(
     optional: Optional,
     vm_owner: Option<(u32, u32)>,
 ) -> Result<(), JailFsError> {
-    if let Some(parent) = paths.jail_dir.parent() {
-        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-    }
-    match std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&paths.jail_dir)
-    {
+    let make_jail_dir = || {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&paths.jail_dir)
+    };
+    // `<base>/<exec name>` is made only when missing (two syscalls saved).
+    let made = match (make_jail_dir(), paths.jail_dir.parent()) {
+        (Err(e), Some(parent)) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+            make_jail_dir()
+        }
+        (r, _) => r,
+    };
+    match made {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(JailFsError::Exists {
@@ -486,6 +501,11 @@ mod tests {
         assert_eq!(p.root, Path::new("/srv/jailer/caisson/vm1/root"));
         assert_eq!(p.exec_name, "caisson");
         assert!(jail_paths(Path::new("/srv"), Path::new("/"), "vm1").is_err());
+        // A relative base is made absolute (against the working directory).
+        let rel = jail_paths(Path::new("jails"), Path::new("/usr/bin/caisson"), "vm1").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(rel.jail_dir, cwd.join("jails/caisson/vm1"));
+        assert!(rel.root.is_absolute());
         assert!(jail_paths(Path::new("/srv"), Path::new("/bin/.hidden"), "vm1").is_err());
     }
 

@@ -148,12 +148,17 @@ pub fn restrict(
             path: rule.path.clone(),
             message: e.to_string(),
         })?;
-        let is_dir = std::fs::metadata(&rule.path)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
         let mut access = access_for(rule.grant);
-        if !is_dir {
-            access &= AccessFs::from_file(TARGET_ABI);
+        // A grant with directory rights is cut to the file rights on a file (the
+        // kernel refuses directory rights on one). File grants need no look: the
+        // `stat` costs a syscall per rule.
+        let file_rights = AccessFs::from_file(TARGET_ABI);
+        if !file_rights.contains(access)
+            && !std::fs::metadata(&rule.path)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+        {
+            access &= file_rights;
         }
         created = created.add_rule(PathBeneath::new(fd, access))?;
     }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -182,14 +182,14 @@ impl McsStore {
     }
 
     fn lock(&self) -> Result<Flock<File>, McsError> {
-        std::fs::create_dir_all(&self.dir).map_err(Self::io("create", &self.dir))?;
         let path = self.dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Self::io("open", &path))?;
+        let file = match crate::state::open_lock_file(&self.dir, &path) {
+            Ok(f) => f,
+            Err(crate::state::LockFileError::Dir(e)) => {
+                return Err(Self::io("create", &self.dir)(e))
+            }
+            Err(crate::state::LockFileError::File(e)) => return Err(Self::io("open", &path)(e)),
+        };
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| McsError::Lock {
             path: path.clone(),
             errno,

@@ -161,16 +161,39 @@ impl RuntimeLock {
                 source,
             }
         };
-        std::fs::create_dir_all(runtime_dir).map_err(io("create", runtime_dir))?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("open", &path))?;
+        let file = match open_lock_file(runtime_dir, &path) {
+            Ok(f) => f,
+            Err(LockFileError::Dir(e)) => return Err(io("create", runtime_dir)(e)),
+            Err(LockFileError::File(e)) => return Err(io("open", &path)(e)),
+        };
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, errno)| StateError::Lock { path, errno })?;
         Ok(Self { _lock: lock })
+    }
+}
+
+/// Why [`open_lock_file`] failed: making its directory, or opening the file.
+pub(crate) enum LockFileError {
+    Dir(std::io::Error),
+    File(std::io::Error),
+}
+
+/// Opens (creating) the lock file `path` in `dir`, making `dir` only when it is
+/// missing: a `create_dir_all` first costs two syscalls on every start.
+pub(crate) fn open_lock_file(dir: &Path, path: &Path) -> Result<std::fs::File, LockFileError> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(LockFileError::Dir)?;
+            open().map_err(LockFileError::File)
+        }
+        other => other.map_err(LockFileError::File),
     }
 }
 
@@ -223,13 +246,20 @@ impl JailState {
             }
         };
         let dir = runtime_dir.join("vms");
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let text = serde_json::to_string_pretty(self).map_err(|source| StateError::Parse {
             path: path.clone(),
             source,
         })?;
         let tmp = dir.join(format!(".{}.tmp", self.id));
-        std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
+        // The directory is made only when missing (see `RuntimeLock::take`).
+        match std::fs::write(&tmp, &text) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+                std::fs::write(&tmp, &text)
+            }
+            other => other,
+        }
+        .map_err(io("write", &tmp))?;
         replace(&tmp, &path).map_err(io("rename", &tmp))
     }
 

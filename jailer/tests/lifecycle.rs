@@ -384,6 +384,25 @@ fn bad_input_is_refused_and_leaves_nothing() {
 }
 
 #[test]
+fn a_relative_chroot_base_is_cleaned_up_too() {
+    let vm = Vm::new("relbase");
+    let out = Command::new(JAILER)
+        .current_dir(&vm.dir)
+        .args(["--id", &vm.id, "--exec-file"])
+        .arg(probe())
+        .arg("--config-file")
+        .arg(&vm.config)
+        .args(["--chroot-base-dir", "jails", "--resource-root"])
+        .arg(&vm.dir)
+        .output()
+        .unwrap();
+    common::assert_exit_0(&out);
+    // The jail was made under <cwd>/jails and removed with the rest.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("cleanup"));
+    vm.assert_cleaned("caisson");
+}
+
+#[test]
 fn an_existing_jail_is_neither_reused_nor_removed() {
     let vm = Vm::new("exists");
     std::fs::create_dir_all(vm.jail_dir().join("root")).unwrap();
