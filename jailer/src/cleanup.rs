@@ -89,8 +89,10 @@ fn undo_inner(
 /// Undoes every record in `runtime_dir` whose jailer and VM are both gone (a
 /// jailer killed with SIGKILL cannot clean up; its VM died with it through the
 /// death signal). Runs under `lock`, which every start takes, so a record being
-/// written by a live start is never touched. Returns the ids swept and the
-/// problems met.
+/// written by a live start is never touched. Also unbinds the network
+/// namespaces that jailers now gone took from the pool
+/// ([`crate::netns_pool::sweep_taken`]). Returns the ids swept and the problems
+/// met.
 pub fn sweep_stale(
     runtime_dir: &Path,
     backend: &dyn SelinuxBackend,
@@ -98,6 +100,8 @@ pub fn sweep_stale(
 ) -> (Vec<String>, Vec<String>) {
     let mut swept = Vec::new();
     let mut problems = Vec::new();
+    // The network namespaces that jailers now gone took from the pool.
+    crate::netns_pool::sweep_taken(runtime_dir, lock);
     for id in crate::state::list_ids(runtime_dir) {
         let state = match JailState::load(runtime_dir, &id) {
             Ok(s) => s,

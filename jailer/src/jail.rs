@@ -290,7 +290,6 @@ fn sweep(
     let netns = take_netns
         .then(|| crate::netns_pool::take(runtime_dir, &lock))
         .flatten();
-    crate::netns_pool::sweep_taken(runtime_dir, &lock);
     let (swept, problems) = crate::cleanup::sweep_stale(runtime_dir, backend, &lock);
     if !swept.is_empty() {
         log::info!("swept the stale VM(s) {}", swept.join(", "));

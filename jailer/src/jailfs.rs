@@ -135,28 +135,23 @@ pub fn prepare(
     optional: Optional,
     vm_owner: Option<(u32, u32)>,
 ) -> Result<(), JailFsError> {
-    let make_jail_dir = || {
+    // `<base>/<exec name>` is made only when missing.
+    let parent = paths.jail_dir.parent().unwrap_or(&paths.jail_dir);
+    let made = crate::state::in_dir(parent, || {
         std::fs::DirBuilder::new()
             .mode(0o755)
             .create(&paths.jail_dir)
-    };
-    // `<base>/<exec name>` is made only when missing (two syscalls saved).
-    let made = match (make_jail_dir(), paths.jail_dir.parent()) {
-        (Err(e), Some(parent)) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-            make_jail_dir()
-        }
-        (r, _) => r,
-    };
+    });
     match made {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        Err(crate::state::InDirError::Dir(e)) => return Err(io("create", parent)(e)),
+        Err(crate::state::InDirError::Op(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(JailFsError::Exists {
                 path: paths.jail_dir.clone(),
                 id: id.to_string(),
             })
         }
-        Err(e) => return Err(io("create", &paths.jail_dir)(e)),
+        Err(crate::state::InDirError::Op(e)) => return Err(io("create", &paths.jail_dir)(e)),
     }
     let mkdir = |rel: &str, mode: u32| -> Result<PathBuf, JailFsError> {
         let p = paths.root.join(rel.trim_start_matches('/'));

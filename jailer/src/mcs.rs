@@ -185,10 +185,8 @@ impl McsStore {
         let path = self.dir.join(".lock");
         let file = match crate::state::open_lock_file(&self.dir, &path) {
             Ok(f) => f,
-            Err(crate::state::LockFileError::Dir(e)) => {
-                return Err(Self::io("create", &self.dir)(e))
-            }
-            Err(crate::state::LockFileError::File(e)) => return Err(Self::io("open", &path)(e)),
+            Err(crate::state::InDirError::Dir(e)) => return Err(Self::io("create", &self.dir)(e)),
+            Err(crate::state::InDirError::Op(e)) => return Err(Self::io("open", &path)(e)),
         };
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| McsError::Lock {
             path: path.clone(),

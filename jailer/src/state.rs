@@ -163,8 +163,8 @@ impl RuntimeLock {
         };
         let file = match open_lock_file(runtime_dir, &path) {
             Ok(f) => f,
-            Err(LockFileError::Dir(e)) => return Err(io("create", runtime_dir)(e)),
-            Err(LockFileError::File(e)) => return Err(io("open", &path)(e)),
+            Err(InDirError::Dir(e)) => return Err(io("create", runtime_dir)(e)),
+            Err(InDirError::Op(e)) => return Err(io("open", &path)(e)),
         };
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, errno)| StateError::Lock { path, errno })?;
@@ -172,29 +172,34 @@ impl RuntimeLock {
     }
 }
 
-/// Why [`open_lock_file`] failed: making its directory, or opening the file.
-pub(crate) enum LockFileError {
+/// Why [`in_dir`] failed: making the directory, or the operation in it.
+pub(crate) enum InDirError {
     Dir(std::io::Error),
-    File(std::io::Error),
+    Op(std::io::Error),
 }
 
-/// Opens (creating) the lock file `path` in `dir`, making `dir` only when it is
-/// missing: a `create_dir_all` first costs two syscalls on every start.
-pub(crate) fn open_lock_file(dir: &Path, path: &Path) -> Result<std::fs::File, LockFileError> {
-    let open = || {
+/// Runs `op`, which works in `dir`, and only when `dir` is missing (`op` gives
+/// `NotFound`) makes it and runs `op` again: a `create_dir_all` first costs two
+/// syscalls on every start.
+pub(crate) fn in_dir<T>(dir: &Path, op: impl Fn() -> std::io::Result<T>) -> Result<T, InDirError> {
+    match op() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(InDirError::Dir)?;
+            op().map_err(InDirError::Op)
+        }
+        other => other.map_err(InDirError::Op),
+    }
+}
+
+/// Opens (creating) the lock file `path` in `dir`, made if missing.
+pub(crate) fn open_lock_file(dir: &Path, path: &Path) -> Result<std::fs::File, InDirError> {
+    in_dir(dir, || {
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-    };
-    match open() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(LockFileError::Dir)?;
-            open().map_err(LockFileError::File)
-        }
-        other => other.map_err(LockFileError::File),
-    }
+    })
 }
 
 /// The ids of every state file in `runtime_dir`.
@@ -251,15 +256,11 @@ impl JailState {
             source,
         })?;
         let tmp = dir.join(format!(".{}.tmp", self.id));
-        // The directory is made only when missing (see `RuntimeLock::take`).
-        match std::fs::write(&tmp, &text) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-                std::fs::write(&tmp, &text)
-            }
-            other => other,
+        match in_dir(&dir, || std::fs::write(&tmp, &text)) {
+            Ok(()) => {}
+            Err(InDirError::Dir(e)) => return Err(io("create", &dir)(e)),
+            Err(InDirError::Op(e)) => return Err(io("write", &tmp)(e)),
         }
-        .map_err(io("write", &tmp))?;
         replace(&tmp, &path).map_err(io("rename", &tmp))
     }
 
