@@ -35,5 +35,5 @@ caisson_install_deps() {
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-  caisson_install_deps "${@:-build test}"
+  if (($#)); then caisson_install_deps "$@"; else caisson_install_deps build test; fi
 fi

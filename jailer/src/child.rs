@@ -26,6 +26,9 @@ pub(crate) struct ChildCtx<'a> {
     pub(crate) cgroup: &'a CgroupPlan,
     pub(crate) res: &'a Resources,
     pub(crate) netns: Option<&'a Netns>,
+    /// The jailer makes the v1 cgroup beside the child, which waits for it
+    /// before it joins (`supervise::await_cgroup`).
+    pub(crate) cgroup_made_beside: bool,
     /// The new network namespace made ahead of the clone (none rootless, or
     /// with `--netns`, or without a network namespace of the VM's own).
     pub(crate) made_netns: Option<&'a MadeNetns>,
@@ -68,7 +71,7 @@ pub(crate) fn confine(
         exec_name: &ctx.paths.exec_name,
         res: ctx.res,
     });
-    jailfs::enter_root(
+    let old_root = jailfs::enter_root(
         &ctx.paths.root,
         &ctx.res.files,
         &plan.mounts(),
@@ -76,22 +79,29 @@ pub(crate) fn confine(
         ctx.settings.rootless,
         fc,
     )?;
-    mark::mark("child: 6 mounted and pivoted");
-    // 7. rlimits.
+    // 7. rlimits. 8 (first half). No capability can be gained at exec any more.
     ctx.rlimits.apply()?;
+    let bounding = identity::drop_bounding()?;
+    mark::mark("child: 7-8 rlimits, bounding set");
+    // 4 (cont.). Into the VM's cgroup (v1; v2 was born there), which the
+    // parent makes beside the steps above, before the child becomes the VM.
+    if ctx.cgroup_made_beside {
+        supervise::await_cgroup()?;
+    }
+    cgroup::join_self(cgroup_join)?;
+    mark::mark("child: in its cgroup");
     // Everything so far is undone with the jail (the cgroup holds this process);
     // from here on the VM runs, so its state record (pid) must exist first.
     if !ctx.settings.rootless {
         supervise::await_release()?;
     }
     mark::mark("child: released");
-    // 4 (cont.). Into the VM's cgroup (v1; v2 was born there), which the
-    // parent made beside the steps above, before the child becomes the VM.
-    cgroup::join_self(cgroup_join)?;
+    // 6 (cont.). The old root off, now that the jailer is idle (see `OldRoot`).
+    old_root.detach()?;
+    mark::mark("child: 6 mounted and pivoted");
     ctx.affinity.restore()?;
-    mark::mark("child: in its cgroup");
     // 8. Identity: no groups, the VM's uid/gid, no capabilities, no new privileges.
-    identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless)?;
+    identity::drop_to(ctx.uid, ctx.gid, !ctx.settings.rootless, bounding)?;
     // The VMM must not outlive its supervisor: the uid change cleared the death
     // signal; re-arm it, and end here if the jailer died before it was re-armed.
     supervise::rearm_death_signal().map_err(JailError::DeathSignal)?;

@@ -180,6 +180,7 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
         settings: &s,
         res: &opened.res,
         netns: opened.netns.as_ref(),
+        cgroup_made_beside: cgroup_made_beside(&s),
         made_netns: made_netns.as_ref(),
         paths: &s.paths,
         rlimits: &opened.rlimits,
@@ -213,7 +214,13 @@ pub fn run(args: &RunArgs) -> Result<i32, JailError> {
     affinity.place_apart(nix::unistd::Pid::from_raw(child.pid));
     // 3 and 4 (host side) beside the child, which waits for its id maps
     // (rootless) and its state record.
-    let beside = set_up_beside_child(&s, &opened, &backend, selinux_on, &mut state, &plan);
+    let beside = set_up_beside_child(&s, &opened, &backend, selinux_on, &mut state, &plan)
+        .and_then(|()| {
+            if cgroup_made_beside(&s) {
+                child.cgroup_made()?;
+            }
+            Ok(())
+        });
     if let Err(e) = beside.and_then(|()| admit(&s, &mut child, &mut state)) {
         child.abort();
         return Err(e);
@@ -704,6 +711,13 @@ fn set_up_beside_child(
         mark::mark("3 writable files given to the VM");
     }
     Ok(())
+}
+
+/// Whether the jailer makes the VM's cgroup beside the child (v1, as root),
+/// which waits for it before it joins; otherwise the child is born in it (v2) or
+/// it was made before the clone (rootless).
+fn cgroup_made_beside(s: &Settings) -> bool {
+    s.cgroup_version == CgroupVersion::V1 && !s.rootless
 }
 
 /// The VMM's argv and the sVirt exec label (when labels are on).

@@ -34,10 +34,12 @@ pub enum SuperviseError {
     Mask(nix::Error),
     #[error("cannot clone the jailed child with {flags}: {errno}")]
     Clone { flags: String, errno: nix::Error },
-    #[error("cannot release child {pid}: {source}")]
+    #[error("cannot signal child {pid} (its cgroup made, or its release): {source}")]
     Release { pid: i32, source: std::io::Error },
     #[error("the jailer ended or aborted the start before releasing the child")]
     NotReleased,
+    #[error("the jailer did not make the VM's cgroup (it failed or ended first)")]
+    NoCgroup,
     #[error("cannot wait for child {pid}: {errno}")]
     Wait { pid: i32, errno: nix::Error },
 }
@@ -251,12 +253,36 @@ pub fn await_release() -> Result<(), SuperviseError> {
     let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mut b = [0u8; 1];
     match f.read(&mut b) {
-        Ok(1) if b[0] == b'G' => {}
+        Ok(1) if b[0] == GO_BYTE => {}
         _ => return Err(SuperviseError::NotReleased),
     }
     LIFELINE.store(std::os::fd::IntoRawFd::into_raw_fd(f), Ordering::SeqCst);
     Ok(())
 }
+
+/// In the child (spawned with `Release::InBody`): blocks until the parent's
+/// [`Child::cgroup_made`], which comes before the release; an error when the
+/// parent died or aborted instead.
+pub fn await_cgroup() -> Result<(), SuperviseError> {
+    let fd = GO.load(Ordering::SeqCst);
+    if fd < 0 {
+        return Err(SuperviseError::NoCgroup);
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: one byte into a stack buffer from the go pipe's read end, which
+    // stays open (in GO) for `await_release`.
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+    if n == 1 && b[0] == CGROUP_MADE {
+        Ok(())
+    } else {
+        Err(SuperviseError::NoCgroup)
+    }
+}
+
+/// The byte that says the VM's cgroup is made; the release's is [`GO_BYTE`].
+const CGROUP_MADE: u8 = b'C';
+/// The release's byte.
+const GO_BYTE: u8 = b'G';
 
 /// In the child: re-arms the parent-death signal (a uid change clears it) and
 /// exits at once if the jailer already died.
@@ -283,20 +309,36 @@ pub fn rearm_death_signal() -> Result<(), nix::Error> {
 impl Child {
     /// Lets the child go on (after its state was recorded).
     pub fn release(&mut self) -> Result<(), SuperviseError> {
-        if let (Some(tx), false) = (self.go.as_ref(), self.released) {
-            let raw = tx.as_raw_fd();
-            // SAFETY: writing one byte from a valid buffer to our open pipe end.
-            let n = unsafe { libc::write(raw, b"G".as_ptr().cast(), 1) };
-            let err = std::io::Error::last_os_error();
-            // A child released in its body may have failed (and ended) before:
-            // `wait` reports its exit code. (Rust ignores SIGPIPE.)
-            if n != 1 && err.raw_os_error() != Some(libc::EPIPE) {
-                return Err(SuperviseError::Release {
-                    pid: self.pid,
-                    source: err,
-                });
-            }
+        if !self.released {
+            self.send(GO_BYTE)?;
             self.released = true;
+        }
+        Ok(())
+    }
+
+    /// Tells the child (waiting in [`await_cgroup`]) that its cgroup is made:
+    /// it joins it while this side records the VM, before the release.
+    pub fn cgroup_made(&mut self) -> Result<(), SuperviseError> {
+        if self.released {
+            return Ok(());
+        }
+        self.send(CGROUP_MADE)
+    }
+
+    fn send(&self, byte: u8) -> Result<(), SuperviseError> {
+        let Some(tx) = self.go.as_ref() else {
+            return Ok(());
+        };
+        // SAFETY: writing one byte from a valid buffer to our open pipe end.
+        let n = unsafe { libc::write(tx.as_raw_fd(), std::ptr::from_ref(&byte).cast(), 1) };
+        let err = std::io::Error::last_os_error();
+        // A child released in its body may have failed (and ended) before:
+        // `wait` reports its exit code. (Rust ignores SIGPIPE.)
+        if n != 1 && err.raw_os_error() != Some(libc::EPIPE) {
+            return Err(SuperviseError::Release {
+                pid: self.pid,
+                source: err,
+            });
         }
         Ok(())
     }
@@ -503,6 +545,48 @@ mod tests {
             "child in {} without the fd",
             cg.0.display()
         );
+    }
+
+    /// The child waits for its cgroup, then for its release, in that order; a
+    /// release is not taken for the cgroup; a child whose jailer gives up before
+    /// the cgroup is made fails there.
+    #[test]
+    fn the_child_waits_for_its_cgroup_then_its_release() {
+        let mut child = spawn(CloneFlags::empty(), None, Release::InBody, || {
+            if await_cgroup().is_err() {
+                return 3;
+            }
+            if await_release().is_err() {
+                return 4;
+            }
+            0
+        })
+        .unwrap();
+        child.cgroup_made().unwrap();
+        child.release().unwrap();
+        assert_eq!(child.wait().unwrap(), 0);
+
+        let mut child = spawn(CloneFlags::empty(), None, Release::InBody, || {
+            i32::from(await_cgroup().is_ok()) + 5
+        })
+        .unwrap();
+        child.release().unwrap();
+        assert_eq!(child.wait().unwrap(), 5, "a release taken for the cgroup");
+
+        // The jailer ends the start first: its end of the pipe closes.
+        let mut child = spawn(
+            CloneFlags::empty(),
+            None,
+            Release::InBody,
+            || match await_cgroup() {
+                Err(SuperviseError::NoCgroup) => 6,
+                _ => 7,
+            },
+        )
+        .unwrap();
+        let pid = Pid::from_raw(child.pid);
+        drop(child.go.take());
+        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 6));
     }
 
     /// `await_exec` reports the released child's exec (its lifeline is
