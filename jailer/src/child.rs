@@ -105,7 +105,7 @@ pub(crate) fn confine(
     // The VMM must not outlive its supervisor: the uid change cleared the death
     // signal; re-arm it, and end here if the jailer died before it was re-armed.
     supervise::rearm_death_signal().map_err(JailError::DeathSignal)?;
-    mark::mark("child: 7-8 rlimits, identity, death signal");
+    mark::mark("child: 8 identity, death signal");
     // 9. Landlock.
     landlock_rules::restrict(
         &plan.rules(),

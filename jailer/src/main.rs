@@ -5,8 +5,9 @@
 //! and its signal stack and handlers) cost ~60 µs of every jailed start here,
 //! a tenth of the jail's whole budget (issue 11, part 7; measured with a
 //! static binary spawned 150 times, CPU time at `main`: 462 -> 403 µs). What
-//! of that set-up the jailer relies on, `process::runtime_start` does: SIGPIPE ignored, and
-//! fds 0-2 open. A stack overflow is a plain SIGSEGV instead of a message.
+//! of that set-up the jailer relies on, `process::runtime_start` does: SIGPIPE
+//! ignored, and fds 0-2 open. A stack overflow is a plain SIGSEGV instead of a
+//! message.
 #![cfg_attr(not(test), no_main)]
 // (The test harness brings its own `main`: the binary has no tests, and
 // nothing here is used under it.)
